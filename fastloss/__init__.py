@@ -1,0 +1,119 @@
+"""fastloss: every loss and its gradient in one fused pass.
+
+    >>> import numpy as np, fastloss as fl
+    >>> loss, grad = fl.huber(np.array([0.0, 3.0]), np.array([0.5, 0.0]), delta=1.0)
+
+Each loss function takes the arrays (predictions first) and keyword options; see
+``help(fastloss.<name>)`` for its formula and options, :func:`losses` for the list, and
+SPEC.md for the contract.
+"""
+
+import inspect
+
+from ._api import evaluate
+from ._registry import ALIASES, BACKENDS, REGISTRY, SPECS, lookup
+from ._result import LossResult
+
+__version__ = "0.1.0"
+
+_COMMON_DOC = """
+Common keyword arguments:
+    reduction: "mean" (default), "sum" or "none". ``grad`` is the gradient of what ``loss``
+        is; for "none", of ``loss.sum()``.
+    sample_weight: per-sample weights broadcastable to the unreduced loss; "mean" is
+        sum(w * l) / number of losses.
+    grad: True (default), False (loss only) or "only" (gradient only).
+    out: preallocated gradient array (a tuple of them for several inputs); may be the
+        prediction itself, to overwrite it in place.
+    hessian: also return the hessian diagonal as ``res.hess`` (where the loss has one).
+    backend: "auto" (default) or "numba".
+"""
+
+
+def _signature(spec):
+    P = inspect.Parameter
+    params = [P(name, P.POSITIONAL_OR_KEYWORD) for name in spec.inputs]
+    for o in spec.options:
+        params.append(P(o.name, P.KEYWORD_ONLY, default=o.default))
+    if spec.family == "rowwise":
+        params.append(P("axis", P.KEYWORD_ONLY, default=-1))
+    for name, default in (
+        ("reduction", "mean"), ("sample_weight", None), ("grad", True), ("out", None),
+        ("hessian", False), ("backend", "auto"),
+    ):
+        params.append(P(name, P.KEYWORD_ONLY, default=default))
+    return inspect.Signature(params)
+
+
+def _docstring(spec):
+    lines = [
+        f"{spec.name}({', '.join(spec.inputs)}, ...): {spec.formula}.",
+        "",
+        f"Convention: {spec.convention}.",
+        "Per element; reduced over every element." if spec.family == "elementwise"
+        else "Per row of the class/feature axis (``axis``, default last); reduced over rows.",
+    ]
+    if spec.grads > 1:
+        lines.append(f"``grad`` is a tuple: the gradients with respect to {', '.join(spec.inputs[: spec.grads])}.")
+    if spec.options:
+        lines += ["", "Options:"]
+        lines += [f"    {o.name}={o.default!r}: {o.doc}." for o in spec.options]
+    if spec.hessian:
+        lines += ["", "Supports hessian=True (the hessian diagonal)."]
+    if spec.aliases:
+        lines += ["", f"Aliases: {', '.join(spec.aliases)}."]
+    lines.append(_COMMON_DOC)
+    lines.append("Returns a LossResult (unpacks as ``loss, grad``; ``.hess`` with hessian=True).")
+    return "\n".join(lines)
+
+
+def _make_loss(spec):
+    def loss_function(*arrays, **options):
+        return evaluate(spec, arrays, options)
+
+    loss_function.__name__ = loss_function.__qualname__ = spec.name
+    loss_function.__module__ = __name__
+    loss_function.__doc__ = _docstring(spec)
+    loss_function.__signature__ = _signature(spec)
+    return loss_function
+
+
+for _spec in SPECS:
+    globals()[_spec.name] = _make_loss(_spec)
+for _alias, _name in ALIASES.items():
+    globals()[_alias] = globals()[_name]
+del _spec, _alias, _name
+
+
+class LossInfo(dict):
+    """What :func:`losses` says of one loss (a dict with attribute access)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def losses():
+    """Every loss by name: its inputs, options (with defaults), backends, whether it has a
+    hessian, its family, aliases and formula."""
+    return {
+        s.name: LossInfo(
+            name=s.name,
+            inputs=s.inputs,
+            differentiable=s.inputs[: s.grads],
+            options={o.name: o.default for o in s.options},
+            backends=BACKENDS,
+            hessian=s.hessian,
+            family=s.family,
+            aliases=s.aliases,
+            formula=s.formula,
+            convention=s.convention,
+        )
+        for s in SPECS
+    }
+
+
+def compute(name, *arrays, **options):
+    """Call the loss called ``name`` (or an alias): ``compute("huber", pred, target, delta=2.0)``."""
+    return evaluate(lookup(name), arrays, options)
+
+
+__all__ = ["LossResult", "compute", "losses", *REGISTRY, *ALIASES]

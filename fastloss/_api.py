@@ -1,0 +1,325 @@
+"""The generic call path of every loss: validate, prepare, dispatch, wrap.
+
+Everything SPEC section 3 forbids is rejected here, before a kernel runs. Inputs are then
+brought to the kernels' layout (C-contiguous, the class axis last, flattened to 1-D or
+2-D, in the compute dtype), copying only what is not already in that form; outputs are
+written straight into ``out`` where its layout allows, else into a buffer copied there.
+"""
+
+import math
+
+import numpy as np
+
+from . import cpu_numba
+from ._registry import BACKENDS
+from ._result import LossResult
+
+_REDUCTIONS = ("mean", "sum", "none")
+_ALL_BACKENDS = ("auto", "numba", "cython", "cuda")
+_COMMON = ("reduction", "sample_weight", "grad", "out", "hessian", "backend", "axis")
+
+
+def evaluate(spec, args, kwargs):
+    """Compute ``spec``'s loss of the arrays ``args`` with the options ``kwargs``."""
+    arrays = _gather_inputs(spec, args, kwargs)
+    reduction = kwargs.pop("reduction", "mean")
+    sample_weight = kwargs.pop("sample_weight", None)
+    want = kwargs.pop("grad", True)
+    out = kwargs.pop("out", None)
+    hessian = kwargs.pop("hessian", False)
+    backend = kwargs.pop("backend", "auto")
+    axis = kwargs.pop("axis", -1) if spec.family == "rowwise" else -1
+    options = {o.name: o.check(kwargs.pop(o.name, o.default)) for o in spec.options}
+    if kwargs:
+        raise TypeError(f"{spec.name}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    _check_flags(spec, reduction, want, hessian, backend)
+
+    arrays = [_host_array(a, name) for a, name in zip(arrays, spec.inputs)]
+    dtype, compute, sparse = _check_dtypes(spec, arrays)
+    rows = spec.family == "rowwise"
+    if rows:
+        axis = _check_axis(axis, arrays[0])
+    _check_shapes(spec, arrays, axis, sparse)
+    shape = arrays[0].shape
+    loss_shape = shape[:axis] + shape[axis + 1:] if rows else shape
+    width = arrays[0].shape[axis] if rows else 1
+    count = math.prod(loss_shape)
+    if sparse:
+        _check_labels(arrays[1], width, options.get("ignore_index"))
+
+    # Kernel inputs: contiguous, class axis last, 1-D (element-wise) or 2-D (row-wise).
+    work = [_work_array(a, spec, i, sparse, compute, axis, count, width) for i, a in enumerate(arrays)]
+    x = work[0]
+    weights = _sample_weights(sample_weight, loss_shape)
+    aux = _aux_array(spec, options, arrays, width, rows)
+    params = tuple(float(v) for v in spec.params(options, arrays)) or (0.0,)
+
+    # Outputs.
+    outs = _check_out(spec, out, arrays, want)
+    empty = np.empty((count, 0) if rows else 0, dtype=compute)
+    n_grads = spec.grads if want else 0
+    buffers = []
+    for k in range(spec.grads):
+        if k >= n_grads:
+            buffers.append(empty)
+            continue
+        target = outs[k] if outs is not None else None
+        direct = target is not None and _writes_directly(target, k, work, weights, aux, compute, axis, rows)
+        buffers.append(target.reshape(x.shape) if direct else np.empty(x.shape, dtype=compute))
+    hess = np.empty(x.shape, dtype=compute) if hessian else empty
+    keep_loss = reduction == "none" and want != "only"
+    loss_out = np.empty(count, dtype=compute) if keep_loss else np.empty(0, dtype=compute)
+
+    denominator = float(count) if spec.denominator is None else spec.denominator(options, arrays)
+    scale = 1.0
+    if reduction == "mean" and spec.finish is None:
+        scale = 1.0 / denominator if denominator != 0.0 else 0.0
+
+    math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
+    y = work[1] if len(work) > 1 else x
+    gy = buffers[1] if spec.grads > 1 else empty
+    if rows:
+        v = work[2] if len(work) > 2 else x
+        gv = buffers[2] if spec.grads > 2 else empty
+        c = aux if aux is not None else _NO_AUX
+        args = (x, y, v, c, weights, params, scale, loss_out, buffers[0], gy, gv, hess)
+    else:
+        c = aux if aux is not None else x
+        args = (x, y, c, weights, params, scale, loss_out, buffers[0], gy, hess)
+    total = cpu_numba.run(math_fn, spec.family, x.size, args)
+
+    # Reduce the loss, scale what a finished loss (RMSE) needs, and hand back.
+    if spec.finish is not None:
+        value, factor = spec.finish(total, denominator, reduction)
+        for k in range(n_grads):
+            buffers[k] *= factor
+    elif reduction == "mean":
+        value = total / denominator if denominator != 0.0 else math.nan
+    else:
+        value = total
+    if want == "only":
+        loss = None
+    elif keep_loss:
+        loss = loss_out.reshape(loss_shape).astype(dtype, copy=False)
+    else:
+        loss = np.asarray(value, dtype=dtype)
+
+    grads = None
+    if want:
+        grads = tuple(
+            _deliver(buffers[k], outs[k] if outs is not None else None, arrays[k], axis, rows)
+            for k in range(spec.grads)
+        )
+        grads = grads[0] if spec.grads == 1 else grads
+    h = _deliver(hess, None, arrays[0], axis, rows) if hessian else None
+    return LossResult(loss, grads, h)
+
+
+_NO_AUX = np.empty(0, dtype=np.float64)
+_NO_WEIGHTS = np.empty(0, dtype=np.float64)
+
+
+def _gather_inputs(spec, args, kwargs):
+    """The input arrays, given positionally or by name."""
+    if len(args) > len(spec.inputs):
+        raise TypeError(f"{spec.name}() takes {len(spec.inputs)} arrays ({', '.join(spec.inputs)}), got {len(args)}")
+    arrays = list(args)
+    for name in spec.inputs[len(args):]:
+        if name not in kwargs:
+            raise TypeError(f"{spec.name}() missing the array argument {name!r}")
+        arrays.append(kwargs.pop(name))
+    return arrays
+
+
+def _check_flags(spec, reduction, want, hessian, backend):
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction not in spec.reductions:
+        raise ValueError(f"{spec.name} supports reduction in {spec.reductions}, not {reduction!r}")
+    if not (want is True or want is False or (isinstance(want, str) and want == "only")):
+        raise ValueError(f"grad must be True, False or 'only', got {want!r}")
+    if not isinstance(hessian, (bool, np.bool_)):
+        raise TypeError(f"hessian must be True or False, got {hessian!r}")
+    if hessian and not spec.hessian:
+        raise ValueError(f"{spec.name} has no hessian; losses with one: see fastloss.losses()")
+    if not isinstance(backend, str) or backend not in _ALL_BACKENDS:
+        raise ValueError(f"backend must be one of {_ALL_BACKENDS}, got {backend!r}")
+    if backend == "cuda":
+        raise ValueError("backend='cuda' needs device arrays and a GPU; this build has no CUDA backend yet")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not built in this version; available: auto, {', '.join(BACKENDS)}")
+
+
+def _host_array(obj, name):
+    """A NumPy view of ``obj`` (never a copy where NumPy can avoid one)."""
+    if isinstance(obj, np.ndarray):
+        return obj
+    if hasattr(obj, "__cuda_array_interface__"):
+        raise ValueError(f"{name} is a GPU array; this build has no CUDA backend yet")
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
+        obj = obj.detach()  # a tensor that requires grad is read, never copied
+    try:
+        return np.asarray(obj)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array, got {type(obj).__name__}: {exc}") from None
+
+
+def _is_float(dt):
+    return dt.kind == "f" or dt.name == "bfloat16"
+
+
+def _compute_dtype(dt):
+    """float32 and float64 compute in their own precision; half types in float32."""
+    if dt.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _check_dtypes(spec, arrays):
+    """(dtype of the results, compute dtype, whether the target holds integer labels)."""
+    for a, name in zip(arrays[: spec.grads], spec.inputs):
+        if not _is_float(a.dtype):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {a.dtype}")
+    dtype = arrays[0].dtype
+    for a, name in zip(arrays[1: spec.grads], spec.inputs[1:]):
+        if a.dtype != dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but {spec.inputs[0]} has {dtype}; they must match")
+    sparse = False
+    if spec.target != "none":
+        t, name = arrays[1], spec.inputs[1]
+        integer = t.dtype.kind in "iu"
+        if spec.target == "labels" and not integer:
+            raise TypeError(f"{name} must be integer class labels, got dtype {t.dtype}")
+        if spec.target == "float" and not (integer or t.dtype.kind in "bf" or _is_float(t.dtype)):
+            raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+        if spec.target == "float_or_labels" and not (integer or t.dtype.kind in "bf" or _is_float(t.dtype)):
+            raise TypeError(f"{name} must be integer labels or real targets, got dtype {t.dtype}")
+        sparse = spec.target == "labels" or (spec.target == "float_or_labels" and integer)
+    return dtype, _compute_dtype(dtype), sparse
+
+
+def _check_axis(axis, pred):
+    if pred.ndim == 0:
+        raise ValueError("a class-axis loss needs predictions with at least one dimension")
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    if not -pred.ndim <= axis < pred.ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of {pred.ndim} dimensions")
+    return int(axis) % pred.ndim
+
+
+def _check_shapes(spec, arrays, axis, sparse):
+    shape = arrays[0].shape
+    for i, (a, name) in enumerate(zip(arrays[1:], spec.inputs[1:]), 1):
+        if i == 1 and sparse:
+            expected = shape[:axis] + shape[axis + 1:]
+            if a.shape != expected:
+                raise ValueError(
+                    f"{name} must have the shape of {spec.inputs[0]} without its class axis, "
+                    f"{expected}, got {a.shape}"
+                )
+        elif a.shape != shape:
+            raise ValueError(f"{name} has shape {a.shape} but {spec.inputs[0]} has shape {shape}")
+
+
+def _check_labels(labels, width, ignore_index):
+    """Every label in [0, width) or equal to ignore_index: a kernel never sees another."""
+    checked = labels if ignore_index is None else labels[labels != ignore_index]
+    if checked.size == 0:
+        return
+    lo, hi = checked.min(), checked.max()
+    if lo < 0 or hi >= width:
+        bad = lo if lo < 0 else hi
+        extra = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+        raise ValueError(f"labels must be in [0, {width}){extra}; found {bad}")
+
+
+def _work_array(a, spec, i, sparse, compute, axis, count, width):
+    """Input ``i`` in the kernels' layout."""
+    if i == 1 and sparse:
+        return np.ascontiguousarray(a, dtype=np.intp).reshape(count)
+    if spec.family == "rowwise":
+        a = np.moveaxis(a, axis, -1)
+        return np.ascontiguousarray(a, dtype=compute).reshape(count, width)
+    return np.ascontiguousarray(a, dtype=compute).reshape(-1)
+
+
+def _sample_weights(sample_weight, loss_shape):
+    if sample_weight is None:
+        return _NO_WEIGHTS
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+    try:
+        w = np.broadcast_to(w, loss_shape)
+    except ValueError:
+        raise ValueError(
+            f"sample_weight of shape {w.shape} does not broadcast to the unreduced loss's shape {loss_shape}"
+        ) from None
+    return np.ascontiguousarray(w, dtype=np.float64).reshape(-1)
+
+
+def _aux_array(spec, options, arrays, width, rows):
+    if spec.aux is None:
+        return None
+    a = spec.aux(options, arrays)
+    if a is None:
+        return None
+    if rows:
+        if a.shape != (width,):
+            raise ValueError(f"class_weight must have shape ({width},), one weight per class, got {a.shape}")
+        return np.ascontiguousarray(a, dtype=np.float64)
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+
+
+def _check_out(spec, out, arrays, want):
+    """``out`` as a tuple of one array per differentiable input, checked; None if absent."""
+    if out is None:
+        return None
+    if not want:
+        raise ValueError("out= is for the gradient, but grad=False was asked for")
+    outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    if len(outs) != spec.grads:
+        raise ValueError(f"out must hold {spec.grads} arrays (one per differentiable input), got {len(outs)}")
+    for o, a, name in zip(outs, arrays, spec.inputs):
+        if not isinstance(o, np.ndarray):
+            raise TypeError(f"out for {name} must be a NumPy array, got {type(o).__name__}")
+        if o.shape != a.shape or o.dtype != a.dtype:
+            raise ValueError(
+                f"out for {name} must have shape {a.shape} and dtype {a.dtype}, got {o.shape} {o.dtype}"
+            )
+        if not o.flags.writeable:
+            raise ValueError(f"out for {name} is read-only")
+    return outs
+
+
+def _writes_directly(target, k, work, weights, aux, compute, axis, rows):
+    """Whether the kernel can write gradient ``k`` straight into ``target``: it has the
+    kernel's layout, and overlaps no array the kernel reads except its own input exactly
+    (each kernel reads an element, or a row's every element, before writing it)."""
+    if target.dtype != compute or not target.flags.c_contiguous:
+        return False
+    if rows and axis != target.ndim - 1:
+        return False
+    for j, arr in enumerate((*work, weights) if aux is None else (*work, weights, aux)):
+        if np.may_share_memory(target, arr):
+            same = j == k and arr.ctypes.data == target.ctypes.data and arr.size == target.size
+            if not same:
+                return False
+    return True
+
+
+def _deliver(buf, target, like, axis, rows):
+    """A kernel output buffer in the shape, axis order and dtype of ``like``; copied into
+    ``target`` (the caller's ``out``) unless the kernel wrote there already."""
+    if target is not None and np.may_share_memory(buf, target):
+        return target
+    if rows:
+        moved = like.shape[:axis] + like.shape[axis + 1:] + (like.shape[axis],)
+        result = np.moveaxis(buf.reshape(moved), -1, axis)
+    else:
+        result = buf.reshape(like.shape)
+    if target is not None:
+        np.copyto(target, result, casting="unsafe")
+        return target
+    return np.ascontiguousarray(result, dtype=like.dtype)

@@ -1,0 +1,135 @@
+"""Validation of loss options (SPEC section 3): each checker returns the option's value in
+canonical form or raises a ``ValueError``/``TypeError`` that names the option."""
+
+import math
+import numbers
+
+import numpy as np
+
+
+class Option:
+    """A keyword option of a loss: its name, default, meaning and checker."""
+
+    __slots__ = ("name", "default", "doc", "check")
+
+    def __init__(self, name, default, doc, check):
+        self.name = name
+        self.default = default
+        self.doc = doc
+        self.check = check
+
+    def __repr__(self):
+        return f"Option({self.name}={self.default!r})"
+
+
+def _real(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def nonnegative(name):
+    """A finite real number >= 0."""
+
+    def check(value):
+        v = _real(name, value)
+        if not math.isfinite(v) or v < 0.0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        return v
+
+    return check
+
+
+def finite(name):
+    """Any finite real number."""
+
+    def check(value):
+        v = _real(name, value)
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        return v
+
+    return check
+
+
+def closed_unit(name):
+    """A real number in [0, 1]."""
+
+    def check(value):
+        v = _real(name, value)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        return v
+
+    return check
+
+
+def open_unit(name):
+    """A real number in (0, 1)."""
+
+    def check(value):
+        v = _real(name, value)
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
+        return v
+
+    return check
+
+
+def at_least_one(name):
+    """A finite real number >= 1 (the order of a norm)."""
+
+    def check(value):
+        v = _real(name, value)
+        if not math.isfinite(v) or v < 1.0:
+            raise ValueError(f"{name} must be a finite number >= 1, got {value!r}")
+        return v
+
+    return check
+
+
+def flag(name):
+    """A boolean."""
+
+    def check(value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+        return bool(value)
+
+    return check
+
+
+def optional_real(name):
+    """None or a finite real number."""
+
+    def check(value):
+        return None if value is None else finite(name)(value)
+
+    return check
+
+
+def optional_index(name):
+    """None or an integer."""
+
+    def check(value):
+        if value is None:
+            return None
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer or None, got {value!r}")
+        return int(value)
+
+    return check
+
+
+def optional_array(name):
+    """None, a real scalar or a real array (its shape is checked against the inputs later)."""
+
+    def check(value):
+        if value is None:
+            return None
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        return arr
+
+    return check

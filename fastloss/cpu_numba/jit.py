@@ -1,0 +1,66 @@
+"""How fastloss compiles with Numba: flags, and an on-disk cache that never breaks import.
+
+Drivers are closures over the loss's compiled math, and Numba keys the cache of a closure
+on a pickle of its cells, which for a compiled function holds a per-process id: such a
+cache would never hit. :class:`SourceKeyedCache` keys it instead on the driver's name and
+a hash of fastloss's own sources (any edit to the package invalidates every entry, so a
+kernel never outlives the math it inlined). Where no cache location is writable, or
+Numba's cache machinery changes, compilation silently goes on without a cache.
+"""
+
+import hashlib
+import pathlib
+
+import numba
+from numba.core.caching import FunctionCache
+
+from ..math.portable import compile_for
+
+# Fast-math flags that keep IEEE NaN/Inf semantics: no ``nnan``/``ninf`` (they would
+# delete the NaN and Inf handling SPEC section 4 requires) and no ``afn`` (approximate
+# transcendental functions would cost accuracy).
+FASTMATH = frozenset({"nsz", "contract", "reassoc"})
+
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent
+_source_hash = None
+
+
+def package_source_hash():
+    """sha256 over the bytes of every ``.py`` file of the fastloss package."""
+    global _source_hash
+    if _source_hash is None:
+        h = hashlib.sha256()
+        for path in sorted(_PACKAGE.rglob("*.py")):
+            h.update(path.relative_to(_PACKAGE).as_posix().encode())
+            h.update(path.read_bytes())
+        _source_hash = h.hexdigest()
+    return _source_hash
+
+
+class SourceKeyedCache(FunctionCache):
+    """A Numba function cache keyed on (signature, target machine, fastloss sources, name)."""
+
+    def _index_key(self, sig, codegen):
+        return (sig, codegen.magic_tuple(), package_source_hash(), self._py_func.__qualname__)
+
+
+def compile_math(fn):
+    """Compile a ``@portable`` math function (and its callees) for the CPU."""
+    return compile_for(fn, "numba", _njit_math)
+
+
+def _njit_math(py_func):
+    return numba.njit(nogil=True, error_model="numpy")(py_func)
+
+
+def compile_driver(py_func, name, parallel):
+    """Compile a driver closure under a unique ``name`` (the cache's file name), cached."""
+    py_func.__qualname__ = name
+    dispatcher = numba.njit(
+        parallel=parallel, nogil=True, error_model="numpy", fastmath=set(FASTMATH)
+    )(py_func)
+    try:
+        dispatcher._cache = SourceKeyedCache(py_func)
+    except Exception:  # no writable cache location (or Numba changed): compile uncached
+        pass
+    return dispatcher

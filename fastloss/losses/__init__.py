@@ -1,0 +1,24 @@
+"""The math of every loss, one module per family, written once for every backend.
+
+Element-wise losses (:mod:`.regression`, :mod:`.binary`, :mod:`.generative`) are
+``@portable`` functions of one element::
+
+    f(x, y, c, p) -> (loss, dloss/dx, dloss/dy, d2loss/dx2)
+
+with ``x`` the prediction, ``y`` the target (or the second differentiable input),
+``c`` a per-element auxiliary value (``pos_weight``; unused by most losses) and ``p``
+the tuple of the loss's float options. A backend's element-wise driver applies ``f`` to
+every element and handles weights, reduction and which outputs are stored; values a
+caller does not ask for are dead code that the compiler removes.
+
+Row-wise losses (:mod:`.softmax`, :mod:`.embedding`, the VAE term) are ``@portable``
+functions of one row (the class or feature axis)::
+
+    f(x, y, v, c, gx, gy, gv, h, gs, p) -> loss of the row
+
+with ``x``, ``y``, ``v`` the rows of up to three inputs (``y`` may be an integer label),
+``c`` a per-class array (``class_weight``), ``gx``, ``gy``, ``gv`` the gradient rows to
+fill and ``h`` the hessian-diagonal row (each of length 0 when not wanted), ``gs`` the
+factor every gradient of this row is scaled by (sample weight and ``1/count`` for
+``"mean"``), and ``p`` the options. The function returns the row's unweighted loss.
+"""

@@ -1,0 +1,103 @@
+"""Regression losses of one element: ``f(x, y, c, p) -> (loss, dx, dy, hess)``.
+
+``x`` is the prediction, ``y`` the target, ``r = x - y``; ``dy`` is unused (0) and so is
+``c``. ``p`` holds the options in the order the registry lists them.
+"""
+
+import math
+
+from ..math.portable import portable
+from ..math.primitives import clamp_min, clamp_min_grad, log_cosh as _log_cosh
+from ..math.primitives import sech2, sign, xdivy, xlogy
+
+
+@portable
+def squared_error(x, y, c, p):
+    """r^2; gradient 2 r; hessian 2. Keras/PyTorch ``mse``."""
+    r = x - y
+    return r * r, 2.0 * r, 0.0, 2.0
+
+
+@portable
+def absolute_error(x, y, c, p):
+    """|r|; gradient sign(r) with sign(0) = 0 (PyTorch). Keras/PyTorch ``mae``/``l1``."""
+    r = x - y
+    return abs(r), sign(r), 0.0, 0.0
+
+
+@portable
+def squared_log_error(x, y, c, p):
+    """(log1p(max(x, eps)) - log1p(max(y, eps)))^2, ``p = (eps,)``. Keras ``msle``.
+
+    Gradient 2 d / (1 + max(x, eps)) where x >= eps, 0 below (the clamp's gradient).
+    """
+    eps = p[0]
+    xc = clamp_min(x, eps)
+    d = math.log1p(xc) - math.log1p(clamp_min(y, eps))
+    return d * d, clamp_min_grad(x, eps) * 2.0 * d / (1.0 + xc), 0.0, 0.0
+
+
+@portable
+def absolute_percentage_error(x, y, c, p):
+    """100 |r| / max(|y|, eps), ``p = (eps,)``. Keras ``mape``."""
+    scale = 100.0 / clamp_min(abs(y), p[0])
+    r = x - y
+    return scale * abs(r), scale * sign(r), 0.0, 0.0
+
+
+@portable
+def huber(x, y, c, p):
+    """0.5 r^2 where |r| <= delta, else delta (|r| - delta / 2), ``p = (delta,)``.
+
+    Gradient r inside (the quadratic side owns the boundary, as in PyTorch), delta sign(r)
+    outside; hessian 1 inside, 0 outside. Keras ``Huber``, PyTorch ``huber_loss``.
+    """
+    delta = p[0]
+    r = x - y
+    a = abs(r)
+    if a <= delta:
+        return 0.5 * r * r, r, 0.0, 1.0
+    return delta * (a - 0.5 * delta), delta * sign(r), 0.0, 0.0
+
+
+@portable
+def pseudo_huber(x, y, c, p):
+    """delta^2 (sqrt(1 + (r/delta)^2) - 1), ``p = (delta,)``; ``scipy.special.pseudo_huber``.
+
+    Evaluated as delta^2 t^2 / (hypot(1, t) + 1) with t = r / delta (difference of
+    squares, no cancellation near 0, no overflow of t^2). Gradient r / hypot(1, t),
+    hessian hypot(1, t)^-3. delta = 0 gives 0 (the limit), as scipy does.
+    """
+    delta = p[0]
+    r = x - y
+    if delta == 0.0:
+        return 0.0 * r, 0.0 * r, 0.0, 0.0 * r
+    t = r / delta
+    s = math.hypot(1.0, t)
+    at = abs(t)
+    return delta * delta * at * (at / (s + 1.0)), r / s, 0.0, 1.0 / (s * s * s)
+
+
+@portable
+def log_cosh(x, y, c, p):
+    """log(cosh(r)); gradient tanh(r); hessian sech(r)^2. Keras ``log_cosh``."""
+    r = x - y
+    return _log_cosh(r), math.tanh(r), 0.0, sech2(r)
+
+
+@portable
+def poisson(x, y, c, p):
+    """Poisson negative log-likelihood, ``p = (log_input, eps)``. Keras ``poisson``,
+    PyTorch ``poisson_nll_loss(full=False)``.
+
+    log_input = 0: x - y log(x + eps), gradient 1 - y / (x + eps), hessian y / (x + eps)^2;
+    log_input = 1: exp(x) - y x, gradient exp(x) - y, hessian exp(x).
+    ``y log(.)`` is 0 where y = 0 (0 log 0 = 0).
+    """
+    if p[0] != 0.0:
+        e = math.exp(x)
+        yx = y * x if y != 0.0 else 0.0  # 0 * inf = 0: the target's weight is 0
+        return e - yx, e - y, 0.0, e
+    s = x + p[1]
+    q = xdivy(y, s)
+    return x - xlogy(y, s), 1.0 - q, 0.0, xdivy(q, s)

@@ -1,0 +1,425 @@
+"""Class-axis losses of one row: ``f(x, y, v, c, gx, gy, gv, h, gs, p) -> row loss``.
+
+See :mod:`fastloss.losses` for the calling convention. Every softmax is taken with the
+row maximum ``m`` out: ``log_softmax(z)_j = (z_j - m) - log(sum_k exp(z_k - m))``, so logits
+of any magnitude are safe and ``-inf`` logits (a masked vocabulary) have probability 0.
+A row whose logits are all ``-inf`` has no softmax: its loss and gradient are NaN.
+
+Functions whose docstring says *in place* read every logit they need before they write
+the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
+"""
+
+import math
+
+from ..math.portable import portable
+from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp
+from ..math.primitives import xdivy, xlogy
+
+
+@portable
+def row_max(z):
+    """max_j z_j, ``-inf`` for an empty or all ``-inf`` row (NaN entries are skipped here;
+    they reach the sum of exponentials and make the row NaN there)."""
+    m = -math.inf
+    for j in range(z.shape[0]):
+        v = float(z[j])
+        if v > m:
+            m = v
+    return m
+
+
+@portable
+def online_max_sum_exp(z):
+    """(m, sum_j exp(z_j - m)) with m = max_j z_j, in one pass: the running maximum
+    rescales the running sum. ``-inf`` entries add nothing, so ``-inf - (-inf)`` is never
+    formed; an all ``-inf`` row gives (-inf, 0). ``log_softmax_j = (z_j - m) - log(sum)``."""
+    m = -math.inf
+    d = 0.0
+    for j in range(z.shape[0]):
+        v = float(z[j])
+        if v > m:
+            d = d * math.exp(m - v) + 1.0
+            m = v
+        elif v != -math.inf:
+            d += math.exp(v - m)
+    return m, d
+
+
+@portable
+def sum_exp_into(z, m, e):
+    """sum_j exp(z_j - m), storing each exp(z_j - m) in ``e`` (when ``e`` is not empty)."""
+    d = 0.0
+    store = e.shape[0] != 0
+    for j in range(z.shape[0]):
+        t = math.exp(float(z[j]) - m)
+        d += t
+        if store:
+            e[j] = t
+    return d
+
+
+@portable
+def sum_exp(z, m):
+    """sum_j exp(z_j - m)."""
+    d = 0.0
+    for j in range(z.shape[0]):
+        d += math.exp(float(z[j]) - m)
+    return d
+
+
+@portable
+def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
+    """PyTorch ``cross_entropy`` with class indices; in place.
+
+    ``p = (label_smoothing, ignore_index, has_ignore_index)``, ``cw`` the class weights
+    (empty for none). With lse = m + log d and W = sum_j cw_j::
+
+        loss = cw_y (1 - ls) (lse - z_y) + (ls / C) sum_j cw_j (lse - z_j)
+        grad_j = gs (A softmax_j - cw_y (1 - ls) [j = y] - (ls / C) cw_j)
+        hess_j = gs A softmax_j (1 - softmax_j),   A = cw_y (1 - ls) + (ls / C) W
+
+    each ``lse - z_j`` evaluated as ``(m - z_j) + log d``. An ignored row has loss and
+    gradient 0.
+    """
+    ls = p[0]
+    n = z.shape[0]
+    want_g = gz.shape[0] != 0
+    want_h = h.shape[0] != 0
+    if p[2] != 0.0 and label == p[1]:
+        for j in range(gz.shape[0]):
+            gz[j] = 0.0
+        for j in range(h.shape[0]):
+            h[j] = 0.0
+        return 0.0
+    weighted = cw.shape[0] != 0
+    w_y = float(cw[label]) if weighted else 1.0
+    z_y = float(z[label])
+    k = ls / n
+    if not (want_g or want_h):
+        m, d = online_max_sum_exp(z)
+        log_d = math.log(d)
+        loss = w_y * (1.0 - ls) * ((m - z_y) + log_d)
+        if ls != 0.0:
+            s = 0.0
+            for j in range(n):
+                s += (float(cw[j]) if weighted else 1.0) * ((m - float(z[j])) + log_d)
+            loss += k * s
+        return loss
+    m = row_max(z)
+    # One pass: exp(z_j - m) into the gradient row, the smoothing sum beside it.
+    d = 0.0
+    s = 0.0
+    wsum = 0.0
+    for j in range(n):
+        zj = float(z[j])
+        t = math.exp(zj - m)
+        d += t
+        if ls != 0.0:
+            wj = float(cw[j]) if weighted else 1.0
+            wsum += wj
+            s += wj * (m - zj)
+        if want_g:
+            gz[j] = t
+        if want_h:
+            h[j] = t
+    log_d = math.log(d)
+    loss = w_y * (1.0 - ls) * ((m - z_y) + log_d) + k * (s + wsum * log_d)
+    a = w_y * (1.0 - ls) + k * wsum
+    inv_d = 1.0 / d
+    for j in range(n):
+        if want_g:
+            pj = float(gz[j]) * inv_d
+            target = k * (float(cw[j]) if weighted else 1.0)
+            if j == label:
+                target += w_y * (1.0 - ls)
+            gz[j] = gs * (a * pj - target)
+        if want_h:
+            pj = float(h[j]) * inv_d
+            h[j] = gs * a * pj * (1.0 - pj)
+    return loss
+
+
+@portable
+def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
+    """-sum_j t_j log_softmax(z)_j for soft or one-hot targets; in place.
+
+    ``p = (label_smoothing,)``; t = y (1 - ls) + ls / C, T = sum_j t_j. PyTorch
+    ``cross_entropy`` with probabilities, optax ``softmax_cross_entropy``::
+
+        loss = sum_j t_j (m - z_j) + T log d        (terms with t_j = 0 are 0)
+        grad_j = gs (T softmax_j - t_j),  hess_j = gs T softmax_j (1 - softmax_j)
+    """
+    ls = p[0]
+    n = z.shape[0]
+    k = ls / n
+    want_g = gz.shape[0] != 0
+    want_h = h.shape[0] != 0
+    m = row_max(z)
+    d = 0.0
+    s = 0.0
+    total_t = 0.0
+    for j in range(n):
+        zj = float(z[j])
+        tj = float(y[j]) * (1.0 - ls) + k
+        total_t += tj
+        if tj != 0.0:
+            s += tj * (m - zj)
+        e = math.exp(zj - m)
+        d += e
+        if want_g:
+            gz[j] = e
+        if want_h:
+            h[j] = e
+    log_d = math.log(d)
+    inv_d = 1.0 / d
+    for j in range(n):
+        if want_g:
+            tj = float(y[j]) * (1.0 - ls) + k
+            gz[j] = gs * (total_t * float(gz[j]) * inv_d - tj)
+        if want_h:
+            pj = float(h[j]) * inv_d
+            h[j] = gs * total_t * pj * (1.0 - pj)
+    return s + total_t * log_d
+
+
+@portable
+def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
+    """Keras ``categorical_crossentropy(from_logits=False)``: normalise, clip, log.
+
+    ``p = (eps, label_smoothing)``; t = y (1 - ls) + ls / C, s = sum_j x_j,
+    q_j = clip(x_j / s, eps, 1 - eps)::
+
+        loss = -sum_j t_j log q_j
+        grad_k = gs (g_k - sum_j g_j x_j / s) / s,   g_j = -t_j / q_j [eps <= x_j / s <= 1 - eps]
+    """
+    eps = p[0]
+    ls = p[1]
+    n = x.shape[0]
+    k = ls / n
+    s = 0.0
+    for j in range(n):
+        s += float(x[j])
+    loss = 0.0
+    dot = 0.0
+    want_g = gx.shape[0] != 0
+    for j in range(n):
+        r = float(x[j]) / s
+        q = clip(r, eps, 1.0 - eps)
+        tj = float(y[j]) * (1.0 - ls) + k
+        loss -= xlogy(tj, q)
+        g = -xdivy(tj, q) * clip_grad(r, eps, 1.0 - eps)
+        dot += g * r
+        if want_g:
+            gx[j] = g
+    if want_g:
+        for j in range(n):
+            gx[j] = gs * (float(gx[j]) - dot) / s
+    return loss
+
+
+@portable
+def categorical_hinge(x, y, v, c, gx, gy, gv, h, gs, p):
+    """Keras ``categorical_hinge``: max(0, 1 + max_j (1 - y_j) x_j - sum_j y_j x_j).
+
+    The max includes the 0 of a one-hot target's own slot. Its gradient is shared equally
+    among tied maxima (as Keras's ``ops.max`` does in TensorFlow and PyTorch); the
+    clamp passes its gradient at 0.
+    """
+    n = x.shape[0]
+    pos = 0.0
+    neg = -math.inf
+    ties = 0.0
+    for j in range(n):
+        xj = float(x[j])
+        yj = float(y[j])
+        pos += yj * xj
+        u = (1.0 - yj) * xj
+        if u > neg:
+            neg = u
+            ties = 1.0
+        elif u == neg:
+            ties += 1.0
+    inner = 1.0 + neg - pos
+    if gx.shape[0] != 0:
+        a = gs * clamp_min_grad(inner, 0.0)
+        for j in range(n):
+            yj = float(y[j])
+            g = -yj
+            if (1.0 - yj) * float(x[j]) == neg:
+                g += (1.0 - yj) / ties
+            gx[j] = a * g
+    return clamp_min(inner, 0.0)
+
+
+@portable
+def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
+    """Keras ``kl_divergence(y_true=y, y_pred=x)``: sum_j q_j log(q_j / r_j) with
+    q = clip(y, eps, 1), r = clip(x, eps, 1), ``p = (eps,)``; gradient -q_j / r_j where
+    eps <= x_j <= 1, else 0. Terms with q_j = 0 (possible with eps = 0) are 0."""
+    eps = p[0]
+    want_g = gx.shape[0] != 0
+    loss = 0.0
+    for j in range(x.shape[0]):
+        xj = float(x[j])
+        q = clip(float(y[j]), eps, 1.0)
+        r = clip(xj, eps, 1.0)
+        if q != 0.0:
+            loss += q * (math.log(q) - math.log(r))
+        if want_g:
+            gx[j] = -gs * xdivy(q, r) * clip_grad(xj, eps, 1.0)
+    return loss
+
+
+@portable
+def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
+    """sum_j q_j (log q_j - log_softmax(z)_j) with 0 log 0 = 0; in place.
+
+    ``p = (log_target,)``: with log_target the target row holds log q. PyTorch
+    ``kl_div(log_softmax(z), q, reduction="batchmean")`` per row. Gradient
+    gs (Q softmax_j - q_j), Q = sum_j q_j.
+    """
+    log_target = p[0] != 0.0
+    n = z.shape[0]
+    want_g = gz.shape[0] != 0
+    m = row_max(z)
+    d = 0.0
+    for j in range(n):
+        e = math.exp(float(z[j]) - m)
+        d += e
+    log_d = math.log(d)
+    loss = 0.0
+    total_q = 0.0
+    for j in range(n):
+        yj = float(y[j])
+        q = math.exp(yj) if log_target else yj
+        if q != 0.0:
+            log_q = yj if log_target else math.log(yj)
+            loss += q * (log_q - (float(z[j]) - m) + log_d)
+        total_q += q
+        if want_g:
+            gz[j] = math.exp(float(z[j]) - m) / d
+    if want_g:
+        for j in range(n):
+            yj = float(y[j])
+            q = math.exp(yj) if log_target else yj
+            gz[j] = gs * (total_q * float(gz[j]) - q)
+    return loss
+
+
+@portable
+def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
+    """Generalised Jensen-Shannon divergence of P = softmax(zp) and Q = softmax(zq).
+
+    ``p = (beta,)``, M = beta P + (1 - beta) Q, as in Liger-Kernel::
+
+        loss = beta KL(P || M) + (1 - beta) KL(Q || M) = sum_j P_j a_j + Q_j b_j
+        a_j = beta (log P_j - log M_j),  b_j = (1 - beta)(log Q_j - log M_j)
+        dloss/dzp_k = P_k (a_k - sum_j P_j a_j),  dloss/dzq_k = Q_k (b_k - sum_j Q_j b_j)
+
+    log M is a log-add-exp of log-softmaxes, so nothing underflows before the log; terms
+    with P_j = 0 (or Q_j = 0) are 0.
+    """
+    beta = p[0]
+    log_b = math.log(beta)
+    log_1b = math.log1p(-beta)
+    n = zp.shape[0]
+    want_g = gp.shape[0] != 0
+    mp = row_max(zp)
+    mq = row_max(zq)
+    log_dp = math.log(sum_exp(zp, mp))
+    log_dq = math.log(sum_exp(zq, mq))
+    loss = 0.0
+    sp = 0.0
+    sq = 0.0
+    for j in range(n):
+        lp = (float(zp[j]) - mp) - log_dp
+        lq = (float(zq[j]) - mq) - log_dq
+        lm = log_add_exp(log_b + lp, log_1b + lq)
+        pj = math.exp(lp)
+        qj = math.exp(lq)
+        if pj != 0.0:
+            t = pj * beta * (lp - lm)
+            loss += t
+            sp += t
+        if qj != 0.0:
+            t = qj * (1.0 - beta) * (lq - lm)
+            loss += t
+            sq += t
+    if want_g:
+        for j in range(n):
+            lp = (float(zp[j]) - mp) - log_dp
+            lq = (float(zq[j]) - mq) - log_dq
+            lm = log_add_exp(log_b + lp, log_1b + lq)
+            pj = math.exp(lp)
+            qj = math.exp(lq)
+            gp[j] = gs * pj * (beta * (lp - lm) - sp) if pj != 0.0 else 0.0
+            gq[j] = gs * qj * ((1.0 - beta) * (lq - lm) - sq) if qj != 0.0 else 0.0
+    return loss
+
+
+@portable
+def focal_term(log_p, gamma):
+    """For one class with log-probability ``log_p`` (p = exp(log_p), u = 1 - p)::
+
+        f = u^gamma log p              (the focal log-likelihood)
+        g = p df/dp = u^gamma (1 - gamma p log(p) / u)
+
+    u = -expm1(log p) has no cancellation near p = 1, and log(p) / u -> -1 as u -> 0, so
+    g never forms u^(gamma - 1): gamma in [0, 1) and saturated logits stay finite.
+    """
+    prob = math.exp(log_p)
+    u = -math.expm1(log_p)
+    mod = u**gamma
+    ratio = log_p / u if u != 0.0 else -1.0
+    g = mod * (1.0 - gamma * prob * ratio) if prob != 0.0 else mod
+    return mod * log_p, g
+
+
+@portable
+def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
+    """Keras ``CategoricalFocalCrossentropy(from_logits=True)`` with soft or one-hot
+    targets: -alpha sum_j y_j (1 - p_j)^gamma log p_j, p = softmax(z),
+    ``p = (alpha, gamma)``. With f, g of :func:`focal_term` and S = sum_j y_j g_j:
+    grad_k = -alpha gs (y_k g_k - p_k S)."""
+    alpha = p[0]
+    gamma = p[1]
+    n = z.shape[0]
+    want_g = gz.shape[0] != 0
+    m = row_max(z)
+    log_d = math.log(sum_exp(z, m))
+    loss = 0.0
+    s = 0.0
+    for j in range(n):
+        yj = float(y[j])
+        if yj != 0.0:
+            f, g = focal_term((float(z[j]) - m) - log_d, gamma)
+            loss -= yj * f
+            s += yj * g
+    if want_g:
+        for j in range(n):
+            lp = (float(z[j]) - m) - log_d
+            yj = float(y[j])
+            yg = 0.0
+            if yj != 0.0:
+                yg = yj * focal_term(lp, gamma)[1]
+            gz[j] = -alpha * gs * (yg - math.exp(lp) * s)
+    return alpha * loss
+
+
+@portable
+def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
+    """:func:`softmax_focal_loss` for an integer label: -alpha f_y and
+    grad_k = -alpha gs g_y ([k = y] - p_k); in place."""
+    alpha = p[0]
+    gamma = p[1]
+    z_y = float(z[label])
+    m = row_max(z)
+    d = sum_exp_into(z, m, gz)
+    lp_y = (z_y - m) - math.log(d)
+    f, g = focal_term(lp_y, gamma)
+    if gz.shape[0] != 0:
+        inv_d = 1.0 / d
+        for j in range(z.shape[0]):
+            hit = 1.0 if j == label else 0.0
+            gz[j] = -alpha * gs * g * (hit - float(gz[j]) * inv_d)
+    return -alpha * f

@@ -1,0 +1,1 @@
+"""Scalar math shared by every backend: see :mod:`fastloss.math.primitives`."""
