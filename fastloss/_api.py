@@ -322,4 +322,4 @@ def _deliver(buf, target, like, axis, rows):
     if target is not None:
         np.copyto(target, result, casting="unsafe")
         return target
-    return np.ascontiguousarray(result, dtype=like.dtype)
+    return result.astype(like.dtype, order="C", copy=False)

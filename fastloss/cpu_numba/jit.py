@@ -50,7 +50,7 @@ def compile_math(fn):
 
 
 def _njit_math(py_func):
-    return numba.njit(nogil=True, error_model="numpy")(py_func)
+    return numba.njit(nogil=True, error_model="numpy", inline="always")(py_func)
 
 
 def compile_driver(py_func, name, parallel):

@@ -1,0 +1,52 @@
+"""``python -m fastloss``: a short demonstration of losses and their gradients."""
+
+import argparse
+import time
+
+import numpy as np
+
+import fastloss as fl
+
+
+def demo():
+    """Compute a few losses with gradients on small random data and print them."""
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(8, 3)).astype(np.float32)
+    target = rng.normal(size=(8, 3)).astype(np.float32)
+    logits = rng.normal(scale=3.0, size=(8, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=8)
+    cases = [
+        ("mean_squared_error", (pred, target), {}),
+        ("huber", (pred, target), {"delta": 0.5}),
+        ("log_cosh", (pred, target), {}),
+        ("sigmoid_binary_cross_entropy", (logits, (logits > 0).astype(np.float32)), {"label_smoothing": 0.1}),
+        ("sparse_softmax_cross_entropy", (logits, labels), {}),
+        ("softmax_focal_loss", (logits, labels), {"gamma": 2.0}),
+        ("triplet_margin_loss", (pred, target, -target), {"margin": 1.0}),
+    ]
+    print(f"fastloss {fl.__version__}: {len(fl.losses())} losses; a few of them on random data\n")
+    print(f"{'loss':32s} {'value':>10s}  {'|grad|':>9s}  {'first call':>10s}  {'next call':>9s}")
+    for name, arrays, options in cases:
+        t0 = time.perf_counter()
+        fl.compute(name, *arrays, **options)
+        t1 = time.perf_counter()
+        loss, grad = fl.compute(name, *arrays, **options)
+        t2 = time.perf_counter()
+        g = grad[0] if isinstance(grad, tuple) else grad
+        print(
+            f"{name:32s} {float(loss):10.5f}  {float(np.linalg.norm(g)):9.5f}  "
+            f"{(t1 - t0) * 1e3:8.1f}ms  {(t2 - t1) * 1e6:7.1f}us"
+        )
+    print("\nThe first call of a loss compiles its kernel (cached on disk for later processes).")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastloss", description=__doc__)
+    parser.add_argument("command", nargs="?", default="demo", choices=["demo"], help="what to run")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo()
+
+
+if __name__ == "__main__":
+    main()
