@@ -86,7 +86,7 @@ def evaluate(spec, args, kwargs):
     else:
         c = aux if aux is not None else x
         args = (x, y, c, weights, params, scale, loss_out, buffers[0], gy, hess)
-    total = cpu_numba.run(math_fn, spec.family, x.size, args)
+    total = cpu_numba.run(math_fn, spec.family, args)
 
     # Reduce the loss, scale what a finished loss (RMSE) needs, and hand back.
     if spec.finish is not None:

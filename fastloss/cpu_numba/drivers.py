@@ -1,36 +1,40 @@
 """Numba loop drivers, one per loss family; the loss's math comes in compiled.
 
-Every driver takes the same outputs: ``loss_out`` (per-sample losses, kept for
-``reduction="none"``), one gradient array per input and ``h`` (hessian diagonal). An
-output of length 0 is not wanted: the driver tests that once, and the compiler removes
-the dead work from the loop. Sample weights ``w`` (length 0: none) multiply each sample's
-loss, gradient and hessian; ``scale`` (``1/count`` for ``"mean"``) multiplies gradients
-and hessians. The weighted loss sum is accumulated in float64 and returned.
+A *block* kernel runs a loss over a contiguous stretch of samples. Every block takes the
+same outputs: ``loss_out`` (per-sample losses, kept for ``reduction="none"``), one
+gradient array per input and ``h`` (hessian diagonal). An output of length 0 is not
+wanted: the block tests that once, and the compiler removes the dead work from the loop.
+Sample weights ``w`` (length 0: none) multiply each sample's loss, gradient and hessian;
+``scale`` (``1/count`` for ``"mean"``) multiplies gradients and hessians. The block
+returns the weighted loss sum, accumulated in float64.
 
-With ``parallel=True`` the loops run under ``prange``; each iteration writes only its own
-elements (or rows), and the sum is a scalar ``+=`` reduction.
+Large inputs go through a *chunked* driver: fixed-size chunks of samples, each run by the
+block kernel, under ``prange`` (``parallel=True``) or a plain loop; the chunks' partial
+sums are added in chunk order. The chunking depends only on the input's shape, so the
+loss is bit-for-bit the same serial or parallel, whatever the number of threads.
 """
 
+import numpy as np
 from numba import prange
 
 from .jit import compile_driver
 
 
-def elementwise(elem, name, parallel):
-    """Driver for ``elem(x, y, c, p) -> (loss, dx, dy, hess)`` over 1-D arrays.
+def elementwise_block(elem, name):
+    """Block kernel for ``elem(x, y, c, p) -> (loss, dx, dy, hess)`` over 1-D arrays.
 
     ``y`` and ``c`` are the target and the auxiliary value; a loss that has none of them
     is given ``x`` again (read, then ignored).
     """
 
-    def driver(x, y, c, w, params, scale, loss_out, gx, gy, h):
+    def block(x, y, c, w, params, scale, loss_out, gx, gy, h):
         has_w = w.shape[0] != 0
         keep_loss = loss_out.shape[0] != 0
         want_gx = gx.shape[0] != 0
         want_gy = gy.shape[0] != 0
         want_h = h.shape[0] != 0
         total = 0.0
-        for i in prange(x.shape[0]):
+        for i in range(x.shape[0]):
             loss, dx, dy, d2 = elem(float(x[i]), float(y[i]), float(c[i]), params)
             wi = float(w[i]) if has_w else 1.0
             if has_w:
@@ -47,22 +51,44 @@ def elementwise(elem, name, parallel):
                 h[i] = g * d2
         return total
 
-    return compile_driver(driver, f"elementwise_{name}_{'parallel' if parallel else 'serial'}", parallel)
+    return compile_driver(block, f"elementwise_{name}_block")
 
 
-def rowwise(row, name, parallel):
-    """Driver for ``row(x, y, v, c, gx, gy, gv, h, gs, p) -> row loss`` over 2-D arrays.
+def elementwise_chunked(block, name, parallel):
+    """Chunked driver over an element-wise block: every array is cut into chunks."""
+
+    def driver(chunk, x, y, c, w, params, scale, loss_out, gx, gy, h):
+        n = x.shape[0]
+        n_chunks = (n + chunk - 1) // chunk
+        partial = np.empty(n_chunks)
+        for k in prange(n_chunks):
+            lo = k * chunk
+            hi = min(n, lo + chunk)
+            partial[k] = block(
+                x[lo:hi], y[lo:hi], c[lo:hi], w[lo:hi], params, scale,
+                loss_out[lo:hi], gx[lo:hi], gy[lo:hi], h[lo:hi],
+            )
+        total = 0.0
+        for k in range(n_chunks):
+            total += partial[k]
+        return total
+
+    return compile_driver(driver, f"elementwise_{name}_{_mode(parallel)}", parallel)
+
+
+def rowwise_block(row, name):
+    """Block kernel for ``row(x, y, v, c, gx, gy, gv, h, gs, p) -> row loss`` over 2-D arrays.
 
     ``x``, ``v`` and the gradients are (rows, width); ``y`` is (rows, width) or (rows,) of
     integer labels; ``c`` is a per-class array (length 0: none). Unwanted gradient arrays
     are (rows, 0), so that each row's view is empty.
     """
 
-    def driver(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h):
+    def block(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h):
         has_w = w.shape[0] != 0
         keep_loss = loss_out.shape[0] != 0
         total = 0.0
-        for i in prange(x.shape[0]):
+        for i in range(x.shape[0]):
             wi = float(w[i]) if has_w else 1.0
             loss = row(x[i], y[i], v[i], c, gx[i], gy[i], gv[i], h[i], scale * wi, params)
             if has_w:
@@ -72,4 +98,30 @@ def rowwise(row, name, parallel):
                 loss_out[i] = loss
         return total
 
-    return compile_driver(driver, f"rowwise_{name}_{'parallel' if parallel else 'serial'}", parallel)
+    return compile_driver(block, f"rowwise_{name}_block")
+
+
+def rowwise_chunked(block, name, parallel):
+    """Chunked driver over a row-wise block: chunks of rows; ``c`` (per class) is shared."""
+
+    def driver(chunk, x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h):
+        n = x.shape[0]
+        n_chunks = (n + chunk - 1) // chunk
+        partial = np.empty(n_chunks)
+        for k in prange(n_chunks):
+            lo = k * chunk
+            hi = min(n, lo + chunk)
+            partial[k] = block(
+                x[lo:hi], y[lo:hi], v[lo:hi], c, w[lo:hi], params, scale,
+                loss_out[lo:hi], gx[lo:hi], gy[lo:hi], gv[lo:hi], h[lo:hi],
+            )
+        total = 0.0
+        for k in range(n_chunks):
+            total += partial[k]
+        return total
+
+    return compile_driver(driver, f"rowwise_{name}_{_mode(parallel)}", parallel)
+
+
+def _mode(parallel):
+    return "parallel" if parallel else "serial"

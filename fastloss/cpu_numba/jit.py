@@ -17,9 +17,11 @@ from numba.core.caching import FunctionCache
 from ..math.portable import compile_for
 
 # Fast-math flags that keep IEEE NaN/Inf semantics: no ``nnan``/``ninf`` (they would
-# delete the NaN and Inf handling SPEC section 4 requires) and no ``afn`` (approximate
-# transcendental functions would cost accuracy).
-FASTMATH = frozenset({"nsz", "contract", "reassoc"})
+# delete the NaN and Inf handling SPEC section 4 requires), no ``afn`` (approximate
+# transcendental functions would cost accuracy) and no ``reassoc``: with it LLVM
+# vectorises a sum only in the loop version where outputs do not alias inputs, so an
+# in-place call (``out=pred``) would round differently from an out-of-place one.
+FASTMATH = frozenset({"nsz", "contract"})
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 _source_hash = None
@@ -53,7 +55,7 @@ def _njit_math(py_func):
     return numba.njit(nogil=True, error_model="numpy", inline="always")(py_func)
 
 
-def compile_driver(py_func, name, parallel):
+def compile_driver(py_func, name, parallel=False):
     """Compile a driver closure under a unique ``name`` (the cache's file name), cached."""
     py_func.__qualname__ = name
     dispatcher = numba.njit(
