@@ -278,7 +278,12 @@ def _check_out(spec, out, arrays, want):
         return None
     if not want:
         raise ValueError("out= is for the gradient, but grad=False was asked for")
-    outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    if spec.grads == 1:
+        outs = (out,)
+    elif isinstance(out, (tuple, list)):
+        outs = tuple(out)
+    else:
+        outs = ()
     if len(outs) != spec.grads:
         raise ValueError(f"out must hold {spec.grads} arrays (one per differentiable input), got {len(outs)}")
     for o, a, name in zip(outs, arrays, spec.inputs):

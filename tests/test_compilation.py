@@ -1,0 +1,57 @@
+"""Numba compilation never breaks the import, and the on-disk cache works across processes."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+PROBE = """
+import json, numpy as np, fastloss as fl
+from fastloss import cpu_numba
+x = np.linspace(-1, 1, 12).reshape(3, 4)
+r = fl.huber(x, x[::-1].copy(), delta=0.5)
+k = cpu_numba.kernel(fl._registry.REGISTRY["huber"].math, "elementwise", "block")
+print(json.dumps({"loss": float(r.loss), "hits": sum(k.stats.cache_hits.values()),
+                  "misses": sum(k.stats.cache_misses.values()),
+                  "cached": type(k._cache).__name__}))
+"""
+
+
+def _probe(**env):
+    full = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=full, capture_output=True, text=True,
+                         timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_cache_is_written_then_hit_by_a_second_process(tmp_path):
+    first = _probe(NUMBA_CACHE_DIR=str(tmp_path))
+    second = _probe(NUMBA_CACHE_DIR=str(tmp_path))
+    assert first["cached"] == "SourceKeyedCache"
+    assert first["misses"] == 1 and first["hits"] == 0
+    assert second["hits"] == 1 and second["misses"] == 0
+    assert second["loss"] == first["loss"]
+    assert any(p.suffix == ".nbi" for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.slow
+def test_no_writable_cache_location_still_works():
+    # The IPython locator is the only one allowed, and it declines outside IPython: no
+    # cache location exists, as with a read-only site-packages and HOME.
+    result = _probe(NUMBA_CACHE_LOCATOR_CLASSES="IPythonCacheLocator")
+    assert result["cached"] == "NullCache"
+    assert result["hits"] == 0
+    assert result["loss"] > 0
+
+
+def test_source_hash_covers_the_math():
+    from fastloss.cpu_numba import jit
+
+    h = jit.package_source_hash()
+    assert len(h) == 64 and h == jit.package_source_hash()
