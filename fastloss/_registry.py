@@ -6,8 +6,8 @@ lists them.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -48,10 +48,10 @@ class LossSpec:
     options: tuple = ()
     params: Callable = lambda o, a: ()
     hessian: bool = False
-    sparse_math: Optional[Portable] = None
-    aux: Optional[Callable] = None
-    denominator: Optional[Callable] = None
-    finish: Optional[Callable] = None
+    sparse_math: Portable | None = None
+    aux: Callable | None = None
+    denominator: Callable | None = None
+    finish: Callable | None = None
     reductions: tuple = ("mean", "sum", "none")
     aliases: tuple = field(default=())
 

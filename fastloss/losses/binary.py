@@ -5,11 +5,8 @@
 ``dy`` is unused (0).
 """
 
-import math
-
 from ..math.portable import portable
-from ..math.primitives import clamp_min_grad, clip, clip_grad, sigmoid, softplus
-from ..math.primitives import xdivy, xlogy
+from ..math.primitives import clamp_min_grad, clip, clip_grad, sigmoid, softplus, xdivy, xlogy
 
 
 @portable

@@ -7,8 +7,8 @@
 import math
 
 from ..math.portable import portable
-from ..math.primitives import clamp_min, clamp_min_grad, log_cosh as _log_cosh
-from ..math.primitives import sech2, sign, xdivy, xlogy
+from ..math.primitives import clamp_min, clamp_min_grad, sech2, sign, xdivy, xlogy
+from ..math.primitives import log_cosh as _log_cosh
 
 
 @portable

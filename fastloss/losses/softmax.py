@@ -12,8 +12,7 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 import math
 
 from ..math.portable import portable
-from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp
-from ..math.primitives import xdivy, xlogy
+from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, xdivy, xlogy
 
 
 @portable
