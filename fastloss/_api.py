@@ -97,21 +97,23 @@ def evaluate(spec, args, kwargs):
         value = total / denominator if denominator != 0.0 else math.nan
     else:
         value = total
-    if want == "only":
-        loss = None
-    elif keep_loss:
-        loss = loss_out.reshape(loss_shape).astype(dtype, copy=False)
-    else:
-        loss = np.asarray(value, dtype=dtype)
-
-    grads = None
-    if want:
-        grads = tuple(
-            _deliver(buffers[k], outs[k] if outs is not None else None, arrays[k], axis, rows)
-            for k in range(spec.grads)
-        )
-        grads = grads[0] if spec.grads == 1 else grads
-    h = _deliver(hess, None, arrays[0], axis, rows) if hessian else None
+    # A float64 sum, or a float32 buffer of a half-precision input, may not fit the
+    # result's dtype: it becomes +-inf there, as the kernels' own stores do, silently.
+    with np.errstate(over="ignore"):
+        if want == "only":
+            loss = None
+        elif keep_loss:
+            loss = loss_out.reshape(loss_shape).astype(dtype, copy=False)
+        else:
+            loss = np.asarray(value, dtype=dtype)
+        grads = None
+        if want:
+            grads = tuple(
+                _deliver(buffers[k], outs[k] if outs is not None else None, arrays[k], axis, rows)
+                for k in range(spec.grads)
+            )
+            grads = grads[0] if spec.grads == 1 else grads
+        h = _deliver(hess, None, arrays[0], axis, rows) if hessian else None
     return LossResult(loss, grads, h)
 
 

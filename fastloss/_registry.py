@@ -71,8 +71,10 @@ GAMMA = opt.Option("gamma", 2.0, "focusing exponent", opt.nonnegative("gamma"))
 
 
 def _all_zero_one(arrays):
+    """Keras's hinge rule: targets all in {0, 1} mean labels, mapped to {-1, 1}. NaN
+    targets are left out of the decision, so that a NaN touches only its own sample."""
     t = arrays[1]
-    return bool(np.all((t == 0) | (t == 1)))
+    return bool(np.all((t == 0) | (t == 1) | np.isnan(t)))
 
 
 def _rmse_finish(total, count, reduction):
@@ -191,7 +193,7 @@ SPECS = (
     ),
     LossSpec(
         "hinge", "elementwise", ("pred", "y"), binary.hinge,
-        "max(0, 1 - y pred); targets all in {0, 1} are mapped to {-1, 1}", "Keras hinge",
+        "max(0, 1 - y pred); targets all in {0, 1} (NaN aside) are mapped to {-1, 1}", "Keras hinge",
         params=lambda o, a: (float(_all_zero_one(a)),),
     ),
     LossSpec(

@@ -21,7 +21,8 @@ from .jit import compile_driver
 
 
 def elementwise_block(elem, name):
-    """Block kernel for ``elem(x, y, c, p) -> (loss, dx, dy, hess)`` over 1-D arrays.
+    """Block kernel for ``elem(x, y, c, p) -> (loss, dx, dy, hess)`` over 1-D arrays,
+    evaluated in float64 whatever the arrays' dtype.
 
     ``y`` and ``c`` are the target and the auxiliary value; a loss that has none of them
     is given ``x`` again (read, then ignored).
@@ -35,7 +36,7 @@ def elementwise_block(elem, name):
         want_h = h.shape[0] != 0
         total = 0.0
         for i in range(x.shape[0]):
-            loss, dx, dy, d2 = elem(float(x[i]), float(y[i]), float(c[i]), params)
+            loss, dx, dy, d2 = elem(np.float64(x[i]), np.float64(y[i]), np.float64(c[i]), params)
             wi = float(w[i]) if has_w else 1.0
             if has_w:
                 loss *= wi

@@ -6,12 +6,12 @@
 """
 
 from ..math.portable import portable
-from ..math.primitives import clamp_min_grad, clip, clip_grad, sigmoid, softplus, xdivy, xlogy
+from ..math.primitives import clamp_min_grad, clip, clip_grad, sigmoid, softplus, xdivy, xlog1py, xlogy
 
 
 @portable
 def binary_cross_entropy(x, y, c, p):
-    """-(y log q + (1 - y) log(1 - q)), q = clip(x, eps, 1 - eps), ``p = (eps,)``.
+    """-(y log q + (1 - y) log1p(-q)), q = clip(x, eps, 1 - eps), ``p = (eps,)``.
 
     Keras ``binary_crossentropy(from_logits=False)``. Gradient
     -(y / q - (1 - y) / (1 - q)) inside [eps, 1 - eps], 0 where the clip is active.
@@ -19,7 +19,7 @@ def binary_cross_entropy(x, y, c, p):
     """
     eps = p[0]
     q = clip(x, eps, 1.0 - eps)
-    loss = -(xlogy(y, q) + xlogy(1.0 - y, 1.0 - q))
+    loss = -(xlogy(y, q) + xlog1py(1.0 - y, -q))
     grad = (xdivy(1.0 - y, 1.0 - q) - xdivy(y, q)) * clip_grad(x, eps, 1.0 - eps)
     return loss, grad, 0.0, 0.0
 

@@ -3,30 +3,43 @@
 import math
 
 from ..math.portable import portable
-from ..math.primitives import clamp_min, clamp_min_grad, sign
+from ..math.primitives import clamp_min, clamp_min_grad, sign, wide
 
 
 @portable
 def distance(a, b, eps, norm_p, squared):
-    """||a - b + eps||_p as in PyTorch ``pairwise_distance``; ``squared``: sum (a - b)^2."""
+    """||a - b + eps||_p as in PyTorch ``pairwise_distance``; ``squared``: sum (a - b)^2.
+
+    The p-norm is taken of the coordinates divided by the largest, then scaled back, so no
+    power overflows or underflows where the norm itself is representable.
+    """
+    if squared:
+        s = 0.0
+        for j in range(a.shape[0]):
+            t = wide(a[j]) - wide(b[j])
+            s += t * t
+        return s
+    big = 0.0
+    for j in range(a.shape[0]):
+        t = abs(wide(a[j]) - wide(b[j]) + eps)
+        if not t <= big:  # a NaN coordinate makes the norm NaN
+            big = t
+    if big == 0.0 or big == math.inf or big != big:
+        return big
     s = 0.0
     for j in range(a.shape[0]):
-        if squared:
-            t = float(a[j]) - float(b[j])
+        t = abs(wide(a[j]) - wide(b[j]) + eps) / big
+        if norm_p == 2.0:
             s += t * t
+        elif norm_p == 1.0:
+            s += t
         else:
-            t = abs(float(a[j]) - float(b[j]) + eps)
-            if norm_p == 2.0:
-                s += t * t
-            elif norm_p == 1.0:
-                s += t
-            else:
-                s += t**norm_p
-    if squared or norm_p == 1.0:
-        return s
+            s += t**norm_p
+    if norm_p == 1.0:
+        return big * s
     if norm_p == 2.0:
-        return math.sqrt(s)
-    return s ** (1.0 / norm_p)
+        return big * math.sqrt(s)
+    return big * s ** (1.0 / norm_p)
 
 
 @portable
@@ -63,9 +76,9 @@ def triplet_margin_loss(a, pos, neg, c, ga, gp, gn, h, gs, p):
         active = gs * clamp_min_grad(inner, 0.0)
         shift = 0.0 if squared else eps
         for j in range(a.shape[0]):
-            aj = float(a[j])
-            g_pos = active * distance_grad(aj - float(pos[j]) + shift, d_pos, norm_p, squared)
-            g_neg = active * distance_grad(aj - float(neg[j]) + shift, d_neg, norm_p, squared)
+            aj = wide(a[j])
+            g_pos = active * distance_grad(aj - wide(pos[j]) + shift, d_pos, norm_p, squared)
+            g_neg = active * distance_grad(aj - wide(neg[j]) + shift, d_neg, norm_p, squared)
             ga[j] = g_pos - g_neg
             gp[j] = -g_pos
             gn[j] = g_neg

@@ -3,7 +3,7 @@
 import math
 
 from ..math.portable import portable
-from ..math.primitives import sigmoid, softplus
+from ..math.primitives import sigmoid, softplus, wide
 
 
 @portable
@@ -35,8 +35,8 @@ def vae_kl_divergence(mu, logvar, v, c, gmu, glogvar, gv, h, gs, p):
     total = 0.0
     want = gmu.shape[0] != 0
     for j in range(mu.shape[0]):
-        m = float(mu[j])
-        lv = float(logvar[j])
+        m = wide(mu[j])
+        lv = wide(logvar[j])
         e = math.expm1(lv)
         total += 0.5 * (m * m + (e - lv))
         if want:

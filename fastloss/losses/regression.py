@@ -64,18 +64,18 @@ def huber(x, y, c, p):
 def pseudo_huber(x, y, c, p):
     """delta^2 (sqrt(1 + (r/delta)^2) - 1), ``p = (delta,)``; ``scipy.special.pseudo_huber``.
 
-    Evaluated as delta^2 t^2 / (hypot(1, t) + 1) with t = r / delta (difference of
-    squares, no cancellation near 0, no overflow of t^2). Gradient r / hypot(1, t),
-    hessian hypot(1, t)^-3. delta = 0 gives 0 (the limit), as scipy does.
+    Evaluated as |r| (|r| / (hypot(1, t) + 1)) with t = r / delta: the difference of
+    squares (no cancellation near 0), and neither t^2 nor delta^2 is formed (no overflow
+    for huge r, no underflow for tiny delta). Gradient r / hypot(1, t), hessian
+    hypot(1, t)^-3. delta = 0 gives 0 (the limit), as scipy does.
     """
     delta = p[0]
     r = x - y
     if delta == 0.0:
         return 0.0 * r, 0.0 * r, 0.0, 0.0 * r
-    t = r / delta
-    s = math.hypot(1.0, t)
-    at = abs(t)
-    return delta * delta * at * (at / (s + 1.0)), r / s, 0.0, 1.0 / (s * s * s)
+    s = math.hypot(1.0, r / delta)
+    a = abs(r)
+    return a * (a / (s + 1.0)), r / s, 0.0, 1.0 / (s * s * s)
 
 
 @portable

@@ -12,7 +12,7 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 import math
 
 from ..math.portable import portable
-from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, xdivy, xlogy
+from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, wide, xdivy, xlogy
 
 
 @portable
@@ -21,7 +21,7 @@ def row_max(z):
     they reach the sum of exponentials and make the row NaN there)."""
     m = -math.inf
     for j in range(z.shape[0]):
-        v = float(z[j])
+        v = wide(z[j])
         if v > m:
             m = v
     return m
@@ -35,7 +35,7 @@ def online_max_sum_exp(z):
     m = -math.inf
     d = 0.0
     for j in range(z.shape[0]):
-        v = float(z[j])
+        v = wide(z[j])
         if v > m:
             d = d * math.exp(m - v) + 1.0
             m = v
@@ -50,7 +50,7 @@ def sum_exp_into(z, m, e):
     d = 0.0
     store = e.shape[0] != 0
     for j in range(z.shape[0]):
-        t = math.exp(float(z[j]) - m)
+        t = math.exp(wide(z[j]) - m)
         d += t
         if store:
             e[j] = t
@@ -62,7 +62,7 @@ def sum_exp(z, m):
     """sum_j exp(z_j - m)."""
     d = 0.0
     for j in range(z.shape[0]):
-        d += math.exp(float(z[j]) - m)
+        d += math.exp(wide(z[j]) - m)
     return d
 
 
@@ -91,8 +91,8 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
             h[j] = 0.0
         return 0.0
     weighted = cw.shape[0] != 0
-    w_y = float(cw[label]) if weighted else 1.0
-    z_y = float(z[label])
+    w_y = wide(cw[label]) if weighted else 1.0
+    z_y = wide(z[label])
     k = ls / n
     if not (want_g or want_h):
         m, d = online_max_sum_exp(z)
@@ -101,7 +101,7 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
         if ls != 0.0:
             s = 0.0
             for j in range(n):
-                s += (float(cw[j]) if weighted else 1.0) * ((m - float(z[j])) + log_d)
+                s += (wide(cw[j]) if weighted else 1.0) * ((m - wide(z[j])) + log_d)
             loss += k * s
         return loss
     m = row_max(z)
@@ -110,11 +110,11 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
     s = 0.0
     wsum = 0.0
     for j in range(n):
-        zj = float(z[j])
+        zj = wide(z[j])
         t = math.exp(zj - m)
         d += t
         if ls != 0.0:
-            wj = float(cw[j]) if weighted else 1.0
+            wj = wide(cw[j]) if weighted else 1.0
             wsum += wj
             s += wj * (m - zj)
         if want_g:
@@ -127,13 +127,13 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
     inv_d = 1.0 / d
     for j in range(n):
         if want_g:
-            pj = float(gz[j]) * inv_d
-            target = k * (float(cw[j]) if weighted else 1.0)
+            pj = wide(gz[j]) * inv_d
+            target = k * (wide(cw[j]) if weighted else 1.0)
             if j == label:
                 target += w_y * (1.0 - ls)
             gz[j] = gs * (a * pj - target)
         if want_h:
-            pj = float(h[j]) * inv_d
+            pj = wide(h[j]) * inv_d
             h[j] = gs * a * pj * (1.0 - pj)
     return loss
 
@@ -158,8 +158,8 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     s = 0.0
     total_t = 0.0
     for j in range(n):
-        zj = float(z[j])
-        tj = float(y[j]) * (1.0 - ls) + k
+        zj = wide(z[j])
+        tj = wide(y[j]) * (1.0 - ls) + k
         total_t += tj
         if tj != 0.0:
             s += tj * (m - zj)
@@ -173,10 +173,10 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     inv_d = 1.0 / d
     for j in range(n):
         if want_g:
-            tj = float(y[j]) * (1.0 - ls) + k
-            gz[j] = gs * (total_t * float(gz[j]) * inv_d - tj)
+            tj = wide(y[j]) * (1.0 - ls) + k
+            gz[j] = gs * (total_t * wide(gz[j]) * inv_d - tj)
         if want_h:
-            pj = float(h[j]) * inv_d
+            pj = wide(h[j]) * inv_d
             h[j] = gs * total_t * pj * (1.0 - pj)
     return s + total_t * log_d
 
@@ -197,14 +197,14 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     k = ls / n
     s = 0.0
     for j in range(n):
-        s += float(x[j])
+        s += wide(x[j])
     loss = 0.0
     dot = 0.0
     want_g = gx.shape[0] != 0
     for j in range(n):
-        r = float(x[j]) / s
+        r = wide(x[j]) / s
         q = clip(r, eps, 1.0 - eps)
-        tj = float(y[j]) * (1.0 - ls) + k
+        tj = wide(y[j]) * (1.0 - ls) + k
         loss -= xlogy(tj, q)
         g = -xdivy(tj, q) * clip_grad(r, eps, 1.0 - eps)
         dot += g * r
@@ -212,7 +212,7 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
             gx[j] = g
     if want_g:
         for j in range(n):
-            gx[j] = gs * (float(gx[j]) - dot) / s
+            gx[j] = gs * (wide(gx[j]) - dot) / s
     return loss
 
 
@@ -229,8 +229,8 @@ def categorical_hinge(x, y, v, c, gx, gy, gv, h, gs, p):
     neg = -math.inf
     ties = 0.0
     for j in range(n):
-        xj = float(x[j])
-        yj = float(y[j])
+        xj = wide(x[j])
+        yj = wide(y[j])
         pos += yj * xj
         u = (1.0 - yj) * xj
         if u > neg:
@@ -242,9 +242,9 @@ def categorical_hinge(x, y, v, c, gx, gy, gv, h, gs, p):
     if gx.shape[0] != 0:
         a = gs * clamp_min_grad(inner, 0.0)
         for j in range(n):
-            yj = float(y[j])
+            yj = wide(y[j])
             g = -yj
-            if (1.0 - yj) * float(x[j]) == neg:
+            if (1.0 - yj) * wide(x[j]) == neg:
                 g += (1.0 - yj) / ties
             gx[j] = a * g
     return clamp_min(inner, 0.0)
@@ -259,8 +259,8 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     want_g = gx.shape[0] != 0
     loss = 0.0
     for j in range(x.shape[0]):
-        xj = float(x[j])
-        q = clip(float(y[j]), eps, 1.0)
+        xj = wide(x[j])
+        q = clip(wide(y[j]), eps, 1.0)
         r = clip(xj, eps, 1.0)
         if q != 0.0:
             loss += q * (math.log(q) - math.log(r))
@@ -283,25 +283,25 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     m = row_max(z)
     d = 0.0
     for j in range(n):
-        e = math.exp(float(z[j]) - m)
+        e = math.exp(wide(z[j]) - m)
         d += e
     log_d = math.log(d)
     loss = 0.0
     total_q = 0.0
     for j in range(n):
-        yj = float(y[j])
+        yj = wide(y[j])
         q = math.exp(yj) if log_target else yj
         if q != 0.0:
             log_q = yj if log_target else math.log(yj)
-            loss += q * (log_q - (float(z[j]) - m) + log_d)
+            loss += q * (log_q - (wide(z[j]) - m) + log_d)
         total_q += q
         if want_g:
-            gz[j] = math.exp(float(z[j]) - m) / d
+            gz[j] = math.exp(wide(z[j]) - m) / d
     if want_g:
         for j in range(n):
-            yj = float(y[j])
+            yj = wide(y[j])
             q = math.exp(yj) if log_target else yj
-            gz[j] = gs * (total_q * float(gz[j]) - q)
+            gz[j] = gs * (total_q * wide(gz[j]) - q)
     return loss
 
 
@@ -331,8 +331,8 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
     sp = 0.0
     sq = 0.0
     for j in range(n):
-        lp = (float(zp[j]) - mp) - log_dp
-        lq = (float(zq[j]) - mq) - log_dq
+        lp = (wide(zp[j]) - mp) - log_dp
+        lq = (wide(zq[j]) - mq) - log_dq
         lm = log_add_exp(log_b + lp, log_1b + lq)
         pj = math.exp(lp)
         qj = math.exp(lq)
@@ -346,8 +346,8 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
             sq += t
     if want_g:
         for j in range(n):
-            lp = (float(zp[j]) - mp) - log_dp
-            lq = (float(zq[j]) - mq) - log_dq
+            lp = (wide(zp[j]) - mp) - log_dp
+            lq = (wide(zq[j]) - mq) - log_dq
             lm = log_add_exp(log_b + lp, log_1b + lq)
             pj = math.exp(lp)
             qj = math.exp(lq)
@@ -389,15 +389,15 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     loss = 0.0
     s = 0.0
     for j in range(n):
-        yj = float(y[j])
+        yj = wide(y[j])
         if yj != 0.0:
-            f, g = focal_term((float(z[j]) - m) - log_d, gamma)
+            f, g = focal_term((wide(z[j]) - m) - log_d, gamma)
             loss -= yj * f
             s += yj * g
     if want_g:
         for j in range(n):
-            lp = (float(z[j]) - m) - log_d
-            yj = float(y[j])
+            lp = (wide(z[j]) - m) - log_d
+            yj = wide(y[j])
             yg = 0.0
             if yj != 0.0:
                 yg = yj * focal_term(lp, gamma)[1]
@@ -411,7 +411,7 @@ def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
     grad_k = -alpha gs g_y ([k = y] - p_k); in place."""
     alpha = p[0]
     gamma = p[1]
-    z_y = float(z[label])
+    z_y = wide(z[label])
     m = row_max(z)
     d = sum_exp_into(z, m, gz)
     lp_y = (z_y - m) - math.log(d)
@@ -420,5 +420,5 @@ def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
         inv_d = 1.0 / d
         for j in range(z.shape[0]):
             hit = 1.0 if j == label else 0.0
-            gz[j] = -alpha * gs * g * (hit - float(gz[j]) * inv_d)
+            gz[j] = -alpha * gs * g * (hit - wide(gz[j]) * inv_d)
     return -alpha * f

@@ -14,6 +14,14 @@ LOG2 = math.log(2.0)
 
 
 @portable
+def wide(x):
+    """``x`` as a float64: the math runs in float64 for every input dtype, and each result
+    is rounded once when it is stored. (The literal 1.0 is a float64, so the product is
+    one; Numba's ``float()`` would keep a float32.)"""
+    return x * 1.0
+
+
+@portable
 def sign(x):
     """sign(x) with sign(0) = 0 (PyTorch's choice at the kink) and sign(NaN) = NaN."""
     if x > 0.0:
@@ -85,6 +93,14 @@ def xlogy(x, y):
     if x == 0.0:
         return 0.0
     return x * math.log(y)
+
+
+@portable
+def xlog1py(x, y):
+    """x * log1p(y) with 0 * log1p(y) = 0 for every y."""
+    if x == 0.0:
+        return 0.0
+    return x * math.log1p(y)
 
 
 @portable
