@@ -1,11 +1,66 @@
-"""Build script: the package is pure Python plus compiled extensions listed here.
+"""Build script: the metadata is in pyproject.toml; this file builds the Cython backend.
 
-setuptools reads the metadata from pyproject.toml; this file only declares the extension
-modules (the Cython backend of issue 3 adds its ``.pyx`` sources to ``EXTENSIONS``).
+The extension's source, ``fastloss/cpu_cython/_kernels.pyx``, is generated from the
+portable loss math by ``fastloss/cpu_cython/generate.py`` (loaded by path: the build
+imports neither fastloss nor Numba). OpenMP is used where the compiler has it; without it
+the extension still builds, serially, and says so.
 """
 
-from setuptools import setup
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+import sysconfig
+import tempfile
 
-EXTENSIONS = []
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
 
-setup(ext_modules=EXTENSIONS)
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _generate_kernels():
+    spec = importlib.util.spec_from_file_location("_fastloss_generate", HERE / "fastloss/cpu_cython/generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write()
+
+
+def _has_openmp():
+    """Whether the C compiler builds and links a program with -fopenmp."""
+    if os.environ.get("FASTLOSS_NO_OPENMP"):
+        return False
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    with tempfile.TemporaryDirectory() as d:
+        src = pathlib.Path(d, "omp.c")
+        src.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            result = subprocess.run(cc.split() + ["-fopenmp", str(src), "-o", str(pathlib.Path(d, "omp"))],
+                                    capture_output=True)
+        except OSError:
+            return False
+        return result.returncode == 0
+
+
+def extensions():
+    pyx = _generate_kernels()
+    openmp = _has_openmp()
+    flags = ["-O3", "-fno-math-errno"]  # no -ffast-math: it deletes NaN/Inf handling
+    if openmp:
+        flags.append("-fopenmp")
+    else:
+        print("fastloss: no OpenMP in this compiler; the Cython backend is built serially", file=sys.stderr)
+    ext = Extension(
+        "fastloss.cpu_cython._kernels",
+        [str(pyx.relative_to(HERE))],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=flags,
+        extra_link_args=["-fopenmp"] if openmp else [],
+    )
+    return cythonize([ext], language_level=3, quiet=True)
+
+
+setup(ext_modules=extensions())

@@ -10,8 +10,9 @@ SPEC.md for the contract.
 
 import inspect
 
+from . import cpu_cython
 from ._api import evaluate
-from ._registry import ALIASES, BACKENDS, REGISTRY, SPECS, lookup
+from ._registry import ALIASES, REGISTRY, SPECS, lookup
 from ._result import LossResult
 
 __version__ = "0.1.0"
@@ -26,7 +27,7 @@ Common keyword arguments:
     out: preallocated gradient array (a tuple of them for several inputs); may be the
         prediction itself, to overwrite it in place.
     hessian: also return the hessian diagonal as ``res.hess`` (where the loss has one).
-    backend: "auto" (default) or "numba".
+    backend: "auto" (default: Cython for small inputs, Numba for large), "numba" or "cython".
 """
 
 
@@ -91,16 +92,22 @@ class LossInfo(dict):
     __getattr__ = dict.__getitem__
 
 
+def backends():
+    """The CPU backends of this installation ("cython" where the extension is built)."""
+    return ("numba", "cython") if cpu_cython.AVAILABLE else ("numba",)
+
+
 def losses():
     """Every loss by name: its inputs, options (with defaults), backends, whether it has a
     hessian, its family, aliases and formula."""
+    available = backends()
     return {
         s.name: LossInfo(
             name=s.name,
             inputs=s.inputs,
             differentiable=s.inputs[: s.grads],
             options={o.name: o.default for o in s.options},
-            backends=BACKENDS,
+            backends=available,
             hessian=s.hessian,
             family=s.family,
             aliases=s.aliases,
@@ -116,4 +123,4 @@ def compute(name, *arrays, **options):
     return evaluate(lookup(name), arrays, options)
 
 
-__all__ = ["LossResult", "compute", "losses", *REGISTRY, *ALIASES]
+__all__ = ["LossResult", "backends", "compute", "losses", *REGISTRY, *ALIASES]

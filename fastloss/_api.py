@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 
-from . import cpu_numba
-from ._registry import BACKENDS
+from . import cpu_cython
 from ._result import LossResult
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -81,12 +80,10 @@ def evaluate(spec, args, kwargs):
     if rows:
         v = work[2] if len(work) > 2 else x
         gv = buffers[2] if spec.grads > 2 else empty
-        c = aux if aux is not None else _NO_AUX
-        args = (x, y, v, c, weights, params, scale, loss_out, buffers[0], gy, gv, hess)
+        args = (x, y, v, aux, weights, params, scale, loss_out, buffers[0], gy, gv, hess)
     else:
-        c = aux if aux is not None else x
-        args = (x, y, c, weights, params, scale, loss_out, buffers[0], gy, hess)
-    total = cpu_numba.run(math_fn, spec.family, args)
+        args = (x, y, aux, weights, params, scale, loss_out, buffers[0], gy, hess)
+    total = _backend(backend, x.size).run(math_fn, spec.family, args)
 
     # Reduce the loss, scale what a finished loss (RMSE) needs, and hand back.
     if spec.finish is not None:
@@ -117,8 +114,21 @@ def evaluate(spec, args, kwargs):
     return LossResult(loss, grads, h)
 
 
-_NO_AUX = np.empty(0, dtype=np.float64)
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
+
+
+#: Inputs of fewer elements run on the Cython backend under backend="auto" (when it is
+#: built); larger ones on Numba. Measured by benchmarks/crossover.py (see the README).
+CYTHON_MAX_SIZE = 1 << 15
+
+
+def _backend(backend, size):
+    """The backend module that runs a kernel of ``size`` elements."""
+    if backend == "cython" or (backend == "auto" and cpu_cython.AVAILABLE and size < CYTHON_MAX_SIZE):
+        return cpu_cython
+    from . import cpu_numba  # imported on first use: Numba's import costs ~0.2 s
+
+    return cpu_numba
 
 
 def _gather_inputs(spec, args, kwargs):
@@ -148,8 +158,8 @@ def _check_flags(spec, reduction, want, hessian, backend):
         raise ValueError(f"backend must be one of {_ALL_BACKENDS}, got {backend!r}")
     if backend == "cuda":
         raise ValueError("backend='cuda' needs device arrays and a GPU; this build has no CUDA backend yet")
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not built in this version; available: auto, {', '.join(BACKENDS)}")
+    if backend == "cython" and not cpu_cython.AVAILABLE:
+        raise ValueError("backend='cython' needs the compiled extension: reinstall fastloss (pip install .)")
 
 
 def _host_array(obj, name):

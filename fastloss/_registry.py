@@ -15,9 +15,6 @@ from . import _options as opt
 from .losses import binary, embedding, generative, regression, softmax
 from .math.portable import Portable
 
-#: Backends a loss can run on today (besides "auto", which chooses among them).
-BACKENDS = ("numba",)
-
 
 @dataclass(frozen=True)
 class LossSpec:

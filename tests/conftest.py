@@ -14,3 +14,22 @@ def rng(request):
     """A generator seeded from the test's id, so every test sees its own fixed data."""
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
+
+
+CPU_BACKENDS = list(fl.backends())
+
+
+def pytest_generate_tests(metafunc):
+    if "cpu_backend" in metafunc.fixturenames:
+        metafunc.parametrize("cpu_backend", CPU_BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def cpu_backend(request, monkeypatch):
+    """Runs the test on one CPU backend: backend="auto" is sent to it."""
+    from fastloss import _api
+
+    forced = request.param
+    choose = _api._backend
+    monkeypatch.setattr(_api, "_backend", lambda backend, size: choose(forced if backend == "auto" else backend, size))
+    return forced

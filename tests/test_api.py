@@ -9,7 +9,9 @@ from conftest import ALL_LOSSES
 from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
-from fastloss import cpu_numba
+from fastloss import _config
+
+pytestmark = pytest.mark.usefixtures("cpu_backend")
 
 MULTI = [n for n in ALL_LOSSES if len(fl.losses()[n].differentiable) > 1]
 
@@ -138,9 +140,9 @@ def test_parallel_kernels_match_serial(name, rng, monkeypatch):
     arrays, options = prepared(name, OPTION_CASES[name][0], rng)
     weights = rng.uniform(0, 2, size=arrays[0].shape[:-1] if name in ROWWISE else arrays[0].shape)
     serial = fl.compute(name, *arrays, sample_weight=weights, reduction="sum", **options)
-    monkeypatch.setattr(cpu_numba, "CHUNK_ELEMENTS", 7)  # several chunks, of whole rows
+    monkeypatch.setattr(_config, "CHUNK_ELEMENTS", 7)  # several chunks, of whole rows
     chunked = fl.compute(name, *arrays, sample_weight=weights, reduction="sum", **options)
-    monkeypatch.setattr(cpu_numba, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(_config, "PARALLEL_MIN_SIZE", 0)
     parallel = fl.compute(name, *arrays, sample_weight=weights, reduction="sum", **options)
     np.testing.assert_allclose(chunked.loss, serial.loss, rtol=1e-13)
     np.testing.assert_array_equal(parallel.loss, chunked.loss)  # same chunks: same bits
@@ -153,7 +155,7 @@ def test_parallel_kernels_match_serial(name, rng, monkeypatch):
 
 
 def test_large_input_takes_the_parallel_path_and_is_right(rng):
-    n = 2 * cpu_numba.PARALLEL_MIN_SIZE + 3
+    n = 2 * _config.PARALLEL_MIN_SIZE + 3
     x, y = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
     loss, grad = fl.huber(x, y, delta=0.7)
     r = x.astype(np.float64) - y
@@ -167,7 +169,7 @@ def test_registry_lists_every_loss_with_its_options_and_backends():
     assert len(infos) == 26
     huber = infos["huber"]
     assert huber.options == {"delta": 1.0}
-    assert "numba" in huber.backends
+    assert huber.backends == fl.backends() and "numba" in huber.backends
     assert infos["sparse_softmax_cross_entropy"].hessian
     assert infos["triplet_margin_loss"].differentiable == ("anchor", "positive", "negative")
     for name in infos:
@@ -200,9 +202,18 @@ def test_signatures_and_docstrings_describe_the_options():
     assert "delta" in fl.huber.__doc__ and "hessian" in fl.pseudo_huber.__doc__
 
 
-def test_backend_numba_equals_auto(rng):
-    z, labels = rng.normal(size=(6, 4)), rng.integers(0, 4, 6)
-    _same(fl.sparse_softmax_cross_entropy(z, labels, backend="numba"), fl.sparse_softmax_cross_entropy(z, labels))
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_backends_agree(name, rng):
+    arrays, options = prepared(name, OPTION_CASES[name][-1], rng)
+    reduction = "sum" if name == "root_mean_squared_error" else "none"
+    results = [fl.compute(name, *arrays, reduction=reduction, backend=b, hessian=fl.losses()[name].hessian, **options)
+               for b in fl.backends()]
+    for other in results[1:]:
+        np.testing.assert_allclose(other.loss, results[0].loss, rtol=1e-14, atol=1e-300)
+        for a, b in zip(_grads(other), _grads(results[0])):
+            np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-300)
+        if other.hess is not None:
+            np.testing.assert_allclose(other.hess, results[0].hess, rtol=1e-14, atol=1e-300)
 
 
 def test_sample_weight_broadcasts(rng):

@@ -14,7 +14,7 @@ PROBE = """
 import json, numpy as np, fastloss as fl
 from fastloss import cpu_numba
 x = np.linspace(-1, 1, 12).reshape(3, 4)
-r = fl.huber(x, x[::-1].copy(), delta=0.5)
+r = fl.huber(x, x[::-1].copy(), delta=0.5, backend="numba")
 k = cpu_numba.kernel(fl._registry.REGISTRY["huber"].math, "elementwise", "block")
 print(json.dumps({"loss": float(r.loss), "hits": sum(k.stats.cache_hits.values()),
                   "misses": sum(k.stats.cache_misses.values()),
@@ -55,3 +55,19 @@ def test_source_hash_covers_the_math():
 
     h = jit.package_source_hash()
     assert len(h) == 64 and h == jit.package_source_hash()
+
+
+def test_cython_extension_is_built():
+    """CI builds the extension (pip install -e .); a missing build must not pass silently."""
+    if os.environ.get("FASTLOSS_ALLOW_NO_CYTHON"):
+        pytest.skip("FASTLOSS_ALLOW_NO_CYTHON is set")
+    from fastloss import cpu_cython
+
+    assert cpu_cython.AVAILABLE
+    assert set(fl_backends()) == {"numba", "cython"}
+
+
+def fl_backends():
+    import fastloss
+
+    return fastloss.backends()

@@ -23,6 +23,8 @@ from mpmath import mp
 
 import fastloss as fl
 
+pytestmark = pytest.mark.usefixtures("cpu_backend")
+
 DTYPES = (np.float64, np.float32)
 F64 = (np.float64,)
 F32 = (np.float32,)

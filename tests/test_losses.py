@@ -8,6 +8,8 @@ from reference import OPTION_CASES, ROWWISE, prepared, reduce_reference, referen
 
 import fastloss as fl
 
+pytestmark = pytest.mark.usefixtures("cpu_backend")
+
 CASES = [(name, i) for name in ALL_LOSSES for i in range(len(OPTION_CASES[name]))]
 CASE_IDS = [f"{name}-{i}" for name, i in CASES]
 

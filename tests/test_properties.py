@@ -3,14 +3,17 @@ algebra of reductions: "sum" is the sum of "none", "mean" is "sum" over the coun
 ``out=`` gives the same numbers."""
 
 import numpy as np
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from reference import reference
 
 import fastloss as fl
 
-SETTINGS = settings(max_examples=40, deadline=None)
+pytestmark = pytest.mark.usefixtures("cpu_backend")
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 ELEMENTWISE = {
     # name: (value range of the prediction, target strategy maker, options)

@@ -17,6 +17,8 @@ import pytest
 
 import fastloss as fl
 
+pytestmark = pytest.mark.usefixtures("cpu_backend")
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 

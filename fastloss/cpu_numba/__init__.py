@@ -1,23 +1,21 @@
 """The Numba CPU backend: the loss math of :mod:`fastloss.losses` compiled into the loop
 drivers of :mod:`.drivers`.
 
-An input of at most one chunk runs the block kernel directly; a larger one runs the
-chunked driver, serial below ``PARALLEL_MIN_SIZE`` elements and ``parallel=True`` from
-there. Kernels are built on first use and specialise only on dtypes: options are run-time
-arguments, so no option combination compiles anything new.
+An input of at most one chunk (:mod:`fastloss._config`) runs the block kernel directly; a
+larger one runs the chunked driver, serial below ``PARALLEL_MIN_SIZE`` elements and
+``parallel=True`` from there. Kernels are built on first use and specialise only on
+dtypes: options are run-time arguments, so no option combination compiles anything new.
 """
 
+import numpy as np
+
+from .. import _config as config
 from . import drivers
 from .jit import compile_math
 
-#: Elements per chunk (a row-wise chunk holds whole rows: at least one).
-CHUNK_ELEMENTS = 1 << 14
-#: Inputs with at least this many elements use the parallel (``prange``) driver. Below
-#: it, waking threads costs more than it saves.
-PARALLEL_MIN_SIZE = 1 << 16
-
 _BLOCKS = {"elementwise": drivers.elementwise_block, "rowwise": drivers.rowwise_block}
 _CHUNKED = {"elementwise": drivers.elementwise_chunked, "rowwise": drivers.rowwise_chunked}
+_NO_AUX = np.empty(0, dtype=np.float64)
 _kernels = {}
 
 
@@ -36,10 +34,20 @@ def kernel(math_fn, family, mode):
 
 
 def run(math_fn, family, args):
-    """Run ``math_fn`` on the driver arguments ``args``; returns the weighted loss sum."""
+    """Run ``math_fn`` on the kernel arguments ``args``; returns the weighted loss sum.
+
+    ``args`` are those of every CPU backend: (x, y, c, w, params, scale, loss_out, gx, gy,
+    h) element-wise, (x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h) row-wise,
+    with ``c`` None where the loss has no auxiliary array.
+    """
     x = args[0]
-    chunk = max(1, CHUNK_ELEMENTS // x.shape[1]) if x.ndim == 2 and x.shape[1] else CHUNK_ELEMENTS
+    if family == "elementwise":
+        if args[2] is None:  # the driver reads c[i]: give it x, ignored by the math
+            args = (*args[:2], x, *args[3:])
+    elif args[3] is None:
+        args = (*args[:3], _NO_AUX, *args[4:])
+    chunk = config.chunk_rows(x)
     if x.shape[0] <= chunk:
         return kernel(math_fn, family, "block")(*args)
-    mode = "parallel" if x.size >= PARALLEL_MIN_SIZE else "serial"
+    mode = "parallel" if x.size >= config.PARALLEL_MIN_SIZE else "serial"
     return kernel(math_fn, family, mode)(chunk, *args)

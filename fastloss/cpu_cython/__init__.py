@@ -1,0 +1,40 @@
+"""The Cython CPU backend: the loss math of :mod:`fastloss.losses`, translated to C by
+:mod:`.generate` at build time and compiled ahead of time, so it is ready at import with
+no JIT wait and a small call overhead. Large inputs run the same chunks as the Numba
+backend under OpenMP ``prange``.
+
+``AVAILABLE`` is False where the extension was not built (a source checkout that was never
+built); the other backends still work there.
+"""
+
+import os
+
+try:
+    from . import _kernels
+except ImportError:  # not built
+    _kernels = None
+
+from .. import _config as config
+
+AVAILABLE = _kernels is not None
+#: Whether the extension was built with OpenMP (without it, large inputs run serially).
+OPENMP = bool(_kernels is not None and _kernels.OPENMP)
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+_entries = {}
+
+
+def entry(math_fn):
+    """The extension's entry point for ``math_fn`` (a ``@portable`` loss function)."""
+    fn = _entries.get(math_fn)
+    if fn is None:
+        fn = getattr(_kernels, f"run__{math_fn.__module__.rsplit('.', 1)[-1]}__{math_fn.__name__}")
+        _entries[math_fn] = fn
+    return fn
+
+
+def run(math_fn, family, args):
+    """Run ``math_fn`` on the kernel arguments ``args``; returns the weighted loss sum."""
+    x = args[0]
+    threads = THREADS if x.size >= config.PARALLEL_MIN_SIZE else 1
+    return entry(math_fn)(*args, config.chunk_rows(x), threads)
