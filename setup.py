@@ -47,20 +47,22 @@ def _has_openmp():
 def extensions():
     pyx = _generate_kernels()
     openmp = _has_openmp()
-    flags = ["-O3", "-fno-math-errno"]  # no -ffast-math: it deletes NaN/Inf handling
+    # No -ffast-math: it deletes NaN/Inf handling. These two keep IEEE NaN/Inf semantics:
+    # libm need not set errno, and FP exceptions do not trap (so branches can become selects).
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     if openmp:
         flags.append("-fopenmp")
     else:
         print("fastloss: no OpenMP in this compiler; the Cython backend is built serially", file=sys.stderr)
-    ext = Extension(
-        "fastloss.cpu_cython._kernels",
-        [str(pyx.relative_to(HERE))],
+    common = dict(
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=flags,
         extra_link_args=["-fopenmp"] if openmp else [],
     )
-    return cythonize([ext], language_level=3, quiet=True)
+    kernels = Extension("fastloss.cpu_cython._kernels", [str(pyx.relative_to(HERE))], **common)
+    fast = Extension("fastloss.cpu_cython._fast", ["fastloss/cpu_cython/_fast.pyx"], **common)
+    return cythonize([kernels, fast], language_level=3, quiet=True)
 
 
 setup(ext_modules=extensions())

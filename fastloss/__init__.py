@@ -10,7 +10,7 @@ SPEC.md for the contract.
 
 import inspect
 
-from . import cpu_cython
+from . import _api, cpu_cython
 from ._api import evaluate
 from ._registry import ALIASES, REGISTRY, SPECS, lookup
 from ._result import LossResult
@@ -69,7 +69,13 @@ def _docstring(spec):
 
 
 def _make_loss(spec):
+    fast = cpu_cython.fast_spec(spec, LossResult)
+
     def loss_function(*arrays, **options):
+        if fast is not None and _api.FAST_CALL is not None:
+            result = _api.FAST_CALL(fast, arrays, options, _api.CYTHON_MAX_SIZE)
+            if result is not None:
+                return result
         return evaluate(spec, arrays, options)
 
     loss_function.__name__ = loss_function.__qualname__ = spec.name
@@ -120,7 +126,7 @@ def losses():
 
 def compute(name, *arrays, **options):
     """Call the loss called ``name`` (or an alias): ``compute("huber", pred, target, delta=2.0)``."""
-    return evaluate(lookup(name), arrays, options)
+    return globals()[lookup(name).name](*arrays, **options)
 
 
 __all__ = ["LossResult", "backends", "compute", "losses", *REGISTRY, *ALIASES]

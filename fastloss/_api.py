@@ -120,6 +120,8 @@ _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 #: Inputs of fewer elements run on the Cython backend under backend="auto" (when it is
 #: built); larger ones on Numba. Measured by benchmarks/crossover.py (see the README).
 CYTHON_MAX_SIZE = 1 << 15
+#: The compiled fast path for the common case (None: every call takes the general path).
+FAST_CALL = cpu_cython.fast_call
 
 
 def _backend(backend, size):

@@ -32,6 +32,8 @@ class LossSpec:
     the number of losses.
     finish: ``(sum, count, reduction) -> (loss, gradient factor)`` for a loss that is a
     function of the reduced sum (RMSE).
+    data_params: whether ``params`` reads the arrays (hinge's 0/1 rule), so that the
+    parameters of the default options cannot be computed once, ahead of the data.
     """
 
     name: str
@@ -51,6 +53,7 @@ class LossSpec:
     finish: Callable | None = None
     reductions: tuple = ("mean", "sum", "none")
     aliases: tuple = field(default=())
+    data_params: bool = False
 
     @property
     def option_names(self):
@@ -191,12 +194,12 @@ SPECS = (
     LossSpec(
         "hinge", "elementwise", ("pred", "y"), binary.hinge,
         "max(0, 1 - y pred); targets all in {0, 1} (NaN aside) are mapped to {-1, 1}", "Keras hinge",
-        params=lambda o, a: (float(_all_zero_one(a)),),
+        params=lambda o, a: (float(_all_zero_one(a)),), data_params=True,
     ),
     LossSpec(
         "squared_hinge", "elementwise", ("pred", "y"), binary.squared_hinge,
         "max(0, 1 - y pred)^2; targets all in {0, 1} are mapped to {-1, 1}", "Keras squared_hinge",
-        params=lambda o, a: (float(_all_zero_one(a)),),
+        params=lambda o, a: (float(_all_zero_one(a)),), data_params=True,
     ),
     LossSpec(
         "sigmoid_focal_loss", "elementwise", ("z", "y"), binary.sigmoid_focal_loss,

@@ -32,4 +32,6 @@ def cpu_backend(request, monkeypatch):
     forced = request.param
     choose = _api._backend
     monkeypatch.setattr(_api, "_backend", lambda backend, size: choose(forced if backend == "auto" else backend, size))
+    if forced != "cython":  # the compiled fast path is Cython's
+        monkeypatch.setattr(_api, "FAST_CALL", None)
     return forced

@@ -10,9 +10,9 @@ built); the other backends still work there.
 import os
 
 try:
-    from . import _kernels
+    from . import _fast, _kernels
 except ImportError:  # not built
-    _kernels = None
+    _fast = _kernels = None
 
 from .. import _config as config
 
@@ -38,3 +38,29 @@ def run(math_fn, family, args):
     x = args[0]
     threads = THREADS if x.size >= config.PARALLEL_MIN_SIZE else 1
     return entry(math_fn)(*args, config.chunk_rows(x), threads)
+
+
+def fast_spec(spec, result_type):
+    """The compiled fast path's description of ``spec`` (a registry entry), or None where
+    the loss cannot take it (its parameters depend on the data, or its loss is finished
+    from the sum, as RMSE's is)."""
+    if not AVAILABLE or spec.finish is not None or spec.data_params:
+        return None
+    defaults = {o.name: o.default for o in spec.options}
+    params = tuple(float(v) for v in spec.params(defaults, None)) or (0.0,)
+    has_target = spec.target != "none"
+    return _fast.FastSpec(
+        entry(spec.math) if spec.target != "labels" else entry(spec.math),
+        entry(spec.sparse_math) if spec.sparse_math is not None else None,
+        spec.family == "rowwise",
+        spec.target == "labels",
+        has_target,
+        len(spec.inputs),
+        spec.grads,
+        params,
+        result_type,
+        config.CHUNK_ELEMENTS,
+    )
+
+
+fast_call = _fast.fast_call if AVAILABLE else None

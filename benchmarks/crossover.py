@@ -1,0 +1,57 @@
+"""Where backend="auto" should switch from Cython to Numba: both backends timed on the same
+inputs, for several losses and sizes, in one run.
+
+    python benchmarks/crossover.py
+
+For each loss and size it prints the median time of a full call (validation, allocation,
+kernel, result) on each backend and the ratio numba / cython (> 1: Cython is faster).
+Sizes from 2^16 elements run in parallel on both backends (OpenMP and Numba's prange).
+"""
+
+import statistics
+import time
+
+import numpy as np
+
+import fastloss as fl
+
+
+def timed(fn, repeats):
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def cases(size, rng):
+    x = rng.normal(size=size).astype(np.float32)
+    y = rng.normal(size=size).astype(np.float32)
+    rows = max(1, size // 10)
+    z = rng.normal(size=(rows, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, rows)
+    return {
+        "mean_squared_error": (x, y),
+        "huber": (x, y),
+        "sigmoid_binary_cross_entropy": (x, (y > 0).astype(np.float32)),
+        "sparse_softmax_cross_entropy (C=10)": (z, labels),
+    }
+
+
+def main():
+    rng = np.random.default_rng(0)
+    sizes = [2**k for k in range(8, 23, 2)]
+    print(f"{'loss':38s} {'size':>9s} {'cython':>10s} {'numba':>10s} {'numba/cython':>13s}")
+    for size in sizes:
+        repeats = max(5, min(2000, 2_000_000 // size))
+        for name, arrays in cases(size, rng).items():
+            fn = getattr(fl, name.split(" ")[0])
+            tc = timed(lambda: fn(*arrays, backend="cython"), repeats)
+            tn = timed(lambda: fn(*arrays, backend="numba"), repeats)
+            print(f"{name:38s} {arrays[0].size:9d} {tc * 1e6:8.1f}us {tn * 1e6:8.1f}us {tn / tc:13.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""The compiled fast path of a call: the common case checked and served in C.
+
+A call whose arrays are all exact, C-contiguous NumPy arrays of one float dtype (integer
+labels of ``intp``), with the default options and no keyword argument but ``reduction``,
+is validated, computed and wrapped here. Anything else, and anything this code is unsure
+of (a label out of range, say), returns None and takes the general path of
+``fastloss._api``, which applies every rule of SPEC section 3 and raises its errors.
+"""
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef object _EMPTY_F4_1 = cnp.PyArray_EMPTY(1, [0], cnp.NPY_FLOAT32, 0)
+cdef object _EMPTY_F8_1 = cnp.PyArray_EMPTY(1, [0], cnp.NPY_FLOAT64, 0)
+cdef cnp.npy_intp _ZERO2[2]
+_ZERO2[0] = 0
+_ZERO2[1] = 0
+cdef object _EMPTY_F4_2 = cnp.PyArray_EMPTY(2, _ZERO2, cnp.NPY_FLOAT32, 0)
+cdef object _EMPTY_F8_2 = cnp.PyArray_EMPTY(2, _ZERO2, cnp.NPY_FLOAT64, 0)
+cdef object _NO_WEIGHTS = _EMPTY_F8_1
+
+
+cdef class FastSpec:
+    """What the fast path needs of one loss (built by ``fastloss.cpu_cython.fast_spec``)."""
+
+    cdef public object kernel         # the _kernels entry of the loss's math
+    cdef public object sparse_kernel  # the entry for integer labels, or None
+    cdef public bint rows             # a row-wise (class-axis) loss
+    cdef public bint labels_only      # the second input must be integer labels
+    cdef public bint has_target       # the second input is a target (not differentiable)
+    cdef public int n_inputs
+    cdef public int grads
+    cdef public tuple params          # the math's parameters for the default options
+    cdef public object result_type
+    cdef public Py_ssize_t chunk_elements
+
+    def __init__(self, kernel, sparse_kernel, rows, labels_only, has_target, n_inputs, grads, params,
+                 result_type, chunk_elements):
+        self.kernel = kernel
+        self.sparse_kernel = sparse_kernel
+        self.rows = rows
+        self.labels_only = labels_only
+        self.has_target = has_target
+        self.n_inputs = n_inputs
+        self.grads = grads
+        self.params = params
+        self.result_type = result_type
+        self.chunk_elements = chunk_elements
+
+
+cdef inline bint _plain(object a, int typenum):
+    """An exact ndarray of ``typenum``, C-contiguous and aligned."""
+    return (type(a) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray> a) == typenum
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray> a))
+
+
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b, int skip_last):
+    cdef int nd = cnp.PyArray_NDIM(b)
+    cdef int i
+    if cnp.PyArray_NDIM(a) != nd + skip_last:
+        return False
+    for i in range(nd):
+        if cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(b, i):
+            return False
+    return True
+
+
+cdef bint _labels_in_range(cnp.ndarray labels, Py_ssize_t width):
+    cdef const cnp.npy_intp* p = <const cnp.npy_intp*> cnp.PyArray_DATA(labels)
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(labels)
+    cdef bint ok = True
+    with nogil:
+        for i in range(n):
+            if p[i] < 0 or p[i] >= width:
+                ok = False
+                break
+    return ok
+
+
+cdef object _scalar(double value, int typenum):
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(0, NULL, typenum, 0)
+    if typenum == cnp.NPY_FLOAT32:
+        (<float*> cnp.PyArray_DATA(out))[0] = <float> value
+    else:
+        (<double*> cnp.PyArray_DATA(out))[0] = value
+    return out
+
+
+def fast_call(FastSpec spec, tuple args, dict kwargs, Py_ssize_t max_size):
+    """The result of the common case, or None for the general path."""
+    cdef int reduction = 0  # 0 mean, 1 sum, 2 none
+    cdef cnp.ndarray x, a, labels = None
+    cdef int typenum, i
+    cdef Py_ssize_t size, width, count, chunk
+    cdef object kernel = spec.kernel
+    cdef double total, scale
+    if len(args) != spec.n_inputs:
+        return None
+    if kwargs:
+        if len(kwargs) != 1:
+            return None
+        r = kwargs.get("reduction")
+        if r == "mean":
+            reduction = 0
+        elif r == "sum":
+            reduction = 1
+        elif r == "none":
+            reduction = 2
+        else:
+            return None
+    first = args[0]
+    if type(first) is not cnp.ndarray:
+        return None
+    x = <cnp.ndarray> first
+    typenum = cnp.PyArray_TYPE(x)
+    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or not cnp.PyArray_ISCARRAY_RO(x):
+        return None
+    size = cnp.PyArray_SIZE(x)
+    if size >= max_size:
+        return None
+    if spec.rows:
+        if cnp.PyArray_NDIM(x) != 2:
+            return None
+        width = cnp.PyArray_DIM(x, 1)
+        if width == 0:
+            return None
+        count = cnp.PyArray_DIM(x, 0)
+        chunk = max(1, spec.chunk_elements // width)
+    else:
+        width = 1
+        count = size
+        chunk = spec.chunk_elements
+    for i in range(1, spec.n_inputs):
+        if i == 1 and spec.has_target and _plain(args[1], cnp.NPY_INTP):
+            labels = <cnp.ndarray> args[1]
+            if spec.labels_only:
+                pass
+            elif spec.sparse_kernel is not None:
+                kernel = spec.sparse_kernel
+            else:
+                return None
+            if not spec.rows or not _same_shape(x, labels, 1) or not _labels_in_range(labels, width):
+                return None
+            continue
+        if i == 1 and spec.labels_only:
+            return None
+        if not _plain(args[i], typenum) or not _same_shape(x, <cnp.ndarray> args[i], 0):
+            return None
+
+    empty = _EMPTY_F4_2 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_2
+    if not spec.rows:
+        empty = _EMPTY_F4_1 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_1
+    grads = [cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0) for i in range(spec.grads)]
+    while len(grads) < 3:
+        grads.append(empty)
+    if reduction == 2:
+        loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x) - (1 if spec.rows else 0), cnp.PyArray_DIMS(x),
+                                     typenum, 0)
+    else:
+        loss_out = _EMPTY_F4_1 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_1
+    scale = (1.0 / count if count else 0.0) if reduction == 0 else 1.0
+    y = args[1] if spec.n_inputs > 1 else x
+    if spec.rows:
+        v = args[2] if spec.n_inputs > 2 else x
+        total = kernel(x, y, v, None, _NO_WEIGHTS, spec.params, scale, loss_out,
+                       grads[0], grads[1], grads[2], empty, chunk, 1)
+    else:
+        total = kernel(x, y, None, _NO_WEIGHTS, spec.params, scale, loss_out, grads[0], grads[1], empty,
+                       chunk, 1)
+    if reduction == 0:
+        loss = _scalar(total / count if count else float("nan"), typenum)
+    elif reduction == 1:
+        loss = _scalar(total, typenum)
+    else:
+        loss = loss_out
+    return spec.result_type(loss, grads[0] if spec.grads == 1 else tuple(grads[:spec.grads]))

@@ -1,0 +1,110 @@
+"""The compiled fast path (Cython) serves the common case exactly as the general path does,
+hands everything else to the general path, and never involves Numba."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ALL_LOSSES
+from reference import prepared
+
+import fastloss as fl
+from fastloss import _api, cpu_cython
+
+pytestmark = pytest.mark.skipif(not cpu_cython.AVAILABLE, reason="the Cython extension is not built")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FAST = [n for n in ALL_LOSSES if cpu_cython.fast_spec(fl._registry.REGISTRY[n], fl.LossResult)]
+
+
+def _grads(res):
+    return res.grad if isinstance(res.grad, tuple) else (res.grad,)
+
+
+@pytest.fixture
+def general_path_forbidden(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(fl, "evaluate", forbidden)
+
+
+def test_every_loss_but_data_dependent_ones_has_a_fast_path():
+    assert set(ALL_LOSSES) - set(FAST) == {"hinge", "squared_hinge", "root_mean_squared_error"}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", FAST)
+def test_fast_path_equals_general_path(name, dtype, reduction, rng, monkeypatch):
+    arrays, _ = prepared(name, {}, rng, dtype)
+    if arrays[0].ndim != 2:
+        arrays = [a.reshape(a.shape[0], -1) if a.ndim > 1 else a for a in arrays]
+    general = _api.evaluate(fl._registry.REGISTRY[name], tuple(arrays), {"reduction": reduction})
+    calls = []
+    real = _api.FAST_CALL
+    monkeypatch.setattr(_api, "FAST_CALL", lambda *a: calls.append(1) or real(*a))
+    fast = getattr(fl, name)(*arrays, reduction=reduction)
+    assert calls and fast is not None
+    assert fast.loss.dtype == general.loss.dtype and fast.loss.shape == general.loss.shape
+    np.testing.assert_array_equal(fast.loss, general.loss)
+    for a, b in zip(_grads(fast), _grads(general)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_common_case_never_reaches_the_general_path(general_path_forbidden, rng):
+    z = rng.normal(size=(256, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 256)
+    loss, grad = fl.sparse_softmax_cross_entropy(z, labels)
+    assert loss.dtype == np.float32 and grad.shape == z.shape
+    fl.mse(z, z[::-1].copy(), reduction="sum")
+    fl.softmax_focal_loss(z, labels)
+
+
+@pytest.mark.parametrize("case", [
+    "bad_label", "negative_label", "option", "strided", "int32_labels", "float64_target_of_float32", "list",
+])
+def test_uncommon_cases_take_the_general_path(case, rng):
+    z = rng.normal(size=(8, 4))
+    labels = rng.integers(0, 4, 8)
+    kwargs = {}
+    if case == "bad_label":
+        labels[3] = 4
+    elif case == "negative_label":
+        labels[0] = -1
+    elif case == "option":
+        kwargs = {"label_smoothing": 0.1}
+    elif case == "strided":
+        z = np.asfortranarray(z)
+    elif case == "int32_labels":
+        labels = labels.astype(np.int32)
+    elif case == "list":
+        z = z.tolist()
+    if case in ("bad_label", "negative_label"):
+        with pytest.raises(ValueError, match="labels must be in"):
+            fl.sparse_softmax_cross_entropy(z, labels)
+        return
+    if case == "float64_target_of_float32":
+        x = z.astype(np.float32)
+        res = fl.mse(x, z)  # the target is cast to float32 by the general path
+        np.testing.assert_allclose(res.loss, np.mean((x - z.astype(np.float32)).astype(np.float64) ** 2), rtol=1e-6)
+        return
+    res = fl.sparse_softmax_cross_entropy(z, labels, **kwargs)
+    ref = _api.evaluate(fl._registry.REGISTRY["sparse_softmax_cross_entropy"], (np.asarray(z), labels), dict(kwargs))
+    np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-15)
+
+
+def test_a_small_call_in_a_fresh_process_never_imports_numba():
+    code = (
+        "import sys, numpy as np, fastloss as fl\n"
+        "z = np.zeros((256, 10), np.float32); y = np.arange(256) % 10\n"
+        "fl.sparse_softmax_cross_entropy(z, y); fl.mse(z, z); fl.huber(z, z, delta=2.0)\n"
+        "fl.sparse_softmax_cross_entropy(z, y, label_smoothing=0.1, reduction='none')\n"
+        "print('numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "False"
