@@ -42,14 +42,14 @@ def cases(size, rng):
 
 def main():
     rng = np.random.default_rng(0)
-    sizes = [2**k for k in range(8, 23, 2)]
+    sizes = [2**k for k in range(8, 25, 2)]
     print(f"{'loss':38s} {'size':>9s} {'cython':>10s} {'numba':>10s} {'numba/cython':>13s}")
     for size in sizes:
         repeats = max(5, min(2000, 2_000_000 // size))
         for name, arrays in cases(size, rng).items():
             fn = getattr(fl, name.split(" ")[0])
-            tc = timed(lambda: fn(*arrays, backend="cython"), repeats)
-            tn = timed(lambda: fn(*arrays, backend="numba"), repeats)
+            tc = timed(lambda fn=fn, arrays=arrays: fn(*arrays, backend="cython"), repeats)
+            tn = timed(lambda fn=fn, arrays=arrays: fn(*arrays, backend="numba"), repeats)
             print(f"{name:38s} {arrays[0].size:9d} {tc * 1e6:8.1f}us {tn * 1e6:8.1f}us {tn / tc:13.2f}")
 
 

@@ -73,7 +73,7 @@ def _make_loss(spec):
 
     def loss_function(*arrays, **options):
         if fast is not None and _api.FAST_CALL is not None:
-            result = _api.FAST_CALL(fast, arrays, options, _api.CYTHON_MAX_SIZE)
+            result = _api.FAST_CALL(fast, arrays, options)
             if result is not None:
                 return result
         return evaluate(spec, arrays, options)

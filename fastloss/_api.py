@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from . import cpu_cython
+from . import _config, cpu_cython
 from ._result import LossResult
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -117,16 +117,13 @@ def evaluate(spec, args, kwargs):
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 
 
-#: Inputs of fewer elements run on the Cython backend under backend="auto" (when it is
-#: built); larger ones on Numba. Measured by benchmarks/crossover.py (see the README).
-CYTHON_MAX_SIZE = 1 << 15
 #: The compiled fast path for the common case (None: every call takes the general path).
 FAST_CALL = cpu_cython.fast_call
 
 
 def _backend(backend, size):
     """The backend module that runs a kernel of ``size`` elements."""
-    if backend == "cython" or (backend == "auto" and cpu_cython.AVAILABLE and size < CYTHON_MAX_SIZE):
+    if backend == "cython" or (backend == "auto" and cpu_cython.AVAILABLE and size < _config.CYTHON_MAX_SIZE):
         return cpu_cython
     from . import cpu_numba  # imported on first use: Numba's import costs ~0.2 s
 

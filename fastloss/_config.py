@@ -1,15 +1,26 @@
-"""How work is cut up, shared by the CPU backends so that they sum the same chunks.
+"""How work is cut up and where it runs, shared by the CPU backends (so that they sum the
+same chunks) and read at every call (so that a change here takes effect at once).
 
 Inputs are processed in chunks of ``CHUNK_ELEMENTS`` elements (whole rows for row-wise
 losses, at least one); each chunk's loss is summed in float64 and the partial sums are
 added in chunk order, so a result does not depend on the number of threads.
 """
 
+import sys
+
 #: Elements per chunk (a row-wise chunk holds whole rows: at least one).
 CHUNK_ELEMENTS = 1 << 14
 #: Inputs with at least this many elements run their chunks on all cores. Below it,
 #: waking threads costs more than it saves.
 PARALLEL_MIN_SIZE = 1 << 16
+
+#: backend="auto" runs inputs of fewer elements on the Cython backend (when it is built),
+#: larger ones on Numba. benchmarks/crossover.py found no size where Numba was faster on
+#: this project's 2-core machine (2^8 to 2^24 elements, four losses; the README has the
+#: table): both backends run the same chunks with the same scalar libm math, and Cython
+#: calls cost less. So auto uses Cython throughout; Numba serves where the extension is not
+#: built, or when asked for. Re-measure when the kernels change (SIMD math).
+CYTHON_MAX_SIZE = sys.maxsize
 
 
 def chunk_rows(x):

@@ -50,7 +50,7 @@ def fast_spec(spec, result_type):
     params = tuple(float(v) for v in spec.params(defaults, None)) or (0.0,)
     has_target = spec.target != "none"
     return _fast.FastSpec(
-        entry(spec.math) if spec.target != "labels" else entry(spec.math),
+        entry(spec.math),
         entry(spec.sparse_math) if spec.sparse_math is not None else None,
         spec.family == "rowwise",
         spec.target == "labels",
@@ -59,7 +59,6 @@ def fast_spec(spec, result_type):
         spec.grads,
         params,
         result_type,
-        config.CHUNK_ELEMENTS,
     )
 
 

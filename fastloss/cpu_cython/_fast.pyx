@@ -10,6 +10,8 @@ of (a label out of range, say), returns None and takes the general path of
 
 cimport numpy as cnp
 
+from fastloss import _config
+
 cnp.import_array()
 
 cdef object _EMPTY_F4_1 = cnp.PyArray_EMPTY(1, [0], cnp.NPY_FLOAT32, 0)
@@ -34,10 +36,9 @@ cdef class FastSpec:
     cdef public int grads
     cdef public tuple params          # the math's parameters for the default options
     cdef public object result_type
-    cdef public Py_ssize_t chunk_elements
 
     def __init__(self, kernel, sparse_kernel, rows, labels_only, has_target, n_inputs, grads, params,
-                 result_type, chunk_elements):
+                 result_type):
         self.kernel = kernel
         self.sparse_kernel = sparse_kernel
         self.rows = rows
@@ -47,7 +48,6 @@ cdef class FastSpec:
         self.grads = grads
         self.params = params
         self.result_type = result_type
-        self.chunk_elements = chunk_elements
 
 
 cdef inline bint _plain(object a, int typenum):
@@ -88,12 +88,16 @@ cdef object _scalar(double value, int typenum):
     return out
 
 
-def fast_call(FastSpec spec, tuple args, dict kwargs, Py_ssize_t max_size):
-    """The result of the common case, or None for the general path."""
+def fast_call(FastSpec spec, tuple args, dict kwargs):
+    """The result of the common case, or None for the general path.
+
+    It serves inputs below both ``_config.CYTHON_MAX_SIZE`` (the Cython backend's share
+    under backend="auto") and ``_config.PARALLEL_MIN_SIZE`` (it runs on one thread).
+    """
     cdef int reduction = 0  # 0 mean, 1 sum, 2 none
     cdef cnp.ndarray x, a, labels = None
     cdef int typenum, i
-    cdef Py_ssize_t size, width, count, chunk
+    cdef Py_ssize_t size, width, count, chunk, chunk_elements
     cdef object kernel = spec.kernel
     cdef double total, scale
     if len(args) != spec.n_inputs:
@@ -118,8 +122,9 @@ def fast_call(FastSpec spec, tuple args, dict kwargs, Py_ssize_t max_size):
     if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or not cnp.PyArray_ISCARRAY_RO(x):
         return None
     size = cnp.PyArray_SIZE(x)
-    if size >= max_size:
+    if size >= _config.CYTHON_MAX_SIZE or size >= _config.PARALLEL_MIN_SIZE:
         return None
+    chunk_elements = _config.CHUNK_ELEMENTS
     if spec.rows:
         if cnp.PyArray_NDIM(x) != 2:
             return None
@@ -127,11 +132,11 @@ def fast_call(FastSpec spec, tuple args, dict kwargs, Py_ssize_t max_size):
         if width == 0:
             return None
         count = cnp.PyArray_DIM(x, 0)
-        chunk = max(1, spec.chunk_elements // width)
+        chunk = max(1, chunk_elements // width)
     else:
         width = 1
         count = size
-        chunk = spec.chunk_elements
+        chunk = chunk_elements
     for i in range(1, spec.n_inputs):
         if i == 1 and spec.has_target and _plain(args[1], cnp.NPY_INTP):
             labels = <cnp.ndarray> args[1]
