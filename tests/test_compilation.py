@@ -71,3 +71,26 @@ def fl_backends():
     import fastloss
 
     return fastloss.backends()
+
+
+@pytest.mark.slow
+def test_extension_builds_without_openmp(tmp_path):
+    """Without OpenMP the extension still builds, serially, and says so."""
+    env = {**os.environ, "FASTLOSS_NO_OPENMP": "1"}
+    build = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "lib"),
+         "--build-temp", str(tmp_path / "tmp")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert "no OpenMP" in build.stderr
+    (built,) = (tmp_path / "lib").rglob("_kernels*.so")
+    probe = (
+        "import importlib.machinery, importlib.util, sys\n"
+        f"loader = importlib.machinery.ExtensionFileLoader('fastloss.cpu_cython._kernels', {str(built)!r})\n"
+        "spec = importlib.util.spec_from_loader(loader.name, loader)\n"
+        "m = importlib.util.module_from_spec(spec); loader.exec_module(m)\n"
+        "print(m.OPENMP)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"

@@ -3,9 +3,10 @@
 Drivers are closures over the loss's compiled math, and Numba keys the cache of a closure
 on a pickle of its cells, which for a compiled function holds a per-process id: such a
 cache would never hit. :class:`SourceKeyedCache` keys it instead on the driver's name and
-a hash of fastloss's own sources (any edit to the package invalidates every entry, so a
-kernel never outlives the math it inlined). Where no cache location is writable, or
-Numba's cache machinery changes, compilation silently goes on without a cache.
+a hash of the sources every kernel is built from (the math, the losses and this backend):
+any edit there invalidates every entry, so a kernel never outlives the math it inlined.
+Where no cache location is writable, or Numba's cache machinery changes, compilation
+silently goes on without a cache.
 """
 
 import hashlib
@@ -24,15 +25,16 @@ from ..math.portable import compile_for
 FASTMATH = frozenset({"nsz", "contract"})
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent
+_KERNEL_SOURCES = ("math", "losses", "cpu_numba")
 _source_hash = None
 
 
 def package_source_hash():
-    """sha256 over the bytes of every ``.py`` file of the fastloss package."""
+    """sha256 over the ``.py`` files that kernels are built from."""
     global _source_hash
     if _source_hash is None:
         h = hashlib.sha256()
-        for path in sorted(_PACKAGE.rglob("*.py")):
+        for path in sorted(p for d in _KERNEL_SOURCES for p in (_PACKAGE / d).glob("*.py")):
             h.update(path.relative_to(_PACKAGE).as_posix().encode())
             h.update(path.read_bytes())
         _source_hash = h.hexdigest()
