@@ -4,14 +4,28 @@ no JIT wait and a small call overhead. Large inputs run the same chunks as the N
 backend under OpenMP ``prange``.
 
 ``AVAILABLE`` is False where the extension was not built (a source checkout that was never
-built); the other backends still work there.
+built), or was built from other sources than the math beside it (an edit since the last
+build: it would compute the old formulas, so it is not used, and a warning says so); the
+other backends still work there.
 """
 
 import os
+import warnings
+
+from . import generate
 
 try:
     from . import _fast, _kernels
 except ImportError:  # not built
+    _fast = _kernels = None
+
+if _kernels is not None and _kernels.SOURCE_HASH != generate.source_hash():
+    warnings.warn(
+        "fastloss's Cython extension was built from other sources than the loss math beside it; "
+        "it is not used until rebuilt (pip install -e . or python setup.py build_ext --inplace)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     _fast = _kernels = None
 
 from .. import _config as config

@@ -22,6 +22,7 @@ Usage: ``python fastloss/cpu_cython/generate.py`` (setup.py calls :func:`write`)
 """
 
 import ast
+import hashlib
 import math
 import pathlib
 
@@ -37,6 +38,15 @@ MODULES = (
 ROW_PARAMS = 10  # x, y, v, c, gx, gy, gv, h, gs, p
 ELEMENT_PARAMS = 4  # x, y, c, p
 LIBC = {"exp", "log", "log1p", "expm1", "sqrt", "sinh", "tanh", "hypot"}
+
+
+def source_hash():
+    """sha256 of the portable sources the extension is generated from."""
+    h = hashlib.sha256()
+    for rel in MODULES:
+        h.update(rel.encode())
+        h.update((PACKAGE / rel).read_bytes())
+    return h.hexdigest()
 
 
 class Function:
@@ -288,6 +298,8 @@ cdef extern from *:
 
 #: Whether the extension was built with OpenMP (else ``prange`` runs serially).
 OPENMP = bool(FASTLOSS_OPENMP)
+#: The hash of the portable sources this extension was generated from.
+SOURCE_HASH = "{source_hash}"
 
 cdef enum:
     MAX_PARAMS = 8
@@ -508,7 +520,7 @@ def generate():
     functions, constants = parse()
     primitives = [PRIMITIVES_HEADER]
     primitives += [_constant(cname, value) for cname, value in constants if cname.startswith("primitives__")]
-    kernels = [HEADER]
+    kernels = [HEADER.replace("{source_hash}", source_hash())]
     kernels += [_constant(cname, value) for cname, value in constants if not cname.startswith("primitives__")]
     for fn in functions:
         (primitives if fn.module == "primitives" else kernels).append("\n" + fn.cython() + "\n")
