@@ -70,12 +70,15 @@ def _docstring(spec):
 
 def _make_loss(spec):
     fast = cpu_cython.fast_spec(spec, LossResult)
+    fast_params = cpu_cython.fast_params
 
     def loss_function(*arrays, **options):
         if fast is not None and _api.FAST_CALL is not None:
-            result = _api.FAST_CALL(fast, arrays, options)
-            if result is not None:
-                return result
+            params = fast_params(spec, options, fast.params)
+            if params is not None:
+                result = _api.FAST_CALL(fast, arrays, options.get("reduction", "mean"), params)
+                if result is not None:
+                    return result
         return evaluate(spec, arrays, options)
 
     loss_function.__name__ = loss_function.__qualname__ = spec.name

@@ -1,4 +1,4 @@
-"""``python -m fastloss``: a short demonstration of losses and their gradients."""
+"""``python -m fastloss``: the tour (``tour``, the default) or a short demonstration (``demo``)."""
 
 import argparse
 import statistics
@@ -41,16 +41,25 @@ def demo():
             f"{name:32s} {float(loss):10.5f}  {float(np.linalg.norm(g)):9.5f}  "
             f"{first * 1e3:8.1f}ms  {statistics.median(later) * 1e6:7.1f}us"
         )
-    print("\nThe first call of a loss compiles its kernel (cached on disk for later processes);")
-    print("'later call' is the median of 200 calls.")
+    print(f"\nBackends: {', '.join(fl.backends())} (auto uses Cython where it is built: no compilation;")
+    print("the Numba backend compiles a loss's kernel on its first call). 'later call' is the median of 200 calls.")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastloss", description=__doc__)
-    parser.add_argument("command", nargs="?", default="demo", choices=["demo"], help="what to run")
+    parser.add_argument("command", nargs="?", default="tour", choices=["tour", "demo"],
+                        help="tour: the seed articles' experiments trained on fastloss gradients (needs the "
+                             "'tour' extra); demo: a few losses on random data")
+    parser.add_argument("--out", default="fastloss-tour", help="where the tour writes its figures")
+    parser.add_argument("--quick", action="store_true", help="a ten-second version of the tour")
+    parser.add_argument("--seed", type=int, default=0, help="the tour's random seed")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
+    else:
+        from . import tour
+
+        tour.run(out=args.out, quick=args.quick, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ class LossSpec:
     def option_names(self):
         return tuple(o.name for o in self.options)
 
+    @property
+    def option_map(self):
+        return {o.name: o for o in self.options}
+
 
 # --- options shared by several losses ---------------------------------------------------
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ALL_LOSSES
-from reference import prepared
+from reference import OPTION_CASES, prepared
 
 import fastloss as fl
 from fastloss import _api, cpu_cython
@@ -108,3 +108,31 @@ def test_a_small_call_in_a_fresh_process_never_imports_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "False"
+
+
+CASES = [(n, i) for n in FAST for i in range(len(OPTION_CASES[n]))]
+
+
+@pytest.mark.parametrize("name,case", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+def test_options_on_the_fast_path_equal_the_general_path(name, case, rng):
+    arrays, options = prepared(name, OPTION_CASES[name][case], rng, np.float32)
+    spec = fl._registry.REGISTRY[name]
+    takes_fast_path = not (set(options) & cpu_cython.ARRAY_OPTIONS)
+    params = cpu_cython.fast_params(spec, options, ())
+    assert (params is not None) == takes_fast_path
+    general = _api.evaluate(spec, tuple(arrays), {**options, "reduction": "none"})
+    fast = getattr(fl, name)(*arrays, reduction="none", **options)
+    np.testing.assert_array_equal(fast.loss, general.loss)
+    for a, b in zip(_grads(fast), _grads(general)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_options_fail_the_same_way_on_the_fast_path(rng):
+    z = rng.normal(size=(8, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 8)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        fl.sparse_softmax_cross_entropy(z, labels, label_smoothing=2.0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fl.sparse_softmax_cross_entropy(z, labels, delta=1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        fl.sparse_softmax_cross_entropy(z, labels, reduction="avg")

@@ -54,6 +54,32 @@ def run(math_fn, family, args):
     return entry(math_fn)(*args, config.chunk_rows(x), threads)
 
 
+#: Options whose values bring arrays or change the "mean" divisor: calls using them take
+#: the general path.
+ARRAY_OPTIONS = frozenset({"pos_weight", "class_weight", "ignore_index"})
+
+
+def fast_params(spec, options, default):
+    """The math's parameters for the keyword ``options`` of a call (checked as the general
+    path checks them), ``default`` where there are none, or None where the call must take
+    the general path (an option that brings arrays, or any other keyword)."""
+    if not options:
+        return default
+    values = None
+    for key, value in options.items():
+        if key == "reduction":
+            continue
+        option = spec.option_map.get(key)
+        if option is None or key in ARRAY_OPTIONS:
+            return None
+        if values is None:
+            values = {o.name: o.default for o in spec.options}
+        values[key] = option.check(value)
+    if values is None:
+        return default
+    return tuple(float(v) for v in spec.params(values, None)) or (0.0,)
+
+
 def fast_spec(spec, result_type):
     """The compiled fast path's description of ``spec`` (a registry entry), or None where
     the loss cannot take it (its parameters depend on the data, or its loss is finished

@@ -2,8 +2,8 @@
 """The compiled fast path of a call: the common case checked and served in C.
 
 A call whose arrays are all exact, C-contiguous NumPy arrays of one float dtype (integer
-labels of ``intp``), with the default options and no keyword argument but ``reduction``,
-is validated, computed and wrapped here. Anything else, and anything this code is unsure
+labels of ``intp``), whose options were checked and packed by the caller (only options
+that do not depend on the arrays come this way), is validated, computed and wrapped here. Anything else, and anything this code is unsure
 of (a label out of range, say), returns None and takes the general path of
 ``fastloss._api``, which applies every rule of SPEC section 3 and raises its errors.
 """
@@ -88,7 +88,7 @@ cdef object _scalar(double value, int typenum):
     return out
 
 
-def fast_call(FastSpec spec, tuple args, dict kwargs):
+def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params):
     """The result of the common case, or None for the general path.
 
     It serves inputs below both ``_config.CYTHON_MAX_SIZE`` (the Cython backend's share
@@ -102,18 +102,14 @@ def fast_call(FastSpec spec, tuple args, dict kwargs):
     cdef double total, scale
     if len(args) != spec.n_inputs:
         return None
-    if kwargs:
-        if len(kwargs) != 1:
-            return None
-        r = kwargs.get("reduction")
-        if r == "mean":
-            reduction = 0
-        elif r == "sum":
-            reduction = 1
-        elif r == "none":
-            reduction = 2
-        else:
-            return None
+    if reduction_name == "mean":
+        reduction = 0
+    elif reduction_name == "sum":
+        reduction = 1
+    elif reduction_name == "none":
+        reduction = 2
+    else:
+        return None
     first = args[0]
     if type(first) is not cnp.ndarray:
         return None
@@ -169,10 +165,10 @@ def fast_call(FastSpec spec, tuple args, dict kwargs):
     y = args[1] if spec.n_inputs > 1 else x
     if spec.rows:
         v = args[2] if spec.n_inputs > 2 else x
-        total = kernel(x, y, v, None, _NO_WEIGHTS, spec.params, scale, loss_out,
+        total = kernel(x, y, v, None, _NO_WEIGHTS, params, scale, loss_out,
                        grads[0], grads[1], grads[2], empty, chunk, 1)
     else:
-        total = kernel(x, y, None, _NO_WEIGHTS, spec.params, scale, loss_out, grads[0], grads[1], empty,
+        total = kernel(x, y, None, _NO_WEIGHTS, params, scale, loss_out, grads[0], grads[1], empty,
                        chunk, 1)
     if reduction == 0:
         loss = _scalar(total / count if count else float("nan"), typenum)
