@@ -33,7 +33,20 @@ from .. import _config as config
 AVAILABLE = _kernels is not None
 #: Whether the extension was built with OpenMP (without it, large inputs run serially).
 OPENMP = bool(_kernels is not None and _kernels.OPENMP)
+#: Threads for large inputs (1 in a forked child of a process that used OpenMP: GNU
+#: OpenMP's thread pool does not survive fork(), and entering it there hangs).
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_used_openmp = False
+
+
+def _after_fork_in_child():
+    global THREADS
+    if _used_openmp:
+        THREADS = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _entries = {}
 
@@ -49,8 +62,11 @@ def entry(math_fn):
 
 def run(math_fn, family, args):
     """Run ``math_fn`` on the kernel arguments ``args``; returns the weighted loss sum."""
+    global _used_openmp
     x = args[0]
     threads = THREADS if x.size >= config.PARALLEL_MIN_SIZE else 1
+    if threads > 1:
+        _used_openmp = True
     return entry(math_fn)(*args, config.chunk_rows(x), threads)
 
 

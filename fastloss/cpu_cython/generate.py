@@ -347,26 +347,39 @@ cdef double _block__{cname}(floating* x, floating* y, double* c, bint has_c, Py_
     return total
 
 
+cdef inline double _chunk__{cname}(Py_ssize_t k, Py_ssize_t chunk, floating* x, floating* y, double* c,
+                                   bint has_c, Py_ssize_t n, double* w, bint has_w, const double* p,
+                                   double scale, floating* loss_out, bint keep_loss, floating* gx, bint want_gx,
+                                   floating* gy, bint want_gy, floating* h, bint want_h) noexcept nogil:
+    cdef Py_ssize_t lo = k * chunk
+    cdef Py_ssize_t hi = min(n, lo + chunk)
+    return _block__{cname}(
+        x + lo, y + lo, c + (lo if has_c else 0), has_c, hi - lo, w + (lo if has_w else 0), has_w,
+        p, scale, loss_out + (lo if keep_loss else 0), keep_loss, gx + (lo if want_gx else 0), want_gx,
+        gy + (lo if want_gy else 0), want_gy, h + (lo if want_h else 0), want_h)
+
+
 cdef double _chunked__{cname}(floating* x, floating* y, double* c, bint has_c, Py_ssize_t n,
                              double* w, bint has_w, const double* p, double scale,
                              floating* loss_out, bint keep_loss, floating* gx, bint want_gx,
                              floating* gy, bint want_gy, floating* h, bint want_h,
                              Py_ssize_t chunk, int threads) noexcept nogil:
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
-    cdef Py_ssize_t k, lo, hi
+    cdef Py_ssize_t k
     cdef double total = 0.0
     cdef double* partial
     if n_chunks <= 1:
         return _block__{cname}(x, y, c, has_c, n, w, has_w, p, scale, loss_out, keep_loss,
                                gx, want_gx, gy, want_gy, h, want_h)
     partial = <double*> malloc(n_chunks * sizeof(double))
-    for k in prange(n_chunks, schedule="static", num_threads=threads):
-        lo = k * chunk
-        hi = min(n, lo + chunk)
-        partial[k] = _block__{cname}(
-            x + lo, y + lo, c + (lo if has_c else 0), has_c, hi - lo, w + (lo if has_w else 0), has_w,
-            p, scale, loss_out + (lo if keep_loss else 0), keep_loss, gx + (lo if want_gx else 0), want_gx,
-            gy + (lo if want_gy else 0), want_gy, h + (lo if want_h else 0), want_h)
+    if threads > 1:
+        for k in prange(n_chunks, schedule="static", num_threads=threads):
+            partial[k] = _chunk__{cname}(k, chunk, x, y, c, has_c, n, w, has_w, p, scale, loss_out, keep_loss,
+                                         gx, want_gx, gy, want_gy, h, want_h)
+    else:  # never enters OpenMP (a forked child of a process that used it must not)
+        for k in range(n_chunks):
+            partial[k] = _chunk__{cname}(k, chunk, x, y, c, has_c, n, w, has_w, p, scale, loss_out, keep_loss,
+                                         gx, want_gx, gy, want_gy, h, want_h)
     for k in range(n_chunks):
         total += partial[k]
     free(partial)
@@ -428,6 +441,19 @@ cdef double _block__{cname}(floating* x, {ytype} y, floating* v, Py_ssize_t rows
     return total
 
 
+cdef inline double _chunk__{cname}(Py_ssize_t k, Py_ssize_t chunk, floating* x, {ytype} y, floating* v,
+                                   Py_ssize_t rows, Py_ssize_t width, double* c, Py_ssize_t c_n, double* w,
+                                   bint has_w, const double* p, double scale, floating* loss_out, bint keep_loss,
+                                   floating* gx, Py_ssize_t gx_w, floating* gy, Py_ssize_t gy_w,
+                                   floating* gv, Py_ssize_t gv_w, floating* h, Py_ssize_t h_w) noexcept nogil:
+    cdef Py_ssize_t lo = k * chunk
+    cdef Py_ssize_t hi = min(rows, lo + chunk)
+    return _block__{cname}(
+        x + lo * width, y + lo * {ystride}, v + lo * width, hi - lo, width, c, c_n,
+        w + (lo if has_w else 0), has_w, p, scale, loss_out + (lo if keep_loss else 0), keep_loss,
+        gx + lo * gx_w, gx_w, gy + lo * gy_w, gy_w, gv + lo * gv_w, gv_w, h + lo * h_w, h_w)
+
+
 cdef double _chunked__{cname}(floating* x, {ytype} y, floating* v, Py_ssize_t rows, Py_ssize_t width,
                              double* c, Py_ssize_t c_n, double* w, bint has_w, const double* p,
                              double scale, floating* loss_out, bint keep_loss,
@@ -435,20 +461,21 @@ cdef double _chunked__{cname}(floating* x, {ytype} y, floating* v, Py_ssize_t ro
                              floating* gv, Py_ssize_t gv_w, floating* h, Py_ssize_t h_w,
                              Py_ssize_t chunk, int threads) noexcept nogil:
     cdef Py_ssize_t n_chunks = (rows + chunk - 1) // chunk
-    cdef Py_ssize_t k, lo, hi
+    cdef Py_ssize_t k
     cdef double total = 0.0
     cdef double* partial
     if n_chunks <= 1:
         return _block__{cname}(x, y, v, rows, width, c, c_n, w, has_w, p, scale, loss_out, keep_loss,
                                gx, gx_w, gy, gy_w, gv, gv_w, h, h_w)
     partial = <double*> malloc(n_chunks * sizeof(double))
-    for k in prange(n_chunks, schedule="static", num_threads=threads):
-        lo = k * chunk
-        hi = min(rows, lo + chunk)
-        partial[k] = _block__{cname}(
-            x + lo * width, y + lo * {ystride}, v + lo * width, hi - lo, width, c, c_n,
-            w + (lo if has_w else 0), has_w, p, scale, loss_out + (lo if keep_loss else 0), keep_loss,
-            gx + lo * gx_w, gx_w, gy + lo * gy_w, gy_w, gv + lo * gv_w, gv_w, h + lo * h_w, h_w)
+    if threads > 1:
+        for k in prange(n_chunks, schedule="static", num_threads=threads):
+            partial[k] = _chunk__{cname}(k, chunk, x, y, v, rows, width, c, c_n, w, has_w, p, scale, loss_out,
+                                         keep_loss, gx, gx_w, gy, gy_w, gv, gv_w, h, h_w)
+    else:  # never enters OpenMP (a forked child of a process that used it must not)
+        for k in range(n_chunks):
+            partial[k] = _chunk__{cname}(k, chunk, x, y, v, rows, width, c, c_n, w, has_w, p, scale, loss_out,
+                                         keep_loss, gx, gx_w, gy, gy_w, gv, gv_w, h, h_w)
     for k in range(n_chunks):
         total += partial[k]
     free(partial)
