@@ -8,22 +8,10 @@ kernel, result) on each backend and the ratio numba / cython (> 1: Cython is fas
 Sizes from 2^16 elements run in parallel on both backends (OpenMP and Numba's prange).
 """
 
-import statistics
-import time
-
 import numpy as np
+from _timing import timed
 
 import fastloss as fl
-
-
-def timed(fn, repeats):
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def cases(size, rng):

@@ -7,23 +7,10 @@ backward) and JAX (jit of value_and_grad), each where installed, in one run.
 Medians of many calls after warm-up (compilation excluded everywhere).
 """
 
-import statistics
-import time
-
 import numpy as np
+from _timing import timed
 
 import fastloss as fl
-
-
-def timed(fn, repeats=3000):
-    for _ in range(50):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def numpy_ce(z, labels):
@@ -36,16 +23,20 @@ def numpy_ce(z, labels):
     return loss, grad / len(z)
 
 
+def bench(fn):
+    return timed(fn, repeats=3000, warmup=50)
+
+
 def main():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(256, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 256)
     rows = [
-        ("fastloss, backend='auto' (Cython fast path)", timed(lambda: fl.sparse_softmax_cross_entropy(z, labels))),
+        ("fastloss, backend='auto' (Cython fast path)", bench(lambda: fl.sparse_softmax_cross_entropy(z, labels))),
         ("fastloss, backend='cython' (general path)",
-         timed(lambda: fl.sparse_softmax_cross_entropy(z, labels, backend="cython"))),
-        ("fastloss, backend='numba'", timed(lambda: fl.sparse_softmax_cross_entropy(z, labels, backend="numba"))),
-        ("NumPy (value and gradient)", timed(lambda: numpy_ce(z, labels))),
+         bench(lambda: fl.sparse_softmax_cross_entropy(z, labels, backend="cython"))),
+        ("fastloss, backend='numba'", bench(lambda: fl.sparse_softmax_cross_entropy(z, labels, backend="numba"))),
+        ("NumPy (value and gradient)", bench(lambda: numpy_ce(z, labels))),
     ]
     try:
         import torch
@@ -58,7 +49,7 @@ def main():
             tz.grad = None
             F.cross_entropy(tz, tl).backward()
 
-        rows.append((f"PyTorch {torch.__version__} forward + backward", timed(torch_step)))
+        rows.append((f"PyTorch {torch.__version__} forward + backward", bench(torch_step)))
     except ImportError:
         rows.append(("PyTorch (not installed)", None))
     try:
@@ -71,7 +62,7 @@ def main():
         step = jax.jit(jax.value_and_grad(jax_loss))
         jz, jl = jnp.asarray(z), jnp.asarray(labels)
         rows.append((f"JAX {jax.__version__} jit(value_and_grad)",
-                     timed(lambda: jax.block_until_ready(step(jz, jl)))))
+                     bench(lambda: jax.block_until_ready(step(jz, jl)))))
     except ImportError:
         rows.append(("JAX (not installed)", None))
     base = rows[0][1]

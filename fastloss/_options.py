@@ -28,64 +28,44 @@ def _real(name, value):
     return float(value)
 
 
-def nonnegative(name):
-    """A finite real number >= 0."""
+def real_in(name, low=-math.inf, high=math.inf, low_open=False, high_open=False, what=None):
+    """A real number in the interval from ``low`` to ``high`` (closed unless ``*_open``);
+    an infinite bound also excludes infinities, and NaN is never in range."""
 
     def check(value):
         v = _real(name, value)
-        if not math.isfinite(v) or v < 0.0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        above = v > low if low_open or low == -math.inf else v >= low
+        below = v < high if high_open or high == math.inf else v <= high
+        if not (above and below):
+            raise ValueError(f"{name} must be {what}, got {value!r}")
         return v
 
     return check
+
+
+def nonnegative(name):
+    """A finite real number >= 0."""
+    return real_in(name, 0.0, what="a finite number >= 0")
 
 
 def finite(name):
     """Any finite real number."""
-
-    def check(value):
-        v = _real(name, value)
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        return v
-
-    return check
+    return real_in(name, what="finite")
 
 
 def closed_unit(name):
     """A real number in [0, 1]."""
-
-    def check(value):
-        v = _real(name, value)
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        return v
-
-    return check
+    return real_in(name, 0.0, 1.0, what="in [0, 1]")
 
 
 def open_unit(name):
     """A real number in (0, 1)."""
-
-    def check(value):
-        v = _real(name, value)
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
-        return v
-
-    return check
+    return real_in(name, 0.0, 1.0, low_open=True, high_open=True, what="in the open interval (0, 1)")
 
 
 def at_least_one(name):
     """A finite real number >= 1 (the order of a norm)."""
-
-    def check(value):
-        v = _real(name, value)
-        if not math.isfinite(v) or v < 1.0:
-            raise ValueError(f"{name} must be a finite number >= 1, got {value!r}")
-        return v
-
-    return check
+    return real_in(name, 1.0, what="a finite number >= 1")
 
 
 def flag(name):

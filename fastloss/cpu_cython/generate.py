@@ -400,22 +400,10 @@ def run__{cname}(cnp.ndarray x, cnp.ndarray y, c, cnp.ndarray w, tuple params, d
         cp = _f64(c)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
         with nogil:
-            total = _chunked__{cname}[float](
-                <float*> cnp.PyArray_DATA(x), <float*> cnp.PyArray_DATA(y), cp, has_c, n,
-                _f64(w), cnp.PyArray_SIZE(w) != 0, pbuf, scale,
-                <float*> cnp.PyArray_DATA(loss_out), cnp.PyArray_SIZE(loss_out) != 0,
-                <float*> cnp.PyArray_DATA(gx), cnp.PyArray_SIZE(gx) != 0,
-                <float*> cnp.PyArray_DATA(gy), cnp.PyArray_SIZE(gy) != 0,
-                <float*> cnp.PyArray_DATA(h), cnp.PyArray_SIZE(h) != 0, chunk, threads)
+            {call_float}
     else:
         with nogil:
-            total = _chunked__{cname}[double](
-                <double*> cnp.PyArray_DATA(x), <double*> cnp.PyArray_DATA(y), cp, has_c, n,
-                _f64(w), cnp.PyArray_SIZE(w) != 0, pbuf, scale,
-                <double*> cnp.PyArray_DATA(loss_out), cnp.PyArray_SIZE(loss_out) != 0,
-                <double*> cnp.PyArray_DATA(gx), cnp.PyArray_SIZE(gx) != 0,
-                <double*> cnp.PyArray_DATA(gy), cnp.PyArray_SIZE(gy) != 0,
-                <double*> cnp.PyArray_DATA(h), cnp.PyArray_SIZE(h) != 0, chunk, threads)
+            {call_double}
     return total
 '''
 
@@ -498,41 +486,49 @@ def run__{cname}(cnp.ndarray x, cnp.ndarray y, cnp.ndarray v, c, cnp.ndarray w, 
         c_n = cnp.PyArray_SIZE(c)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
         with nogil:
-            total = _chunked__{cname}[float](
-                <float*> cnp.PyArray_DATA(x), {ycast_f}, <float*> cnp.PyArray_DATA(v), rows, width,
-                cp, c_n, _f64(w), cnp.PyArray_SIZE(w) != 0, pbuf, scale,
-                <float*> cnp.PyArray_DATA(loss_out), cnp.PyArray_SIZE(loss_out) != 0,
-                <float*> cnp.PyArray_DATA(gx), cnp.PyArray_DIM(gx, 1),
-                <float*> cnp.PyArray_DATA(gy), cnp.PyArray_DIM(gy, 1),
-                <float*> cnp.PyArray_DATA(gv), cnp.PyArray_DIM(gv, 1),
-                <float*> cnp.PyArray_DATA(h), cnp.PyArray_DIM(h, 1), chunk, threads)
+            {call_float}
     else:
         with nogil:
-            total = _chunked__{cname}[double](
-                <double*> cnp.PyArray_DATA(x), {ycast_d}, <double*> cnp.PyArray_DATA(v), rows, width,
-                cp, c_n, _f64(w), cnp.PyArray_SIZE(w) != 0, pbuf, scale,
-                <double*> cnp.PyArray_DATA(loss_out), cnp.PyArray_SIZE(loss_out) != 0,
-                <double*> cnp.PyArray_DATA(gx), cnp.PyArray_DIM(gx, 1),
-                <double*> cnp.PyArray_DATA(gy), cnp.PyArray_DIM(gy, 1),
-                <double*> cnp.PyArray_DATA(gv), cnp.PyArray_DIM(gv, 1),
-                <double*> cnp.PyArray_DATA(h), cnp.PyArray_DIM(h, 1), chunk, threads)
+            {call_double}
     return total
 '''
+
+
+ELEMENT_CALL = """total = _chunked__{cname}[{T}](
+                <{T}*> cnp.PyArray_DATA(x), <{T}*> cnp.PyArray_DATA(y), cp, has_c, n,
+                _f64(w), cnp.PyArray_SIZE(w) != 0, pbuf, scale,
+                <{T}*> cnp.PyArray_DATA(loss_out), cnp.PyArray_SIZE(loss_out) != 0,
+                <{T}*> cnp.PyArray_DATA(gx), cnp.PyArray_SIZE(gx) != 0,
+                <{T}*> cnp.PyArray_DATA(gy), cnp.PyArray_SIZE(gy) != 0,
+                <{T}*> cnp.PyArray_DATA(h), cnp.PyArray_SIZE(h) != 0, chunk, threads)"""
+
+ROW_CALL = """total = _chunked__{cname}[{T}](
+                <{T}*> cnp.PyArray_DATA(x), {ycast}, <{T}*> cnp.PyArray_DATA(v), rows, width,
+                cp, c_n, _f64(w), cnp.PyArray_SIZE(w) != 0, pbuf, scale,
+                <{T}*> cnp.PyArray_DATA(loss_out), cnp.PyArray_SIZE(loss_out) != 0,
+                <{T}*> cnp.PyArray_DATA(gx), cnp.PyArray_DIM(gx, 1),
+                <{T}*> cnp.PyArray_DATA(gy), cnp.PyArray_DIM(gy, 1),
+                <{T}*> cnp.PyArray_DATA(gv), cnp.PyArray_DIM(gv, 1),
+                <{T}*> cnp.PyArray_DATA(h), cnp.PyArray_DIM(h, 1), chunk, threads)"""
 
 
 def driver(fn):
     """The block kernel, chunked driver and entry point of one loss's math."""
     name = f"{fn.module}.{fn.name}"
     if fn.kind == "element":
-        return ELEMENT_TEMPLATE.format(cname=fn.cname, name=name)
+        calls = {f"call_{t}": ELEMENT_CALL.format(cname=fn.cname, T=t) for t in ("float", "double")}
+        return ELEMENT_TEMPLATE.format(cname=fn.cname, name=name, **calls)
     sparse = fn.types[fn.params[1]] == "index"
+    calls = {
+        f"call_{t}": ROW_CALL.format(cname=fn.cname, T=t, ycast="_idx(y)" if sparse else f"<{t}*> cnp.PyArray_DATA(y)")
+        for t in ("float", "double")
+    }
     return ROW_TEMPLATE.format(
         cname=fn.cname, name=name,
         ytype="Py_ssize_t*" if sparse else "floating*",
         yrow="y[i]" if sparse else "y + i * width, width",
         ystride="1" if sparse else "width",
-        ycast_f="_idx(y)" if sparse else "<float*> cnp.PyArray_DATA(y)",
-        ycast_d="_idx(y)" if sparse else "<double*> cnp.PyArray_DATA(y)",
+        **calls,
     )
 
 
