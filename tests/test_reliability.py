@@ -44,12 +44,51 @@ else:
 """
 
 
+LAYERS = [None, "omp", "workqueue"]  # None: Numba's choice (TBB where installed)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda x: x or "default")
 @pytest.mark.parametrize("backend", fl.backends())
-def test_fork_after_a_parallel_call(backend):
+def test_fork_after_a_parallel_call(backend, layer):
+    if layer and backend != "numba":
+        pytest.skip("the threading layer is Numba's")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if layer:
+        env["NUMBA_THREADING_LAYER"] = layer
     out = subprocess.run([sys.executable, "-c", FORK.format(n=LARGE), backend], capture_output=True, text=True,
-                         timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         timeout=240, env=env)
     assert out.stdout.strip().splitlines()[-1] == "OK", out.stdout + out.stderr[-2000:]
+
+
+THREADS = """
+import sys, threading
+import numpy as np, fastloss as fl
+x = np.random.default_rng(0).normal(size={n}).astype(np.float32)
+serial = fl.huber(x, x[::-1].copy(), backend="numba")
+bad = []
+def work():
+    for _ in range(20):
+        r = fl.huber(x, x[::-1].copy(), backend="numba")
+        if not (np.array_equal(r.loss, serial.loss) and np.array_equal(r.grad, serial.grad)):
+            bad.append(1)
+ts = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+import numba
+print(numba.threading_layer(), "OK" if not bad else "DIFFERENT")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["omp", "workqueue"])
+def test_threads_under_every_numba_layer(layer):
+    """workqueue aborts on concurrent launches unless they are serialised: they are."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_THREADING_LAYER": layer}
+    out = subprocess.run([sys.executable, "-c", THREADS.format(n=LARGE)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [layer, "OK"]
 
 
 @pytest.mark.parametrize("backend", fl.backends())

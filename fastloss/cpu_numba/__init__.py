@@ -5,7 +5,17 @@ An input of at most one chunk (:mod:`fastloss._config`) runs the block kernel di
 larger one runs the chunked driver, serial below ``PARALLEL_MIN_SIZE`` elements and
 ``parallel=True`` from there. Kernels are built on first use and specialise only on
 dtypes: options are run-time arguments, so no option combination compiles anything new.
+
+Threads and fork. Numba picks its threading layer at the first parallel launch: TBB
+(installed with fastloss where wheels exist) is safe for both; with the ``workqueue``
+layer, which aborts on concurrent launches, parallel launches are serialised by a lock;
+with GNU OpenMP (``omp``), which cannot run in a forked child of a process that used it,
+such a child runs the serial chunked driver instead (the same chunks: the same bits).
+``NUMBA_THREADING_LAYER`` chooses the layer, as Numba documents.
 """
+
+import os
+import threading
 
 import numpy as np
 
@@ -33,6 +43,36 @@ def kernel(math_fn, family, mode):
     return k
 
 
+_launch_lock = threading.Lock()
+_layer = None  # Numba's threading layer, known after the first parallel launch
+_serial_only = False  # a forked child of a process that used GNU OpenMP
+
+
+def _after_fork_in_child():
+    global _serial_only, _launch_lock
+    _launch_lock = threading.Lock()  # a lock held by another thread at fork() stays held
+    if _layer == "omp":
+        _serial_only = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _parallel_launch(k, args):
+    """Launch a parallel kernel safely under whichever threading layer Numba chose."""
+    global _layer
+    if _layer is None or _layer == "workqueue":
+        with _launch_lock:
+            total = k(*args)
+            if _layer is None:
+                import numba
+
+                _layer = numba.threading_layer()
+            return total
+    return k(*args)
+
+
 def run(math_fn, family, args):
     """Run ``math_fn`` on the kernel arguments ``args``; returns the weighted loss sum.
 
@@ -49,5 +89,6 @@ def run(math_fn, family, args):
     chunk = config.chunk_rows(x)
     if x.shape[0] <= chunk:
         return kernel(math_fn, family, "block")(*args)
-    mode = "parallel" if x.size >= config.PARALLEL_MIN_SIZE else "serial"
-    return kernel(math_fn, family, mode)(chunk, *args)
+    if x.size >= config.PARALLEL_MIN_SIZE and not _serial_only:
+        return _parallel_launch(kernel(math_fn, family, "parallel"), (chunk, *args))
+    return kernel(math_fn, family, "serial")(chunk, *args)
