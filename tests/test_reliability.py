@@ -121,3 +121,92 @@ def test_threads_get_the_bits_of_serial_calls(backend):
         t.join(timeout=300)
     assert not any(t.is_alive() for t in threads)
     assert not failures
+
+
+LEAKS = """
+import numpy as np, fastloss as fl
+rng = np.random.default_rng(0)
+small = rng.normal(size=(64, 10)).astype(np.float32)
+labels = rng.integers(0, 10, 64)
+big = rng.normal(size=1 << 17).astype(np.float32)
+out_small = np.empty_like(small)
+out_big = np.empty_like(big)
+calls = [
+    lambda: fl.sparse_softmax_cross_entropy(small, labels),
+    lambda: fl.sparse_softmax_cross_entropy(small, labels, backend="numba", out=out_small),
+    lambda: fl.huber(small, small[::-1].copy(), delta=0.5, reduction="none"),
+    lambda: fl.softmax_focal_loss(small.astype(np.float64), labels, gamma=0.5, sample_weight=np.ones(64)),
+    lambda: fl.triplet_margin_loss(small, small[::-1].copy(), small + 1),
+    lambda: fl.mse(big, big[::-1].copy(), out=out_big),
+    lambda: fl.sigmoid_binary_cross_entropy(big, (big > 0).astype(np.float32), backend="numba", grad="only"),
+    lambda: fl.js_divergence(small, small[::-1].copy(), backend="cython"),
+]
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+for i in range(4000):
+    calls[i % len(calls)]()
+before = rss()
+for i in range({n}):
+    calls[i % len(calls)]()
+print((rss() - before) / 2**20)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident size from /proc")
+def test_no_memory_growth_over_many_calls():
+    out = subprocess.run([sys.executable, "-c", LEAKS.format(n=100_000)], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_mb = float(out.stdout.strip().splitlines()[-1])
+    assert growth_mb < 5.0
+
+
+def _free_memory():
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_free_memory() < 16 * 2**30, reason="needs 16 GB of free memory")
+@pytest.mark.parametrize("backend", fl.backends())
+def test_more_than_2_to_the_31_elements(backend):
+    n = 2**31 + 17
+    x = np.full(n, -0.5, dtype=np.float32)
+    try:
+        res = fl.gan_generator_loss(x, grad=False, reduction="sum", backend=backend)
+        expected = n * np.log1p(np.exp(0.5))  # softplus(-x) at x = -0.5, n times
+        assert res.grad is None
+        np.testing.assert_allclose(float(res.loss), expected, rtol=1e-6)
+    finally:
+        del x
+
+
+INTERRUPT = """
+import os, signal, threading, time
+import numpy as np, fastloss as fl
+x = np.random.default_rng(0).normal(size=1 << 24).astype(np.float32)
+y = np.zeros_like(x)
+reference = fl.log_cosh(x, y)
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+interrupted = False
+try:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        fl.log_cosh(x, y)
+except KeyboardInterrupt:
+    interrupted = True
+after = fl.log_cosh(x, y)
+same = np.array_equal(after.loss, reference.loss) and np.array_equal(after.grad, reference.grad)
+print("interrupted" if interrupted else "not interrupted", "OK" if same else "DIFFERENT")
+"""
+
+
+@pytest.mark.slow
+def test_keyboard_interrupt_leaves_the_process_usable():
+    out = subprocess.run([sys.executable, "-c", INTERRUPT], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.split() == ["interrupted", "OK"], out.stdout + out.stderr[-2000:]
