@@ -188,3 +188,56 @@ def test_fuzz(name):
         _check(*c)
 
     run()
+
+
+BAD_OPTIONS = {"delta": -1.0, "eps": np.nan, "gamma": -2.0, "margin": np.inf, "label_smoothing": 1.5, "beta": 1.0,
+               "p": 0.5, "squared": "yes", "reduction": "avg", "backend": "tpu", "grad": "maybe", "axis": 7}
+
+
+@st.composite
+def bad_case(draw):
+    name = draw(st.sampled_from(ALL_LOSSES))
+    info = fl.losses()[name]
+    shape = (3, 4)
+    arrays = [np.zeros(shape) for _ in info.inputs]
+    if name in LABELLED:
+        arrays[1] = np.zeros(3, dtype=np.int64)
+    fault = draw(st.sampled_from(["shape", "dtype", "option", "label", "missing", "extra"]))
+    options = {}
+    valid = False  # whether the drawn "fault" is in fact allowed
+    if fault == "shape":
+        i = draw(st.integers(0, len(arrays) - 1))
+        new = draw(st.sampled_from([(2, 4), (3, 5), (12,), (3, 4, 1)]))
+        arrays[i] = np.zeros(new, dtype=arrays[i].dtype)
+        # One input has nothing to mismatch; labels only fix the rows, not the class width.
+        valid = len(arrays) == 1 or (name in LABELLED and i == 0 and new == (3, 5))
+    elif fault == "dtype":
+        i = draw(st.integers(0, len(arrays) - 1))
+        dtype = draw(st.sampled_from([np.complex128, object, np.str_, np.int32]))
+        arrays[i] = arrays[i].astype(dtype)
+        # Integer targets are fine; softmax_focal_loss reads them as labels, of another shape.
+        valid = dtype is np.int32 and i >= len(info.differentiable) and name != "softmax_focal_loss"
+    elif fault == "option":
+        key = draw(st.sampled_from(sorted(set(BAD_OPTIONS) & (set(info.options) | {"reduction", "backend", "grad"}))))
+        options[key] = BAD_OPTIONS[key]
+    elif fault == "label":
+        if name not in LABELLED:
+            arrays[0] = np.zeros(shape, dtype=np.int64)
+        else:
+            arrays[1] = np.array([0, draw(st.sampled_from([-1, 4, 2**40])), 1])
+    elif fault == "missing":
+        arrays = arrays[:-1]
+    else:
+        arrays.append(np.zeros(shape))
+    return name, arrays, options, valid
+
+
+@settings(max_examples=10 * EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bad_case())
+def test_fuzz_bad_input_raises_only_documented_errors(c):
+    name, arrays, options, valid = c
+    if valid:
+        fl.compute(name, *arrays, **options)
+    else:
+        with pytest.raises((ValueError, TypeError)):
+            fl.compute(name, *arrays, **options)

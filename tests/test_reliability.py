@@ -107,7 +107,7 @@ def test_threads_get_the_bits_of_serial_calls(backend):
     failures = []
 
     def worker(seed):
-        order = np.random.default_rng(seed).permutation(len(cases) * 5) % len(cases)
+        order = np.random.default_rng(seed).permutation(len(cases) * 20) % len(cases)  # 120 calls
         for i in order:
             name, arrays = cases[i]
             res = fl.compute(name, *arrays, backend=backend)
