@@ -19,4 +19,4 @@ def test_quick_start_has_exactly_two_commands():
     block = re.search(r"## Quick start.*?```bash\n(.*?)```", text, re.S).group(1)
     commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
     assert len(commands) == 2
-    assert commands[1] == (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()  # CI runs the second

@@ -2,7 +2,7 @@
 float32 logits of shape (256, 10) with int64 labels, against NumPy, PyTorch (forward and
 backward) and JAX (jit of value_and_grad), each where installed, in one run.
 
-    python benchmarks/small_call.py
+    python benchmarks/scripts/small_call.py
 
 Medians of many calls after warm-up (compilation excluded everywhere).
 """

@@ -1,7 +1,7 @@
 """What the first call of a loss costs in a fresh process: import, compile (cold cache),
 load from the on-disk cache (warm), and a steady-state call.
 
-    python benchmarks/first_call.py
+    python benchmarks/scripts/first_call.py
 
 Each figure is the median of several fresh processes; the cold runs use an empty
 NUMBA_CACHE_DIR, the warm runs one that the cold runs filled.

@@ -1,7 +1,7 @@
 """Where backend="auto" should switch from Cython to Numba: both backends timed on the same
 inputs, for several losses and sizes, in one run.
 
-    python benchmarks/crossover.py
+    python benchmarks/scripts/crossover.py
 
 For each loss and size it prints the median time of a full call (validation, allocation,
 kernel, result) on each backend and the ratio numba / cython (> 1: Cython is faster).

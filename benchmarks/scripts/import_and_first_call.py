@@ -1,6 +1,6 @@
 """Import and first call in a fresh process, against importing NumPy (and Numba) alone.
 
-    python benchmarks/import_and_first_call.py
+    python benchmarks/scripts/import_and_first_call.py
 
 Issue 3's budget: ``import fastloss`` plus a first small call at most 50 ms beyond the
 time to import NumPy and Numba, with no Numba compilation. Medians of fresh processes.
