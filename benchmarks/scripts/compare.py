@@ -13,25 +13,17 @@ same run for comparison.
 
 import argparse
 import platform
-import statistics
 import time
 
+import _timing
 import numpy as np
 
 import fastloss as fl
 
 
 def timed(fn, repeats):
-    # Other runtimes' OpenMP threads spin for a while after their work (PyTorch's do); a
-    # pause lets them sleep, so that each implementation has the cores to itself.
-    time.sleep(0.5)
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    """Median of ``repeats`` calls, each implementation starting with the cores to itself."""
+    return _timing.timed(fn, repeats, pause=0.5)
 
 
 def numpy_impl(name):
