@@ -7,15 +7,27 @@ written straight into ``out`` where its layout allows, else into a buffer copied
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from . import _config, cpu_cython
+from . import _config, cpu_cython, cuda
 from ._result import LossResult
 
 _REDUCTIONS = ("mean", "sum", "none")
 _ALL_BACKENDS = ("auto", "numba", "cython", "cuda")
 _COMMON = ("reduction", "sample_weight", "grad", "out", "hessian", "backend", "axis")
+
+
+class Common(NamedTuple):
+    """The arguments every loss takes, besides its arrays and options."""
+
+    reduction: str
+    sample_weight: object
+    want: object
+    out: object
+    hessian: bool
+    axis: int
 
 
 def evaluate(spec, args, kwargs):
@@ -32,6 +44,14 @@ def evaluate(spec, args, kwargs):
     if kwargs:
         raise TypeError(f"{spec.name}() got an unexpected keyword argument {next(iter(kwargs))!r}")
     _check_flags(spec, reduction, want, hessian, backend)
+    if backend == "cuda" or any(cuda.is_device_array(a) for a in arrays):
+        if backend not in ("auto", "cuda"):
+            raise ValueError(f"backend={backend!r} runs on the CPU, but the arrays are on a GPU; use 'cuda' or 'auto'")
+        common = Common(reduction, sample_weight, want, out, hessian, axis)
+        return cuda.evaluate(spec, arrays, common, options)
+    for name, value in options.items():
+        if cuda.is_device_array(value):
+            raise ValueError(f"{name} is on a GPU but the inputs are in host memory; pass both on one device")
 
     arrays = [_host_array(a, name) for a, name in zip(arrays, spec.inputs)]
     dtype, compute, sparse = _check_dtypes(spec, arrays)
@@ -155,8 +175,6 @@ def _check_flags(spec, reduction, want, hessian, backend):
         raise ValueError(f"{spec.name} has no hessian; losses with one: see fastloss.losses()")
     if not isinstance(backend, str) or backend not in _ALL_BACKENDS:
         raise ValueError(f"backend must be one of {_ALL_BACKENDS}, got {backend!r}")
-    if backend == "cuda":
-        raise ValueError("backend='cuda' needs device arrays and a GPU; this build has no CUDA backend yet")
     if backend == "cython" and not cpu_cython.AVAILABLE:
         raise ValueError("backend='cython' needs the compiled extension: reinstall fastloss (pip install .)")
 
@@ -165,8 +183,6 @@ def _host_array(obj, name):
     """A NumPy view of ``obj`` (never a copy where NumPy can avoid one)."""
     if isinstance(obj, np.ndarray):
         return obj
-    if hasattr(obj, "__cuda_array_interface__"):
-        raise ValueError(f"{name} is a GPU array; this build has no CUDA backend yet")
     if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
         obj = obj.detach()  # a tensor that requires grad is read, never copied
     try:
@@ -236,9 +252,13 @@ def _check_shapes(spec, arrays, axis, sparse):
 def _check_labels(labels, width, ignore_index):
     """Every label in [0, width) or equal to ignore_index: a kernel never sees another."""
     checked = labels if ignore_index is None else labels[labels != ignore_index]
-    if checked.size == 0:
-        return
-    lo, hi = checked.min(), checked.max()
+    if checked.size:
+        check_label_range(checked.min(), checked.max(), width, ignore_index)
+
+
+def check_label_range(lo, hi, width, ignore_index):
+    """Raise SPEC section 3's error unless the smallest and largest counted labels,
+    ``lo`` and ``hi``, are in [0, width)."""
     if lo < 0 or hi >= width:
         bad = lo if lo < 0 else hi
         extra = "" if ignore_index is None else f" or ignore_index={ignore_index}"

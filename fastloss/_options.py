@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from .cuda import is_device_array
+
 
 class Option:
     """A keyword option of a loss: its name, default, meaning and checker."""
@@ -107,6 +109,8 @@ def optional_array(name):
     def check(value):
         if value is None:
             return None
+        if is_device_array(value):  # checked by the CUDA backend, which reads it
+            return value
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")

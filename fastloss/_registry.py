@@ -76,8 +76,11 @@ GAMMA = opt.Option("gamma", 2.0, "focusing exponent", opt.nonnegative("gamma"))
 
 def _all_zero_one(arrays):
     """Keras's hinge rule: targets all in {0, 1} mean labels, mapped to {-1, 1}. NaN
-    targets are left out of the decision, so that a NaN touches only its own sample."""
+    targets are left out of the decision, so that a NaN touches only its own sample.
+    A device backend decides on the GPU and passes the answer, a bool, as the target."""
     t = arrays[1]
+    if isinstance(t, bool):
+        return t
     return bool(np.all((t == 0) | (t == 1) | np.isnan(t)))
 
 

@@ -1,4 +1,9 @@
+import os
 import zlib
+
+# CUDA tests run on Numba's CUDA simulator unless told otherwise (NUMBA_ENABLE_CUDASIM=0
+# on a machine with a GPU); this must be set before numba.cuda is imported.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import numpy as np
 import pytest

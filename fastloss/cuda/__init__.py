@@ -1,0 +1,56 @@
+"""The CUDA backend: every loss on NVIDIA GPUs through ``numba.cuda`` (the ``numba-cuda``
+package, ``pip install "fastloss[cuda]"``).
+
+All GPU code lives in this package, so that a move to another CUDA front end touches only
+it:
+
+- :mod:`.jit`: the loss math of :mod:`fastloss.losses` compiled with
+  ``cuda.jit(device=True)`` from the same Python functions as the CPU kernels;
+- :mod:`.drivers`: the kernels (loop drivers per loss family, deterministic two-stage
+  reductions, the label check);
+- :mod:`.arrays`: device arrays in and out (``__cuda_array_interface__``, CUDA DLPack),
+  allocation with the caller's framework, and the caller's stream;
+- :mod:`.call`: the call path for device arrays (validation, dispatch, results).
+
+Importing :mod:`fastloss` never imports ``numba.cuda``: :func:`is_device_array` decides
+from attributes alone, and the rest loads on the first device call.
+"""
+
+__all__ = ["available", "evaluate", "is_device_array"]
+
+# DLPack device types that are GPU memory a kernel can read: kDLCUDA, kDLCUDAManaged.
+_DLPACK_CUDA = (2, 13)
+
+
+def is_device_array(obj):
+    """Whether ``obj`` is a CUDA device array (without importing anything)."""
+    if hasattr(obj, "__cuda_array_interface__"):  # a CPU torch tensor raises AttributeError
+        return True
+    if type(obj).__name__ == "FakeCUDAArray":  # a device array of Numba's CUDA simulator
+        return True
+    dlpack_device = getattr(obj, "__dlpack_device__", None)
+    if dlpack_device is not None and not hasattr(obj, "__array_interface__"):
+        try:
+            return dlpack_device()[0] in _DLPACK_CUDA
+        except Exception:
+            return False
+    return False
+
+
+def available():
+    """Whether ``numba.cuda`` imports and sees a GPU (or runs its simulator)."""
+    try:
+        from numba import cuda
+    except Exception:
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
+def evaluate(spec, arrays, common, options):
+    """Run ``spec`` on device arrays: see :func:`fastloss.cuda.call.evaluate`."""
+    from .call import evaluate as device_evaluate
+
+    return device_evaluate(spec, arrays, common, options)

@@ -1,0 +1,370 @@
+"""Device arrays in and out, in the caller's framework, on the caller's stream.
+
+A :class:`Caller` stands for the framework the inputs came from: PyTorch, CuPy, or Numba
+device arrays (the simulator's too, and any other ``__cuda_array_interface__`` object,
+whose results come back as Numba device arrays). Inputs that offer only a CUDA
+``__dlpack__`` (JAX) are imported through PyTorch or CuPy, and results go back through
+DLPack to the caller's library. Outputs and workspaces are allocated by the caller's
+framework (its caching allocator, on its current stream); kernels see Numba views of
+them, made without a copy and without synchronising (``sync=False``): every kernel runs
+on the caller's stream, which orders it after the work that produced the inputs.
+"""
+
+import numpy as np
+from numba import cuda
+
+from . import is_device_array
+
+
+class Caller:
+    """The framework of a call's inputs: layout changes, allocation and the stream."""
+
+    kind = "numba"
+
+    def __init__(self, device=None):
+        self.device = device
+
+    # -- inputs ---------------------------------------------------------------------
+    def native(self, obj):
+        """``obj`` as this framework's array (a Numba device array here)."""
+        return obj
+
+    def dtype(self, a):
+        return np.dtype(a.dtype)
+
+    def kernel_layout(self, a, axis, rows, shape2d):
+        """``a`` C-contiguous with the class axis last, reshaped to the kernels' 1-D or
+        2-D shape; copied only where needed."""
+        if rows and axis != len(a.shape) - 1 or not a.is_c_contiguous():
+            raise ValueError(
+                "Numba device arrays must be C-contiguous with the class axis last; "
+                "pass CuPy or PyTorch arrays for other layouts"
+            )
+        return a.reshape(shape2d)
+
+    def view(self, a):
+        """The Numba device array a kernel is given for ``a``."""
+        return a
+
+    def pointer(self, a):
+        """(first byte, one past the last byte) of ``a``'s memory, for overlap checks."""
+        desc = getattr(a, "__cuda_array_interface__", None)
+        if desc is None:  # the simulator's arrays wrap NumPy arrays
+            host = a._ary
+            start = host.__array_interface__["data"][0]
+            return start, start + host.nbytes
+        return desc["data"][0], desc["data"][0] + a.nbytes
+
+    # -- outputs --------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return cuda.device_array(shape, dtype=dtype, stream=self.stream())
+
+    def zeros(self, shape, dtype):
+        a = self.empty(shape, dtype)
+        if a.size:
+            a.copy_to_device(np.zeros(shape, dtype=dtype), stream=self.stream())
+        return a
+
+    def full(self, shape, dtype, value):
+        a = self.empty(shape, dtype)
+        a.copy_to_device(np.full(shape, value, dtype=dtype), stream=self.stream())
+        return a
+
+    def deliver(self, buf, shape, axis, rows, dtype):
+        """A kernel output in the caller's shape, axis order and dtype."""
+        if rows and axis != len(shape) - 1:  # never reached: kernel_layout refused it
+            raise AssertionError("unreachable")
+        return buf.reshape(shape)
+
+    def scalar(self, buf, dtype):
+        """The 0-d loss from a one-element buffer."""
+        return buf.reshape(())
+
+    def copy_into(self, target, src):
+        target.copy_to_device(src, stream=self.stream())
+
+    def from_host(self, host):
+        return cuda.to_device(np.ascontiguousarray(host), stream=self.stream())
+
+    def to_host(self, a):
+        return a.copy_to_host(stream=self.stream())
+
+    # -- the stream -----------------------------------------------------------------
+    def stream(self):
+        return cuda.default_stream()
+
+    def context(self):
+        """A context manager that makes the inputs' device current."""
+        return cuda.gpus[self.device if self.device is not None else 0] if not _simulated() else _nothing()
+
+
+class TorchCaller(Caller):
+    """PyTorch CUDA tensors; bfloat16 runs through a float32 copy."""
+
+    kind = "torch"
+
+    def __init__(self, device):
+        import torch
+
+        super().__init__(device)
+        self.torch = torch
+        self._stream = None
+
+    def native(self, obj):
+        return obj.detach()
+
+    def dtype(self, a):
+        if a.dtype == self.torch.bfloat16:
+            return np.dtype(np.float32)  # computed in float32, returned as bfloat16
+        return np.dtype(str(a.dtype).removeprefix("torch."))
+
+    def kernel_layout(self, a, axis, rows, shape2d):
+        if a.dtype == self.torch.bfloat16:
+            a = a.float()
+        if rows:
+            a = a.movedim(axis, -1)
+        return a.contiguous().view(shape2d)
+
+    def view(self, a):
+        return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+
+    def pointer(self, a):
+        start = a.data_ptr()
+        return start, start + a.numel() * a.element_size()
+
+    def empty(self, shape, dtype):
+        return self.torch.empty(shape, dtype=_torch_dtype(self.torch, dtype), device=self.device)
+
+    def zeros(self, shape, dtype):
+        return self.torch.zeros(shape, dtype=_torch_dtype(self.torch, dtype), device=self.device)
+
+    def full(self, shape, dtype, value):
+        return self.torch.full(shape, value, dtype=_torch_dtype(self.torch, dtype), device=self.device)
+
+    def deliver(self, buf, shape, axis, rows, dtype):
+        if rows and axis != len(shape) - 1:
+            moved = (*shape[:axis], *shape[axis + 1:], shape[axis])
+            buf = buf.view(moved).movedim(-1, axis).contiguous()
+        else:
+            buf = buf.view(shape)
+        return buf if buf.dtype == dtype else buf.to(dtype)
+
+    def scalar(self, buf, dtype):
+        v = buf.view(())
+        return v if v.dtype == dtype else v.to(dtype)
+
+    def copy_into(self, target, src):
+        target.copy_(src)
+
+    def from_host(self, host):
+        return self.torch.as_tensor(np.ascontiguousarray(host), device=self.device)
+
+    def to_host(self, a):
+        return a.cpu().numpy()
+
+    def stream(self):
+        if self._stream is None:
+            ptr = self.torch.cuda.current_stream(self.device).cuda_stream
+            self._stream = _external_stream(ptr)
+        return self._stream
+
+    def context(self):
+        return cuda.gpus[self.device]
+
+
+class CupyCaller(Caller):
+    """CuPy arrays."""
+
+    kind = "cupy"
+
+    def __init__(self, device):
+        import cupy
+
+        super().__init__(device)
+        self.cupy = cupy
+        self._stream = None
+
+    def kernel_layout(self, a, axis, rows, shape2d):
+        if rows:
+            a = self.cupy.moveaxis(a, axis, -1)
+        return self.cupy.ascontiguousarray(a).reshape(shape2d)
+
+    def view(self, a):
+        return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+
+    def pointer(self, a):
+        return a.data.ptr, a.data.ptr + a.nbytes
+
+    def empty(self, shape, dtype):
+        with self.cupy.cuda.Device(self.device):
+            return self.cupy.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        with self.cupy.cuda.Device(self.device):
+            return self.cupy.zeros(shape, dtype=dtype)
+
+    def full(self, shape, dtype, value):
+        with self.cupy.cuda.Device(self.device):
+            return self.cupy.full(shape, value, dtype=dtype)
+
+    def deliver(self, buf, shape, axis, rows, dtype):
+        if rows and axis != len(shape) - 1:
+            moved = (*shape[:axis], *shape[axis + 1:], shape[axis])
+            buf = self.cupy.ascontiguousarray(self.cupy.moveaxis(buf.reshape(moved), -1, axis))
+        else:
+            buf = buf.reshape(shape)
+        return buf.astype(dtype, copy=False)
+
+    def scalar(self, buf, dtype):
+        return buf.reshape(()).astype(dtype, copy=False)
+
+    def copy_into(self, target, src):
+        target[...] = src
+
+    def from_host(self, host):
+        with self.cupy.cuda.Device(self.device):
+            return self.cupy.asarray(np.ascontiguousarray(host))
+
+    def to_host(self, a):
+        return self.cupy.asnumpy(a)
+
+    def stream(self):
+        if self._stream is None:
+            self._stream = _external_stream(self.cupy.cuda.get_current_stream().ptr)
+        return self._stream
+
+    def context(self):
+        return cuda.gpus[self.device]
+
+
+class InterfaceCaller(Caller):
+    """Any other ``__cuda_array_interface__`` object: results as Numba device arrays, on
+    the stream its interface names (if any)."""
+
+    def __init__(self, device, stream_ptr):
+        super().__init__(device)
+        self._stream_ptr = stream_ptr
+
+    def native(self, obj):
+        if _simulated() or _is_numba_array(obj):
+            return obj
+        return cuda.from_cuda_array_interface(obj.__cuda_array_interface__, owner=obj, sync=False)
+
+    def stream(self):
+        return _external_stream(self._stream_ptr) if self._stream_ptr else cuda.default_stream()
+
+
+def adopt(objs, names):
+    """The :class:`Caller` for device arrays ``objs`` (an error if they mix frameworks,
+    devices, or host and device memory) and the arrays in its framework."""
+    present = [(o, n) for o, n in zip(objs, names) if o is not None]
+    for o, n in present:
+        if not is_device_array(o):
+            raise ValueError(
+                f"{n} is in host memory but {present[0][1]} is on a GPU; pass every array on the same device"
+            )
+    first = present[0][0]
+    module = type(first).__module__.split(".")[0]
+    dlpack_only = [o for o, _ in present if not hasattr(o, "__cuda_array_interface__") and _is_dlpack(o)]
+    if dlpack_only:
+        return _adopt_dlpack(present, module)
+    if module == "torch":
+        caller = TorchCaller(_common_device(present, lambda o: o.device.index))
+    elif module == "cupy":
+        caller = CupyCaller(_common_device(present, lambda o: o.device.id))
+    else:
+        stream = None
+        if not _simulated() and not _is_numba_array(first):
+            stream = first.__cuda_array_interface__.get("stream")
+            stream = {None: None, 1: 0, 2: 2}.get(stream, stream)
+        caller = InterfaceCaller(None, stream)
+    kinds = {type(o).__module__.split(".")[0] for o, _ in present}
+    if len(kinds) > 1 and caller.kind != "numba":
+        raise ValueError(f"the arrays come from different libraries ({', '.join(sorted(kinds))}); pass one kind")
+    return caller, [None if o is None else caller.native(o) for o in objs]
+
+
+def _is_numba_array(o):
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return isinstance(o, DeviceNDArray)
+
+
+def _is_dlpack(o):
+    return hasattr(o, "__dlpack__") and not _simulated()
+
+
+def _adopt_dlpack(present, module):
+    """Inputs with only a CUDA ``__dlpack__`` (JAX): read through PyTorch, zero-copy."""
+    try:
+        import torch
+    except ImportError:
+        raise TypeError(f"device arrays with only DLPack ({module}) are read through PyTorch: install it") from None
+    imported = [(torch.from_dlpack(o), n) for o, n in present]
+    caller = DLPackCaller(_common_device(imported, lambda t: t.device.index), module)
+    return caller, [caller.native(t) for t, _ in imported]
+
+
+class DLPackCaller(TorchCaller):
+    """Arrays that came by DLPack: computed as PyTorch tensors, returned by DLPack to the
+    caller's library (``jax.numpy.from_dlpack`` for JAX)."""
+
+    def __init__(self, device, module):
+        super().__init__(device)
+        self.module = module
+
+    def deliver(self, buf, shape, axis, rows, dtype):
+        return self._back(super().deliver(buf, shape, axis, rows, dtype))
+
+    def scalar(self, buf, dtype):
+        return self._back(super().scalar(buf, dtype))
+
+    def _back(self, t):
+        if self.module == "jax":
+            import jax.numpy as jnp
+
+            return jnp.from_dlpack(t)
+        return t
+
+
+def _common_device(present, device_of):
+    devices = {device_of(o) for o, _ in present}
+    if len(devices) > 1:
+        raise ValueError(f"the arrays are on different GPUs ({sorted(devices)}); pass them on one device")
+    return devices.pop()
+
+
+_streams = {}
+
+
+def _external_stream(ptr):
+    """A Numba stream object for the CUDA stream handle ``ptr`` (0: the default stream)."""
+    if not ptr or _simulated():
+        return cuda.default_stream()
+    s = _streams.get(ptr)
+    if s is None:
+        s = _streams[ptr] = cuda.external_stream(ptr)
+    return s
+
+
+def _simulated():
+    from numba.cuda import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _torch_dtype(torch, dtype):
+    return {
+        np.dtype(np.float16): torch.float16,
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float64): torch.float64,
+        np.dtype(np.int64): torch.int64,
+    }[np.dtype(dtype)]

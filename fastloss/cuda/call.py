@@ -1,0 +1,402 @@
+"""The call path for device arrays: validate, lay out, launch, deliver.
+
+It follows :func:`fastloss._api.evaluate` step for step and shares its checks, so that a
+bad argument gets the same error on either side. What needs the data (the label range,
+the denominator of a sparse cross-entropy, hinge's 0/1 rule) is computed by a kernel and
+read back before the loss kernel runs: these calls wait for the GPU once; every other
+call only queues kernels on the caller's stream and returns device arrays.
+"""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+from numba import cuda
+from numba.cuda import config as cuda_config
+
+from .. import _api
+from . import drivers, is_device_array
+from .arrays import adopt
+from .jit import compile_math
+
+#: Threads per block (a power of two) and the most blocks an element-wise kernel uses.
+#: The simulator runs a Python thread per GPU thread: it gets small blocks.
+THREADS = 256
+MAX_BLOCKS = 1024
+if cuda_config.ENABLE_CUDASIM:
+    THREADS, MAX_BLOCKS = 8, 4
+
+# bfloat16 has no NumPy dtype: this stands for it in the dtype checks (it computes in
+# float32, like float16).
+_BFLOAT16 = SimpleNamespace(kind="f", name="bfloat16", itemsize=2)
+
+_kernels = {}
+
+
+def kernel(key, build):
+    """The kernel ``build(threads)`` for ``key``, compiled once per block size."""
+    k = _kernels.get((key, THREADS))
+    if k is None:
+        k = _kernels[(key, THREADS)] = build(THREADS)
+    return k
+
+
+def _loss_kernel(math_fn, family):
+    def build(threads):
+        compiled = compile_math(math_fn)
+        if family == "elementwise":
+            return drivers.elementwise_kernel(compiled, math_fn.__name__, threads)
+        return drivers.rowwise_kernel(compiled, math_fn.__name__, threads)
+
+    return kernel((math_fn, family), build)
+
+
+class _Meta(SimpleNamespace):
+    """Shape and dtype of a device array, for the checks shared with the CPU path."""
+
+
+def _meta(caller, a):
+    dtype = caller.dtype(a)
+    if caller.kind == "torch" and str(a.dtype) == "torch.bfloat16":
+        dtype = _BFLOAT16
+    return _Meta(shape=tuple(a.shape), dtype=dtype, ndim=len(a.shape), size=math.prod(a.shape))
+
+
+def evaluate(spec, arrays, common, options):
+    """``spec``'s loss of device ``arrays``; ``common`` holds reduction, sample_weight,
+    grad, out, hessian and axis (:class:`fastloss._api.Common`)."""
+    if not any(is_device_array(a) for a in arrays):
+        raise ValueError("backend='cuda' needs device arrays (CuPy, PyTorch CUDA, Numba); these are in host memory")
+    caller, natives = adopt(list(arrays), spec.inputs)
+    with caller.context():
+        return _evaluate(spec, caller, natives, common, options)
+
+
+def _evaluate(spec, caller, natives, common, options):
+    reduction, want, hessian = common.reduction, common.want, common.hessian
+    metas = [_meta(caller, a) for a in natives]
+    dtype, compute, sparse = _api._check_dtypes(spec, metas)
+    rows = spec.family == "rowwise"
+    axis = _api._check_axis(common.axis, metas[0]) if rows else -1
+    _api._check_shapes(spec, metas, axis, sparse)
+    shape = metas[0].shape
+    loss_shape = shape[:axis] + shape[axis + 1:] if rows else shape
+    width = shape[axis] if rows else 1
+    count = math.prod(loss_shape)
+    shape2d = (count, width) if rows else (count,)
+    storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)  # what kernels read and write
+
+    work = []
+    for i, a in enumerate(natives):
+        if i == 1 and sparse:
+            work.append(caller.kernel_layout(a, -1, False, (count,)))
+        else:
+            work.append(caller.kernel_layout(a, axis, rows, shape2d))
+    weights = _sample_weights(caller, common.sample_weight, loss_shape, count)
+    aux = _aux_array(caller, spec, options, metas, width, rows, shape2d)
+
+    denominator = float(count)
+    if sparse:
+        n_counted, weight_sum = _label_stats(caller, work[1], width, options)
+        if spec.denominator is not None:  # sparse cross-entropy's: the rows it counts
+            denominator = weight_sum if options.get("class_weight") is not None else float(n_counted)
+    elif spec.denominator is not None:  # pragma: no cover - every data-dependent denominator is sparse
+        raise NotImplementedError(f"{spec.name}: no device denominator")
+    target = _all_zero_one(caller, work[1]) if spec.data_params else None
+    params = spec.params(options, (metas[0], target) if spec.data_params else metas)
+    params = tuple(float(v) for v in params) or (0.0,)
+
+    # Outputs: gradients straight into out= where its layout allows, else into buffers.
+    outs = _check_out(caller, spec, common.out, natives, metas, want)
+    n_grads = spec.grads if want else 0
+    buffers = []
+    for k in range(spec.grads):
+        if k >= n_grads:
+            buffers.append(None)
+            continue
+        target_out = outs[k] if outs is not None else None
+        if target_out is not None and _writes_directly(caller, target_out, k, work, storage, axis, rows, shape):
+            buffers.append(caller.kernel_layout(target_out, axis, rows, shape2d))
+        else:
+            buffers.append(caller.empty(shape2d, storage))
+    hess = caller.empty(shape2d, storage) if hessian else None
+    keep_loss = reduction == "none" and want != "only"
+    loss_out = caller.empty((count,), storage) if keep_loss else None
+
+    scale = 1.0
+    if reduction == "mean" and spec.finish is None:
+        scale = 1.0 / denominator if denominator != 0.0 else 0.0
+
+    math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
+    partials = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess, shape2d, rows)
+
+    # The loss: summed on the device; RMSE's needs the sum on the host (one read back).
+    value = None
+    if spec.finish is not None:
+        total = float(caller.to_host(_finish(caller, partials, 1.0, np.float64))[0])
+        loss, factor = spec.finish(total, denominator, reduction)
+        for k in range(n_grads):
+            _scale(caller, buffers[k], factor)
+        if want != "only":
+            value = caller.scalar(caller.from_host(np.array([loss], dtype=storage)), _native_dtype(caller, natives[0]))
+    elif want != "only" and not keep_loss:
+        factor = (1.0 / denominator if denominator != 0.0 else math.nan) if reduction == "mean" else 1.0
+        value = caller.scalar(_finish(caller, partials, factor, storage), _native_dtype(caller, natives[0]))
+    elif keep_loss:
+        value = caller.deliver(loss_out, loss_shape, -1, False, _native_dtype(caller, natives[0]))
+
+    grads = None
+    if want:
+        grads = tuple(
+            _deliver(caller, buffers[k], outs[k] if outs is not None else None, natives[k], shape, axis, rows)
+            for k in range(spec.grads)
+        )
+        grads = grads[0] if spec.grads == 1 else grads
+    h = _deliver(caller, hess, None, natives[0], shape, axis, rows) if hessian else None
+    return _api.LossResult(value, grads, h)
+
+
+def _native_dtype(caller, a):
+    return a.dtype
+
+
+_empties = {}
+
+
+def _empty(dtype, rows, count):
+    """A zero-length array (an output that is not wanted, a missing weight)."""
+    shape = (count, 0) if rows else (0,)
+    key = (np.dtype(dtype), shape)
+    e = _empties.get(key)
+    if e is None:
+        e = _empties[key] = cuda.device_array(shape, dtype=dtype)
+    return e
+
+
+def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess, shape2d, rows):
+    """Queue the loss kernel and return the device array holding the float64 sum of the
+    blocks' partial sums (not yet reduced: see :func:`_finish`)."""
+    count = shape2d[0]
+    stream = caller.stream()
+    v = caller.view
+    x = v(work[0])
+    dt = x.dtype
+
+    def out(a):
+        return _empty(dt, rows, count) if a is None else v(a)
+
+    y = v(work[1]) if len(work) > 1 else x
+    gx = out(buffers[0])
+    gy = out(buffers[1]) if spec.grads > 1 else _empty(dt, rows, count)
+    h = out(hess)
+    lo = v(loss_out) if loss_out is not None else _empty(dt, False, 0)
+    w = v(weights) if weights is not None else _empty(np.float64, False, 0)
+    k = _loss_kernel(math_fn, spec.family)
+    if rows:
+        blocks = max(1, -(-count // THREADS))
+        partials = caller.empty((blocks,), np.float64)
+        vv = v(work[2]) if len(work) > 2 else x
+        gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
+        c = v(aux) if aux is not None else _empty(np.float64, False, 0)
+        k[blocks, THREADS, stream](x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials))
+    else:
+        blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
+        partials = caller.empty((blocks,), np.float64)
+        c = v(aux) if aux is not None else x
+        k[blocks, THREADS, stream](x, y, c, w, params, scale, lo, gx, gy, h, v(partials))
+    return partials
+
+
+def _finish(caller, partials, factor, storage):
+    """The loss as a one-element array of ``storage`` dtype: the partial sums' total
+    times ``factor``."""
+    total = caller.empty((1,), np.float64)
+    value = caller.empty((1,), storage)
+    k = kernel("finish", drivers.finish_kernel)
+    k[1, THREADS, caller.stream()](caller.view(partials), factor, caller.view(total), caller.view(value))
+    return value
+
+
+def _scale(caller, buf, factor):
+    if buf is None or factor == 1.0:
+        return
+    flat = caller.view(buf).reshape(-1) if caller.kind != "numba" else buf.reshape(-1)
+    blocks = max(1, min(-(-flat.shape[0] // THREADS), MAX_BLOCKS))
+    kernel("scale", lambda threads: drivers.scale_kernel())[blocks, THREADS, caller.stream()](flat, factor)
+
+
+def _label_stats(caller, labels, width, options):
+    """Check the labels on the device (SPEC section 3: no kernel ever reads with a bad
+    one) and return (rows counted, sum of their class weights)."""
+    ignore = options.get("ignore_index")
+    cw = options.get("class_weight")
+    class_weight = None
+    if cw is not None:
+        class_weight = _float64_on_device(caller, cw, "class_weight")
+        if tuple(class_weight.shape) != (width,):
+            raise ValueError(f"class_weight must have shape ({width},), one weight per class, got {tuple(cw.shape)}")
+    n = labels.shape[0]
+    blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
+    big = np.iinfo(np.int64)
+    extremes = caller.from_host(np.array([big.max, big.min], dtype=np.int64))
+    counts = caller.empty((blocks,), np.float64)
+    sums = caller.empty((blocks,), np.float64)
+    k = kernel("label_stats", drivers.label_stats_kernel)
+    cwv = caller.view(class_weight) if class_weight is not None else _empty(np.float64, False, 0)
+    k[blocks, THREADS, caller.stream()](
+        caller.view(labels), 0 if ignore is None else ignore, ignore is not None, width, cwv,
+        caller.view(extremes), caller.view(counts), caller.view(sums),
+    )
+    lo, hi = (int(v) for v in caller.to_host(extremes))
+    counted = int(sum(caller.to_host(counts)))
+    if counted:
+        _api.check_label_range(lo, hi, width, ignore)
+    return counted, float(np.sum(caller.to_host(sums)))
+
+
+def _all_zero_one(caller, t):
+    """Keras's hinge rule, decided on the device: every target in {0, 1} (NaN aside)."""
+    flat = t.reshape(-1) if caller.kind == "numba" else t
+    n = flat.shape[0]
+    blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
+    partials = caller.empty((blocks,), np.float64)
+    kernel("not_zero_one", drivers.not_zero_one_kernel)[blocks, THREADS, caller.stream()](
+        caller.view(flat), caller.view(partials)
+    )
+    return not caller.to_host(partials).any()
+
+
+def _float64_on_device(caller, value, name):
+    """An option array (class_weight, pos_weight) as float64 on the device: host arrays
+    are small settings and are copied there; device arrays must be the caller's kind."""
+    if is_device_array(value):
+        _, (native,) = adopt([value], [name])
+        if caller.kind == "numba":
+            if np.dtype(native.dtype) != np.float64:
+                raise TypeError(f"{name} as a Numba device array must be float64, got {native.dtype}")
+            return native
+        if caller.kind == "torch":
+            import torch
+
+            return native.to(torch.float64).contiguous()
+        return caller.cupy.ascontiguousarray(native, dtype=np.float64)
+    return caller.from_host(np.asarray(value, dtype=np.float64))
+
+
+def _aux_array(caller, spec, options, metas, width, rows, shape2d):
+    if spec.aux is None or rows:  # the class-axis aux array (class_weight) is read by _label_stats
+        if rows and spec.aux is not None and options.get("class_weight") is not None:
+            return _float64_on_device(caller, options["class_weight"], "class_weight")
+        return None
+    value = options.get("pos_weight")
+    if value is None or (not is_device_array(value) and np.ndim(value) == 0):
+        return None
+    if is_device_array(value):
+        a = _float64_on_device(caller, value, "pos_weight")
+        if caller.kind == "torch":
+            return a.broadcast_to(metas[0].shape).contiguous().view(shape2d)
+        if caller.kind == "cupy":
+            return caller.cupy.ascontiguousarray(caller.cupy.broadcast_to(a, metas[0].shape)).reshape(shape2d)
+        if tuple(a.shape) != metas[0].shape:
+            raise ValueError("pos_weight as a Numba device array must have the logits' shape")
+        return a.reshape(shape2d)
+    host = spec.aux(options, metas)
+    return caller.from_host(np.ascontiguousarray(host, dtype=np.float64).reshape(shape2d))
+
+
+def _sample_weights(caller, sample_weight, loss_shape, count):
+    if sample_weight is None:
+        return None
+    if not is_device_array(sample_weight):
+        w = np.asarray(sample_weight)
+        if w.ndim:
+            raise ValueError("sample_weight must be on the GPU with the inputs (or a number)")
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+        return caller.from_host(np.full(count, float(w)))
+    _, (w,) = adopt([sample_weight], ["sample_weight"])
+    if caller.kind == "torch":
+        import torch
+
+        try:
+            w = w.broadcast_to(loss_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"sample_weight of shape {tuple(w.shape)} does not broadcast to the unreduced loss's shape {loss_shape}"
+            ) from None
+        return w.to(torch.float64).contiguous().view(count)
+    if caller.kind == "cupy":
+        try:
+            w = caller.cupy.broadcast_to(w, loss_shape)
+        except ValueError:
+            raise ValueError(
+                f"sample_weight of shape {tuple(w.shape)} does not broadcast to the unreduced loss's shape {loss_shape}"
+            ) from None
+        return caller.cupy.ascontiguousarray(w, dtype=np.float64).reshape(count)
+    if tuple(w.shape) != tuple(loss_shape) or np.dtype(w.dtype) != np.float64:
+        raise ValueError(f"sample_weight as a Numba device array must be float64 of shape {loss_shape}")
+    return w.reshape(count)
+
+
+def _check_out(caller, spec, out, natives, metas, want):
+    """``out`` as a tuple of one device array per differentiable input, checked."""
+    if out is None:
+        return None
+    if not want:
+        raise ValueError("out= is for the gradient, but grad=False was asked for")
+    outs = (out,) if spec.grads == 1 else tuple(out) if isinstance(out, (tuple, list)) else ()
+    if len(outs) != spec.grads:
+        raise ValueError(f"out must hold {spec.grads} arrays (one per differentiable input), got {len(outs)}")
+    checked = []
+    for o, m, name in zip(outs, metas, spec.inputs):
+        if not is_device_array(o):
+            raise TypeError(f"out for {name} must be a device array like the inputs, got {type(o).__name__}")
+        _, (o,) = adopt([o], [name])
+        om = _meta(caller, o)
+        if om.shape != m.shape or om.dtype != m.dtype:
+            raise ValueError(f"out for {name} must have shape {m.shape} and dtype {m.dtype}, got {om.shape} {om.dtype}")
+        checked.append(o)
+    return tuple(checked)
+
+
+def _writes_directly(caller, target, k, work, storage, axis, rows, shape):
+    """Whether gradient ``k`` can be written straight into ``target``: the kernels'
+    layout and dtype, and no overlap with what the kernel reads except its own input
+    exactly (kernels read an element, or a row, before writing it)."""
+    if _meta(caller, target).dtype is _BFLOAT16 or np.dtype(target.dtype if caller.kind != "torch"
+                                                             else str(target.dtype).removeprefix("torch.")) != storage:
+        return False
+    if rows and axis != len(shape) - 1:
+        return False
+    if not _is_c_contiguous(caller, target):
+        return False
+    lo, hi = caller.pointer(target)
+    for j, arr in enumerate(work):
+        a_lo, a_hi = caller.pointer(arr)
+        if a_lo < hi and lo < a_hi and not (j == k and (a_lo, a_hi) == (lo, hi)):
+            return False
+    return True
+
+
+def _is_c_contiguous(caller, a):
+    if caller.kind == "torch":
+        return a.is_contiguous()
+    if caller.kind == "cupy":
+        return a.flags.c_contiguous
+    return a.is_c_contiguous()
+
+
+def _deliver(caller, buf, target, like, shape, axis, rows):
+    """A gradient buffer in the caller's shape and dtype; copied into ``target`` unless
+    the kernel wrote there already."""
+    if target is not None:
+        t_lo, _ = caller.pointer(target)
+        b_lo, _ = caller.pointer(buf)
+        if t_lo == b_lo:
+            return target
+    result = caller.deliver(buf, shape, axis, rows, like.dtype)
+    if target is not None:
+        caller.copy_into(target, result)
+        return target
+    return result
+

@@ -1,0 +1,34 @@
+"""How fastloss compiles for the GPU: the shared ``@portable`` math as CUDA device
+functions, and kernels with the flags that keep IEEE semantics.
+
+``fastmath`` stays off: in numba-cuda it turns ``exp``/``log`` into approximate
+intrinsics, flushes subnormals and makes division and square roots approximate, which
+SPEC section 4's accuracy does not allow. NVVM still contracts ``a * b + c`` into fused
+multiply-adds, as every CUDA compiler does by default, so results may differ from the
+CPU's in the last bit.
+"""
+
+from numba import cuda
+
+from ..math.portable import compile_for
+
+
+def compile_math(fn):
+    """Compile a ``@portable`` math function (and its callees) as a CUDA device function."""
+    return compile_for(fn, "cuda", _device_function)
+
+
+def _device_function(py_func):
+    return cuda.jit(device=True)(py_func)
+
+
+def compile_kernel(py_func, name):
+    """Compile a kernel closure under ``name`` (shown by profilers), lazily per signature."""
+    py_func.__name__ = py_func.__qualname__ = name
+    return cuda.jit(py_func)
+
+
+def compile_device(py_func, name):
+    """Compile a driver's helper closure as a device function."""
+    py_func.__name__ = py_func.__qualname__ = name
+    return cuda.jit(device=True)(py_func)

@@ -1,0 +1,205 @@
+"""The CUDA backend against the CPU backend, every loss and option case.
+
+In CI these run on Numba's CUDA simulator (conftest sets ``NUMBA_ENABLE_CUDASIM=1``) on
+tiny shapes; with ``NUMBA_ENABLE_CUDASIM=0`` on a machine with a GPU they run for real.
+The CPU backend is itself tested against float64 references (test_losses.py), so
+agreement with it, within the dtype's accuracy, is agreement with the references.
+"""
+
+import numpy as np
+import pytest
+from conftest import ALL_LOSSES
+from reference import OPTION_CASES, ROWWISE, prepared
+
+import fastloss as fl
+
+pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install 'fastloss[cuda]')")
+from numba import cuda  # noqa: E402
+
+if not cuda.is_available():  # pragma: no cover - a real run on a machine without a GPU
+    pytest.skip("no GPU and the CUDA simulator is off", allow_module_level=True)
+
+CASES = [(name, i) for name in ALL_LOSSES for i in range(len(OPTION_CASES[name]))]
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=2e-6, atol=1e-6)}
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(a):
+    return None if a is None else np.asarray(a.copy_to_host())
+
+
+def _device_options(options):
+    """class_weight goes to the device; pos_weight stays a host setting (both are allowed)."""
+    return {k: (dev(v.astype(np.float64)) if k == "class_weight" else v) for k, v in options.items()}
+
+
+def _reductions(name):
+    return ("mean", "sum") if name == "root_mean_squared_error" else ("mean", "sum", "none")
+
+
+def _close(got, want, dtype):
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name,case", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+def test_matches_the_cpu_backend(name, case, dtype, rng):
+    arrays, options = prepared(name, OPTION_CASES[name][case], rng, dtype)
+    spec_hessian = fl.losses()[name].hessian
+    loss_shape = arrays[0].shape[:-1] if name in ROWWISE else arrays[0].shape
+    weights = rng.uniform(-0.5, 2.0, size=loss_shape)
+    for reduction in _reductions(name):
+        for sample_weight in (None, weights):
+            kw = dict(reduction=reduction, hessian=spec_hessian)
+            cpu = fl.compute(name, *arrays, **options, **kw, sample_weight=sample_weight)
+            gpu = fl.compute(
+                name, *[dev(a) for a in arrays], **_device_options(options), **kw,
+                sample_weight=None if sample_weight is None else dev(sample_weight),
+            )
+            _close(host(gpu.loss), cpu.loss, dtype)
+            assert host(gpu.loss).dtype == np.dtype(dtype)
+            cpu_grads = cpu.grad if isinstance(cpu.grad, tuple) else (cpu.grad,)
+            gpu_grads = gpu.grad if isinstance(gpu.grad, tuple) else (gpu.grad,)
+            assert len(gpu_grads) == len(cpu_grads)
+            for g, c in zip(gpu_grads, cpu_grads):
+                assert host(g).shape == c.shape and host(g).dtype == c.dtype
+                _close(host(g), c, dtype)
+            if spec_hessian:
+                _close(host(gpu.hess), cpu.hess, dtype)
+
+
+@pytest.mark.parametrize("name", ["mean_squared_error", "sigmoid_binary_cross_entropy", "softmax_cross_entropy",
+                                  "sparse_softmax_cross_entropy", "triplet_margin_loss"])
+def test_float16_computes_in_float32_and_returns_float16(name, rng):
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float16)
+    cpu = fl.compute(name, *arrays, **options)
+    gpu = fl.compute(name, *[dev(a) for a in arrays], **options)
+    assert host(gpu.loss).dtype == np.float16
+    np.testing.assert_allclose(host(gpu.loss), cpu.loss, rtol=1e-3)
+    for g, c in zip(gpu.grad if isinstance(gpu.grad, tuple) else (gpu.grad,),
+                    cpu.grad if isinstance(cpu.grad, tuple) else (cpu.grad,)):
+        assert host(g).dtype == np.float16
+        np.testing.assert_allclose(host(g).astype(np.float32), c.astype(np.float32), rtol=2e-3, atol=1e-4)
+
+
+def test_grad_only_and_loss_only(rng):
+    z, labels = rng.normal(size=(5, 4)), rng.integers(0, 4, 5)
+    cpu = fl.sparse_softmax_cross_entropy(z, labels)
+    only = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), grad="only")
+    assert only.loss is None
+    _close(host(only.grad), cpu.grad, np.float64)
+    loss = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), grad=False)
+    assert loss.grad is None
+    _close(host(loss.loss), cpu.loss, np.float64)
+
+
+def test_out_is_written_in_place(rng):
+    z, labels = rng.normal(size=(6, 5)), rng.integers(0, 5, 6)
+    want = fl.sparse_softmax_cross_entropy(z, labels, label_smoothing=0.1)
+    dz = dev(z)
+    res = fl.sparse_softmax_cross_entropy(dz, dev(labels), label_smoothing=0.1, out=dz)
+    assert res.grad is dz
+    _close(host(dz), want.grad, np.float64)
+    _close(host(res.loss), want.loss, np.float64)
+    # A separate out= receives the gradient, and the logits stay as they were.
+    dz, out = dev(z), dev(np.zeros_like(z))
+    res = fl.sparse_softmax_cross_entropy(dz, dev(labels), label_smoothing=0.1, out=out)
+    assert res.grad is out
+    _close(host(out), want.grad, np.float64)
+    np.testing.assert_array_equal(host(dz), z)
+
+
+def test_inputs_are_never_written(rng):
+    x, y = rng.normal(size=10), rng.normal(size=10)
+    dx, dy = dev(x), dev(y)
+    fl.huber(dx, dy, reduction="none", hessian=False)
+    np.testing.assert_array_equal(host(dx), x)
+    np.testing.assert_array_equal(host(dy), y)
+
+
+def test_the_same_input_gives_the_same_bits(rng):
+    x, y = rng.normal(size=300), rng.normal(size=300)
+    first = fl.log_cosh(dev(x), dev(y))
+    again = fl.log_cosh(dev(x), dev(y))
+    assert host(first.loss).tobytes() == host(again.loss).tobytes()
+    assert host(first.grad).tobytes() == host(again.grad).tobytes()
+
+
+def test_bad_labels_raise_the_cpu_error_before_any_gradient_is_written(rng):
+    z = rng.normal(size=(4, 3))
+    dz = dev(z)
+    for labels in (np.array([0, 1, 3, 2]), np.array([0, -1, 2, 2])):
+        with pytest.raises(ValueError) as cpu_err:
+            fl.sparse_softmax_cross_entropy(z, labels)
+        with pytest.raises(ValueError) as gpu_err:
+            fl.sparse_softmax_cross_entropy(dz, dev(labels), out=dz)
+        assert str(gpu_err.value) == str(cpu_err.value)
+        np.testing.assert_array_equal(host(dz), z)  # out=logits was not touched
+    # ignore_index is allowed, even out of range.
+    res = fl.sparse_softmax_cross_entropy(dz, dev(np.array([0, -100, 2, -100])), ignore_index=-100)
+    want = fl.sparse_softmax_cross_entropy(z, np.array([0, -100, 2, -100]), ignore_index=-100)
+    _close(host(res.loss), want.loss, np.float64)
+
+
+def test_every_row_ignored_gives_nan_mean_and_zero_gradient(rng):
+    z = rng.normal(size=(3, 4))
+    res = fl.sparse_softmax_cross_entropy(dev(z), dev(np.full(3, -1)), ignore_index=-1)
+    assert np.isnan(host(res.loss))
+    np.testing.assert_array_equal(host(res.grad), 0.0)
+
+
+def test_extreme_logits_stay_finite():
+    z = np.array([[1e4, -1e4, 0.0], [-np.inf, 0.0, -np.inf], [-1e4, -1e4, -1e4]])
+    labels = np.array([1, 1, 0])
+    cpu = fl.sparse_softmax_cross_entropy(z, labels, reduction="none")
+    gpu = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), reduction="none")
+    _close(host(gpu.loss), cpu.loss, np.float64)
+    _close(host(gpu.grad), cpu.grad, np.float64)
+    assert np.isfinite(host(gpu.grad)).all()
+    x = np.array([1e4, -1e4, 30.0, -30.0, 0.0])
+    y = np.array([0.0, 1.0, 0.0, 1.0, 0.5])
+    cpu = fl.sigmoid_binary_cross_entropy(x, y, reduction="none")
+    gpu = fl.sigmoid_binary_cross_entropy(dev(x), dev(y), reduction="none")
+    _close(host(gpu.loss), cpu.loss, np.float64)
+    _close(host(gpu.grad), cpu.grad, np.float64)
+
+
+def test_empty_inputs():
+    e = np.empty(0)
+    assert host(fl.mse(dev(e), dev(e), reduction="sum").loss) == 0.0
+    assert np.isnan(host(fl.mse(dev(e), dev(e)).loss))
+    assert host(fl.mse(dev(e), dev(e), reduction="none").loss).shape == (0,)
+
+
+def test_hinge_decides_its_0_1_rule_on_the_device(rng):
+    x = rng.normal(size=8)
+    for y in (np.array([0, 1, 1, 0, 1, 0, 0, 1.0]), np.array([-1, 1, 1, -1, 1, -1, 0, 1.0])):
+        _close(host(fl.hinge(dev(x), dev(y)).loss), fl.hinge(x, y).loss, np.float64)
+
+
+def test_host_and_device_arrays_mixed_are_an_error(rng):
+    x = rng.normal(size=5)
+    with pytest.raises(ValueError, match="host memory"):
+        fl.mse(dev(x), x)
+    with pytest.raises(ValueError, match="host memory"):
+        fl.mse(x, dev(x))
+    with pytest.raises(ValueError, match="on the GPU"):
+        fl.mse(dev(x), dev(x), sample_weight=np.ones(5))
+
+
+def test_backend_choices(rng):
+    x = rng.normal(size=5)
+    with pytest.raises(ValueError, match="device arrays"):
+        fl.mse(x, x, backend="cuda")
+    with pytest.raises(ValueError, match="on a GPU"):
+        fl.mse(dev(x), dev(x), backend="numba")
+    _close(host(fl.mse(dev(x), dev(x + 1.0), backend="cuda").loss), 1.0, np.float64)
+
+
+def test_numba_arrays_in_other_layouts_get_a_clear_error(rng):
+    z = rng.normal(size=(4, 3))
+    with pytest.raises(ValueError, match="class axis last"):
+        fl.softmax_cross_entropy(dev(z), dev(np.full((4, 3), 1 / 3)), axis=0)
