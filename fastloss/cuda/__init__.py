@@ -24,7 +24,11 @@ _DLPACK_CUDA = (2, 13)
 
 def is_device_array(obj):
     """Whether ``obj`` is a CUDA device array (without importing anything)."""
-    if hasattr(obj, "__cuda_array_interface__"):  # a CPU torch tensor raises AttributeError
+    try:
+        return obj.__cuda_array_interface__ is not None
+    except AttributeError:  # not a device array (a CPU tensor raises this too)
+        pass
+    except Exception:  # the interface exists but refuses: a CUDA tensor that requires grad
         return True
     if type(obj).__name__ == "FakeCUDAArray":  # a device array of Numba's CUDA simulator
         return True

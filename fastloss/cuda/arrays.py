@@ -265,13 +265,12 @@ def adopt(objs, names):
             )
     first = present[0][0]
     module = type(first).__module__.split(".")[0]
-    dlpack_only = [o for o, _ in present if not hasattr(o, "__cuda_array_interface__") and _is_dlpack(o)]
-    if dlpack_only:
-        return _adopt_dlpack(present, module)
     if module == "torch":
         caller = TorchCaller(_common_device(present, lambda o: o.device.index))
     elif module == "cupy":
         caller = CupyCaller(_common_device(present, lambda o: o.device.id))
+    elif _is_dlpack_only(first):
+        return _adopt_dlpack(present, module)
     else:
         stream = None
         if not _simulated() and not _is_numba_array(first):
@@ -290,8 +289,8 @@ def _is_numba_array(o):
     return isinstance(o, DeviceNDArray)
 
 
-def _is_dlpack(o):
-    return hasattr(o, "__dlpack__") and not _simulated()
+def _is_dlpack_only(o):
+    return hasattr(o, "__dlpack__") and not hasattr(o, "__cuda_array_interface__") and not _simulated()
 
 
 def _adopt_dlpack(present, module):

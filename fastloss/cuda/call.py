@@ -8,13 +8,16 @@ call only queues kernels on the caller's stream and returns device arrays.
 """
 
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
 from numba.cuda import config as cuda_config
+from numba.cuda.core.errors import NumbaPerformanceWarning
 
 from .. import _api
+from ..losses import softmax
 from . import drivers, is_device_array
 from .arrays import adopt
 from .jit import compile_math
@@ -51,6 +54,26 @@ def _loss_kernel(math_fn, family):
     return kernel((math_fn, family), build)
 
 
+def _row_threads(width):
+    """Threads of a block that reads one row: a warp for narrow rows, up to THREADS."""
+    t = 32
+    while t < THREADS and 4 * t < width:
+        t *= 2
+    return min(t, THREADS)
+
+
+def _sparse_ce_rows_kernel(threads):
+    """The block-per-row kernel of sparse softmax cross-entropy for ``threads`` per row."""
+    key = ("sparse_ce_rows", threads)
+    k = _kernels.get(key)
+    if k is None:
+        k = _kernels[key] = drivers.sparse_cross_entropy_rows_kernel(
+            compile_math(softmax.merge_max_sum_exp), compile_math(softmax.sparse_ce_row_loss),
+            compile_math(softmax.sparse_ce_grad), threads,
+        )
+    return k
+
+
 class _Meta(SimpleNamespace):
     """Shape and dtype of a device array, for the checks shared with the CPU path."""
 
@@ -68,7 +91,9 @@ def evaluate(spec, arrays, common, options):
     if not any(is_device_array(a) for a in arrays):
         raise ValueError("backend='cuda' needs device arrays (CuPy, PyTorch CUDA, Numba); these are in host memory")
     caller, natives = adopt(list(arrays), spec.inputs)
-    with caller.context():
+    with caller.context(), warnings.catch_warnings():
+        # Small inputs launch small grids, which is right for them: no occupancy warnings.
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
         return _evaluate(spec, caller, natives, common, options)
 
 
@@ -191,6 +216,16 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     h = out(hess)
     lo = v(loss_out) if loss_out is not None else _empty(dt, False, 0)
     w = v(weights) if weights is not None else _empty(np.float64, False, 0)
+    if math_fn is softmax.sparse_softmax_cross_entropy:  # a block per row
+        partials = caller.empty((max(count, 1),), np.float64)
+        if count == 0:
+            return caller.from_host(np.zeros(1))
+        c = v(aux) if aux is not None else _empty(np.float64, False, 0)
+        threads = _row_threads(shape2d[1])
+        _sparse_ce_rows_kernel(threads)[count, threads, stream](
+            x, y, x, c, w, params, scale, lo, gx, _empty(dt, rows, count), _empty(dt, rows, count), h, v(partials)
+        )
+        return partials
     k = _loss_kernel(math_fn, spec.family)
     if rows:
         blocks = max(1, -(-count // THREADS))

@@ -103,6 +103,107 @@ def rowwise_kernel(row, name, threads):
     return compile_kernel(kernel, f"rowwise_{name}")
 
 
+def block_max_sum_exp(threads, merge):
+    """Device function: the block's online log-sum-exp states (m, d) merged into one, in
+    a fixed tree with ``merge`` (:func:`fastloss.losses.softmax.merge_max_sum_exp`)."""
+
+    def reduce(m, d):
+        sm = cuda.shared.array(threads, float64)
+        sd = cuda.shared.array(threads, float64)
+        t = cuda.threadIdx.x
+        sm[t] = m
+        sd[t] = d
+        cuda.syncthreads()
+        step = threads // 2
+        while step > 0:
+            if t < step:
+                sm[t], sd[t] = merge(sm[t], sd[t], sm[t + step], sd[t + step])
+            cuda.syncthreads()
+            step //= 2
+        m, d = sm[0], sd[0]
+        cuda.syncthreads()
+        return m, d
+
+    return compile_device(reduce, f"block_max_sum_exp_{threads}")
+
+
+def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads):
+    """A block per row for sparse softmax cross-entropy (PyTorch ``cross_entropy`` with
+    class indices, weights, smoothing and ``ignore_index``), in two passes over the row:
+
+    1. each thread keeps an online (max, sum of exponentials) of its strided share of the
+       row, merged across the block; the label's logit is read here, before any write;
+    2. each thread writes the gradient (and hessian) of its share, ``p_j = exp(z_j - m) /
+       d``, and sums the smoothing term.
+
+    The row's loss and gradient formulas are those of the CPU row function
+    (:func:`fastloss.losses.softmax.sparse_ce_row_loss`, ``sparse_ce_grad``). No N x C
+    temporary: with ``gx`` the logits themselves the gradient overwrites them in place.
+    ``partials[row]`` receives the row's weighted loss.
+    """
+    block_merge = block_max_sum_exp(threads, merge)
+    reduce = block_sum(threads)
+
+    def kernel(x, labels, v, cw, w, params, scale, loss_out, gx, gy, gv, h, partials):
+        row = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        n = x.shape[1]
+        z = x[row]
+        label = labels[row]
+        ls = params[0]
+        k = ls / n
+        weighted = cw.shape[0] != 0
+        wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
+        gs = scale * wi
+        want_g = gx.shape[1] != 0
+        want_h = h.shape[1] != 0
+        if params[2] != 0.0 and label == params[1]:  # an ignored row: loss and gradient 0
+            for j in range(t, gx.shape[1], threads):
+                gx[row, j] = 0.0
+            for j in range(t, h.shape[1], threads):
+                h[row, j] = 0.0
+            if t == 0:
+                partials[row] = 0.0
+                if loss_out.shape[0] != 0:
+                    loss_out[row] = 0.0
+            return
+        w_y = np.float64(cw[label]) if weighted else 1.0
+        z_y = np.float64(z[label])
+        m = -math.inf
+        d = 0.0
+        wsum = 0.0
+        for j in range(t, n, threads):
+            m, d = merge(m, d, np.float64(z[j]), 1.0)
+            if weighted:
+                wsum += cw[j]
+        m, d = block_merge(m, d)
+        wsum = reduce(wsum) if weighted else float(n)
+        log_d = math.log(d)
+        inv_d = 1.0 / d
+        a = w_y * (1.0 - ls) + k * wsum
+        s = 0.0
+        for j in range(t, n if want_g or want_h or ls != 0.0 else 0, threads):
+            zj = np.float64(z[j])
+            cj = np.float64(cw[j]) if weighted else 1.0
+            if ls != 0.0:
+                s += cj * (m - zj)
+            if want_g or want_h:
+                pj = math.exp(zj - m) * inv_d
+                if want_g:
+                    gx[row, j] = grad(pj, j == label, a, k * cj, w_y * (1.0 - ls), gs)
+                if want_h:
+                    h[row, j] = gs * a * pj * (1.0 - pj)
+        if ls != 0.0:
+            s = reduce(s)
+        if t == 0:
+            loss = row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
+            partials[row] = loss
+            if loss_out.shape[0] != 0:
+                loss_out[row] = loss
+
+    return compile_kernel(kernel, "rows_sparse_softmax_cross_entropy")
+
+
 def finish_kernel(threads):
     """One block: ``total[0]`` = the sum of ``partials`` (in a fixed order), and, when
     ``value`` is not empty, ``value[0]`` = that sum times ``factor`` in ``value``'s dtype."""

@@ -122,20 +122,45 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
         if want_h:
             h[j] = t
     log_d = math.log(d)
-    loss = w_y * (1.0 - ls) * ((m - z_y) + log_d) + k * (s + wsum * log_d)
+    loss = sparse_ce_row_loss(w_y, ls, k, m, z_y, log_d, s, wsum)
     a = w_y * (1.0 - ls) + k * wsum
     inv_d = 1.0 / d
     for j in range(n):
         if want_g:
             pj = wide(gz[j]) * inv_d
-            target = k * (wide(cw[j]) if weighted else 1.0)
-            if j == label:
-                target += w_y * (1.0 - ls)
-            gz[j] = gs * (a * pj - target)
+            gz[j] = sparse_ce_grad(pj, j == label, a, k * (wide(cw[j]) if weighted else 1.0), w_y * (1.0 - ls), gs)
         if want_h:
             pj = wide(h[j]) * inv_d
             h[j] = gs * a * pj * (1.0 - pj)
     return loss
+
+
+@portable
+def sparse_ce_row_loss(w_y, ls, k, m, z_y, log_d, s, wsum):
+    """A sparse cross-entropy row's loss from its reductions: the row maximum ``m``, ``log
+    d`` (d = sum_j exp(z_j - m)), the label's logit ``z_y`` and weight ``w_y``, and for the
+    smoothing term (k = ls / C) s = sum_j cw_j (m - z_j) and wsum = sum_j cw_j."""
+    return w_y * (1.0 - ls) * ((m - z_y) + log_d) + k * (s + wsum * log_d)
+
+
+@portable
+def sparse_ce_grad(pj, is_label, a, smooth_j, label_weight, gs):
+    """d loss / d z_j = gs (a p_j - target_j): target_j = k cw_j, plus cw_y (1 - ls) at the label."""
+    target = smooth_j + label_weight if is_label else smooth_j
+    return gs * (a * pj - target)
+
+
+@portable
+def merge_max_sum_exp(m1, d1, m2, d2):
+    """Merge two online log-sum-exp states (m, d = sum exp(z - m)) into one; a state of an
+    empty or all ``-inf`` set is (-inf, 0) and never forms ``-inf - (-inf)``."""
+    if m2 > m1:
+        if m1 == -math.inf:
+            return m2, d2
+        return m2, d2 + d1 * math.exp(m1 - m2)
+    if m2 == -math.inf:
+        return m1, d1
+    return m1, d1 + d2 * math.exp(m2 - m1)
 
 
 @portable
