@@ -264,7 +264,12 @@ def adopt(objs, names):
                 f"{n} is in host memory but {present[0][1]} is on a GPU; pass every array on the same device"
             )
     first = present[0][0]
-    module = type(first).__module__.split(".")[0]
+    module = _library(first)
+    kinds = {_library(o) for o, _ in present}
+    if len(kinds) > 1 and module != "numba":
+        raise ValueError(f"the arrays come from different libraries ({', '.join(sorted(kinds))}); pass one kind")
+    if module == "jax":  # JAX arrays also have the interface, but want JAX arrays back
+        return _adopt_dlpack(present, module)
     if module == "torch":
         caller = TorchCaller(_common_device(present, lambda o: o.device.index))
     elif module == "cupy":
@@ -277,10 +282,13 @@ def adopt(objs, names):
             stream = first.__cuda_array_interface__.get("stream")
             stream = {None: None, 1: 0, 2: 2}.get(stream, stream)
         caller = InterfaceCaller(None, stream)
-    kinds = {type(o).__module__.split(".")[0] for o, _ in present}
-    if len(kinds) > 1 and caller.kind != "numba":
-        raise ValueError(f"the arrays come from different libraries ({', '.join(sorted(kinds))}); pass one kind")
     return caller, [None if o is None else caller.native(o) for o in objs]
+
+
+def _library(o):
+    """The top-level package of ``o``'s type ("jax" for jaxlib's arrays)."""
+    top = type(o).__module__.split(".")[0]
+    return "jax" if top == "jaxlib" else top
 
 
 def _is_numba_array(o):

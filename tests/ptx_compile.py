@@ -1,0 +1,90 @@
+"""Compile every CUDA kernel of fastloss to PTX for compute capability 9.0, offline.
+
+Run as a script (``python tests/ptx_compile.py``) by test_cuda_ptx.py, in a process of its
+own without the simulator: the simulator runs kernels as Python and checks no types, so
+this catches the typing errors it cannot see. No GPU or driver is needed: NVVM from the
+``cuda`` extra compiles, and the current-device query that numba-cuda makes for device
+functions is answered with compute capability 9.0. Prints one line per kernel and exits
+non-zero if any failed.
+"""
+
+import os
+import sys
+import types
+
+os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+
+import numba.cuda.dispatcher as cuda_dispatcher  # noqa: E402
+from numba import cuda  # noqa: E402
+from numba.types import UniTuple, boolean, float16, float32, float64, int64  # noqa: E402
+
+from fastloss._registry import SPECS  # noqa: E402
+from fastloss.cuda import call, drivers  # noqa: E402
+
+CC = (9, 0)
+cuda_dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
+
+
+class Meta(types.SimpleNamespace):
+    pass
+
+
+def n_params(spec):
+    options = {o.name: o.default for o in spec.options}
+    metas = [Meta(shape=(2, 3), dtype=None, ndim=2, size=6)] * len(spec.inputs)
+    params = spec.params(options, (metas[0], True) if spec.data_params else metas)
+    return max(1, len(params))
+
+
+def loss_signature(spec, dt, sparse, aux):
+    params = UniTuple(float64, n_params(spec))
+    if spec.family == "elementwise":
+        a = dt[::1]
+        return (a, a, float64[::1] if aux else a, float64[::1], params, float64, a, a, a, a, float64[::1])
+    a2 = dt[:, ::1]
+    y = int64[::1] if sparse else a2
+    return (a2, y, a2, float64[::1], float64[::1], params, float64, dt[::1], a2, a2, a2, a2, float64[::1])
+
+
+def cases():
+    for spec in SPECS:
+        for dt in (float32, float64, float16):
+            label = f"{spec.name} {dt}"
+            if spec.family == "elementwise":
+                yield label, call._loss_kernel(spec.math, "elementwise"), loss_signature(spec, dt, False, False)
+                if spec.aux is not None:
+                    sig = loss_signature(spec, dt, False, True)
+                    yield label + " aux", call._loss_kernel(spec.math, "elementwise"), sig
+                continue
+            if spec.target in ("float", "float_or_labels", "none"):
+                yield label, call._loss_kernel(spec.math, "rowwise"), loss_signature(spec, dt, False, False)
+            if spec.target in ("labels", "float_or_labels"):
+                math_fn = spec.sparse_math or spec.math
+                yield label + " labels", call._loss_kernel(math_fn, "rowwise"), loss_signature(spec, dt, True, False)
+            if spec.name == "sparse_softmax_cross_entropy":
+                for threads in (32, 256):
+                    yield (f"{label} block-per-row {threads}", call._sparse_ce_rows_kernel(threads),
+                           loss_signature(spec, dt, True, False))
+    yield "finish", drivers.finish_kernel(256), (float64[::1], float64, float64[::1], float32[::1])
+    yield "scale", drivers.scale_kernel(), (float32[::1], float64)
+    yield "label_stats", drivers.label_stats_kernel(256), (
+        int64[::1], int64, boolean, int64, float64[::1], int64[::1], float64[::1], float64[::1])
+    yield "not_zero_one", drivers.not_zero_one_kernel(256), (float32[::1], float64[::1])
+
+
+def main():
+    failed = 0
+    for label, kernel, sig in cases():
+        try:
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=CC)
+            assert ".entry" in ptx
+            print("ok", label)
+        except Exception as exc:  # noqa: BLE001 - report every failure, then fail
+            failed += 1
+            print("FAILED", label, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    print(f"{failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
