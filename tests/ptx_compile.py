@@ -16,7 +16,7 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
 
 import numba.cuda.dispatcher as cuda_dispatcher  # noqa: E402
 from numba import cuda  # noqa: E402
-from numba.types import UniTuple, boolean, float16, float32, float64, int64  # noqa: E402
+from numba.types import UniTuple, boolean, float16, float32, float64, int16, int32, int64  # noqa: E402
 
 from fastloss._registry import SPECS  # noqa: E402
 from fastloss.cuda import call, drivers  # noqa: E402
@@ -38,12 +38,13 @@ def n_params(spec):
 
 def loss_signature(spec, dt, sparse, aux):
     params = UniTuple(float64, n_params(spec))
+    finish = (float64[::1], int32[::1], float64, float64[::1], dt[::1])  # partials, counter, factor, total, value
     if spec.family == "elementwise":
         a = dt[::1]
-        return (a, a, float64[::1] if aux else a, float64[::1], params, float64, a, a, a, a, float64[::1])
+        return (a, a, float64[::1] if aux else a, float64[::1], params, float64, a, a, a, a, *finish)
     a2 = dt[:, ::1]
     y = int64[::1] if sparse else a2
-    return (a2, y, a2, float64[::1], float64[::1], params, float64, dt[::1], a2, a2, a2, a2, float64[::1])
+    return (a2, y, a2, float64[::1], float64[::1], params, float64, dt[::1], a2, a2, a2, a2, *finish)
 
 
 def cases():
@@ -63,9 +64,14 @@ def cases():
                 yield label + " labels", call._loss_kernel(math_fn, "rowwise"), loss_signature(spec, dt, True, False)
             if spec.name == "sparse_softmax_cross_entropy":
                 for threads in (32, 256):
-                    yield (f"{label} block-per-row {threads}", call._sparse_ce_rows_kernel(threads),
+                    yield (f"{label} block-per-row {threads}", call._sparse_ce_rows_kernel(threads, dt.name),
                            loss_signature(spec, dt, True, False))
-    yield "finish", drivers.finish_kernel(256), (float64[::1], float64, float64[::1], float32[::1])
+                if dt is float32:  # bfloat16 logits as int16 bits; losses in float32
+                    sig = list(loss_signature(spec, int16, True, False))
+                    sig[7] = float32[::1]
+                    sig[-1] = float32[::1]
+                    yield (f"{spec.name} bfloat16 block-per-row", call._sparse_ce_rows_kernel(256, "int16"),
+                           tuple(sig))
     yield "scale", drivers.scale_kernel(), (float32[::1], float64)
     yield "label_stats", drivers.label_stats_kernel(256), (
         int64[::1], int64, boolean, int64, float64[::1], int64[::1], float64[::1], float64[::1])

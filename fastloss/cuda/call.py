@@ -8,13 +8,11 @@ call only queues kernels on the caller's stream and returns device arrays.
 """
 
 import math
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
 from numba.cuda import config as cuda_config
-from numba.cuda.core.errors import NumbaPerformanceWarning
 
 from .. import _api
 from ..losses import softmax
@@ -62,14 +60,17 @@ def _row_threads(width):
     return min(t, THREADS)
 
 
-def _sparse_ce_rows_kernel(threads):
-    """The block-per-row kernel of sparse softmax cross-entropy for ``threads`` per row."""
-    key = ("sparse_ce_rows", threads)
+def _sparse_ce_rows_kernel(threads, dtype):
+    """The block-per-row kernel of sparse softmax cross-entropy for ``threads`` per row
+    and logits of ``dtype`` (int16: bfloat16 bits)."""
+    dtype = np.dtype(dtype)
+    key = ("sparse_ce_rows", threads, dtype.itemsize <= 4, dtype == np.int16)
     k = _kernels.get(key)
     if k is None:
         k = _kernels[key] = drivers.sparse_cross_entropy_rows_kernel(
             compile_math(softmax.merge_max_sum_exp), compile_math(softmax.sparse_ce_row_loss),
             compile_math(softmax.sparse_ce_grad), threads,
+            np.float32 if dtype.itemsize <= 4 else np.float64, dtype == np.int16,
         )
     return k
 
@@ -91,10 +92,15 @@ def evaluate(spec, arrays, common, options):
     if not any(is_device_array(a) for a in arrays):
         raise ValueError("backend='cuda' needs device arrays (CuPy, PyTorch CUDA, Numba); these are in host memory")
     caller, natives = adopt(list(arrays), spec.inputs)
-    with caller.context(), warnings.catch_warnings():
-        # Small inputs launch small grids, which is right for them: no occupancy warnings.
-        warnings.simplefilter("ignore", NumbaPerformanceWarning)
-        return _evaluate(spec, caller, natives, common, options)
+    # Small inputs launch small grids, which is right for them: numba-cuda's occupancy
+    # warning is switched off for our launches (building it costs more than the launch).
+    warn = cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS
+    cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    try:
+        with caller.context():
+            return _evaluate(spec, caller, natives, common, options)
+    finally:
+        cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = warn
 
 
 def _evaluate(spec, caller, natives, common, options):
@@ -109,14 +115,19 @@ def _evaluate(spec, caller, natives, common, options):
     width = shape[axis] if rows else 1
     count = math.prod(loss_shape)
     shape2d = (count, width) if rows else (count,)
-    storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)  # what kernels read and write
+    math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
+    # What kernels read and write: the input's dtype; bfloat16 as float32 copies, except
+    # in the cross-entropy kernel, which reads and writes its bits (int16) directly.
+    native_bf16 = dtype is _BFLOAT16 and math_fn is softmax.sparse_softmax_cross_entropy
+    loss_storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)
+    storage = np.dtype(np.int16) if native_bf16 else loss_storage
 
     work = []
     for i, a in enumerate(natives):
         if i == 1 and sparse:
             work.append(caller.kernel_layout(a, -1, False, (count,)))
         else:
-            work.append(caller.kernel_layout(a, axis, rows, shape2d))
+            work.append(caller.kernel_layout(a, axis, rows, shape2d, keep_bf16=native_bf16))
     weights = _sample_weights(caller, common.sample_weight, loss_shape, count)
     aux = _aux_array(caller, spec, options, metas, width, rows, shape2d)
 
@@ -141,34 +152,33 @@ def _evaluate(spec, caller, natives, common, options):
             continue
         target_out = outs[k] if outs is not None else None
         if target_out is not None and _writes_directly(caller, target_out, k, work, storage, axis, rows, shape):
-            buffers.append(caller.kernel_layout(target_out, axis, rows, shape2d))
+            buffers.append(caller.kernel_layout(target_out, axis, rows, shape2d, keep_bf16=native_bf16))
         else:
             buffers.append(caller.empty(shape2d, storage))
     hess = caller.empty(shape2d, storage) if hessian else None
     keep_loss = reduction == "none" and want != "only"
-    loss_out = caller.empty((count,), storage) if keep_loss else None
+    loss_out = caller.empty((count,), loss_storage) if keep_loss else None
 
     scale = 1.0
     if reduction == "mean" and spec.finish is None:
         scale = 1.0 / denominator if denominator != 0.0 else 0.0
 
-    math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
-    partials = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess, shape2d, rows)
+    reduced = want != "only" and not keep_loss and spec.finish is None
+    factor = (1.0 / denominator if denominator != 0.0 else math.nan) if reduction == "mean" else 1.0
+    total, value = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess,
+                           shape2d, rows, factor, loss_storage, reduced)
 
-    # The loss: summed on the device; RMSE's needs the sum on the host (one read back).
-    value = None
+    # The loss: reduced in the same launch; RMSE's needs the sum on the host (one read back).
     if spec.finish is not None:
-        total = float(caller.to_host(_finish(caller, partials, 1.0, np.float64))[0])
-        loss, factor = spec.finish(total, denominator, reduction)
+        loss, grad_factor = spec.finish(float(caller.to_host(total)[0]), denominator, reduction)
         for k in range(n_grads):
-            _scale(caller, buffers[k], factor)
+            _scale(caller, buffers[k], grad_factor)
         if want != "only":
-            value = caller.scalar(caller.from_host(np.array([loss], dtype=storage)), _native_dtype(caller, natives[0]))
-    elif want != "only" and not keep_loss:
-        factor = (1.0 / denominator if denominator != 0.0 else math.nan) if reduction == "mean" else 1.0
-        value = caller.scalar(_finish(caller, partials, factor, storage), _native_dtype(caller, natives[0]))
+            value = caller.scalar(caller.from_host(np.array([loss], dtype=loss_storage)), natives[0].dtype)
+    elif reduced:
+        value = caller.scalar(value, natives[0].dtype)
     elif keep_loss:
-        value = caller.deliver(loss_out, loss_shape, -1, False, _native_dtype(caller, natives[0]))
+        value = caller.deliver(loss_out, loss_shape, -1, False, natives[0].dtype)
 
     grads = None
     if want:
@@ -179,10 +189,6 @@ def _evaluate(spec, caller, natives, common, options):
         grads = grads[0] if spec.grads == 1 else grads
     h = _deliver(caller, hess, None, natives[0], shape, axis, rows) if hessian else None
     return _api.LossResult(value, grads, h)
-
-
-def _native_dtype(caller, a):
-    return a.dtype
 
 
 _empties = {}
@@ -198,9 +204,10 @@ def _empty(dtype, rows, count):
     return e
 
 
-def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess, shape2d, rows):
-    """Queue the loss kernel and return the device array holding the float64 sum of the
-    blocks' partial sums (not yet reduced: see :func:`_finish`)."""
+def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess, shape2d, rows,
+            factor, loss_dtype, reduced):
+    """Queue the loss kernel; return the device arrays of the float64 sum of the weighted
+    losses and (when ``reduced``) of that sum times ``factor``, in ``loss_dtype``."""
     count = shape2d[0]
     stream = caller.stream()
     v = caller.view
@@ -214,42 +221,43 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     gx = out(buffers[0])
     gy = out(buffers[1]) if spec.grads > 1 else _empty(dt, rows, count)
     h = out(hess)
-    lo = v(loss_out) if loss_out is not None else _empty(dt, False, 0)
+    lo = v(loss_out) if loss_out is not None else _empty(loss_dtype, False, 0)
     w = v(weights) if weights is not None else _empty(np.float64, False, 0)
-    if math_fn is softmax.sparse_softmax_cross_entropy:  # a block per row
-        partials = caller.empty((max(count, 1),), np.float64)
-        if count == 0:
-            return caller.from_host(np.zeros(1))
+    total = caller.empty((1,), np.float64)
+    value = caller.empty((1,), loss_dtype) if reduced else None
+    val = v(value) if reduced else _empty(loss_dtype, False, 0)
+    counter = v(caller.from_host(np.zeros(1, dtype=np.int32)))
+    tail = (counter, factor, v(total), val)
+    cooperative = math_fn is softmax.sparse_softmax_cross_entropy  # a block per row
+    if cooperative and count == 0:  # no rows, no blocks: the sum is 0
+        total = caller.from_host(np.zeros(1))
+        if value is not None:
+            value = caller.from_host(np.array([0.0 * factor], dtype=loss_dtype))
+        return total, value
+    if cooperative:
         c = v(aux) if aux is not None else _empty(np.float64, False, 0)
         threads = _row_threads(shape2d[1])
-        _sparse_ce_rows_kernel(threads)[count, threads, stream](
-            x, y, x, c, w, params, scale, lo, gx, _empty(dt, rows, count), _empty(dt, rows, count), h, v(partials)
+        partials = caller.empty((count,), np.float64)
+        _sparse_ce_rows_kernel(threads, dt)[count, threads, stream](
+            x, y, x, c, w, params, scale, lo, gx, gy, gy, h, v(partials), *tail
         )
-        return partials
-    k = _loss_kernel(math_fn, spec.family)
-    if rows:
+    elif rows:
         blocks = max(1, -(-count // THREADS))
         partials = caller.empty((blocks,), np.float64)
         vv = v(work[2]) if len(work) > 2 else x
         gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
         c = v(aux) if aux is not None else _empty(np.float64, False, 0)
-        k[blocks, THREADS, stream](x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials))
+        _loss_kernel(math_fn, spec.family)[blocks, THREADS, stream](
+            x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials), *tail
+        )
     else:
         blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
         partials = caller.empty((blocks,), np.float64)
         c = v(aux) if aux is not None else x
-        k[blocks, THREADS, stream](x, y, c, w, params, scale, lo, gx, gy, h, v(partials))
-    return partials
-
-
-def _finish(caller, partials, factor, storage):
-    """The loss as a one-element array of ``storage`` dtype: the partial sums' total
-    times ``factor``."""
-    total = caller.empty((1,), np.float64)
-    value = caller.empty((1,), storage)
-    k = kernel("finish", drivers.finish_kernel)
-    k[1, THREADS, caller.stream()](caller.view(partials), factor, caller.view(total), caller.view(value))
-    return value
+        _loss_kernel(math_fn, spec.family)[blocks, THREADS, stream](
+            x, y, c, w, params, scale, lo, gx, gy, h, v(partials), *tail
+        )
+    return total, value
 
 
 def _scale(caller, buf, factor):
@@ -398,8 +406,11 @@ def _writes_directly(caller, target, k, work, storage, axis, rows, shape):
     """Whether gradient ``k`` can be written straight into ``target``: the kernels'
     layout and dtype, and no overlap with what the kernel reads except its own input
     exactly (kernels read an element, or a row, before writing it)."""
-    if _meta(caller, target).dtype is _BFLOAT16 or np.dtype(target.dtype if caller.kind != "torch"
-                                                             else str(target.dtype).removeprefix("torch.")) != storage:
+    target_dtype = _meta(caller, target).dtype
+    if target_dtype is _BFLOAT16:
+        if storage != np.int16:  # bfloat16 computed through a float32 copy
+            return False
+    elif np.dtype(target_dtype) != storage:
         return False
     if rows and axis != len(shape) - 1:
         return False

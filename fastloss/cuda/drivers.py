@@ -7,9 +7,10 @@ computes what. The kernels take the same arguments as the CPU block kernels
 ``partials``, where each block leaves the float64 sum of its samples' weighted losses.
 
 Reductions are deterministic: a block sums its threads' values in a fixed tree in shared
-memory, and :func:`finish_kernel` sums the blocks' partial sums, in a fixed order, in one
-block. The grid depends only on the input's shape, so the same input gives the same bits
-run after run.
+memory, and the last block to finish sums the blocks' partial sums in a fixed order
+(:func:`grid_finish`), in the same launch. The grid depends only on the input's shape, so
+the same input gives the same bits run after run. Every loss kernel ends with the
+arguments of :func:`grid_finish`: ``counter, factor, total, value``.
 
 - Element-wise: a grid-stride loop, at most ``max_blocks`` blocks of ``threads``.
 - Row-wise: one thread per row, calling the row function of :mod:`fastloss.losses`
@@ -20,7 +21,8 @@ run after run.
 import math
 
 import numpy as np
-from numba import cuda, float64, int64
+from numba import cuda, float64, int16, int32, int64
+from numba.cuda import libdevice
 
 from .jit import compile_device, compile_kernel
 
@@ -51,8 +53,9 @@ def elementwise_kernel(elem, name, threads):
     """Grid-stride kernel for ``elem(x, y, c, p) -> (loss, dx, dy, hess)`` over 1-D arrays,
     evaluated in float64. ``y`` and ``c`` are ``x`` again where the loss has none."""
     reduce = block_sum(threads)
+    finish = grid_finish(threads)
 
-    def kernel(x, y, c, w, params, scale, loss_out, gx, gy, h, partials):
+    def kernel(x, y, c, w, params, scale, loss_out, gx, gy, h, partials, counter, factor, total_out, value):
         has_w = w.shape[0] != 0
         keep_loss = loss_out.shape[0] != 0
         want_gx = gx.shape[0] != 0
@@ -74,9 +77,10 @@ def elementwise_kernel(elem, name, threads):
                 gy[i] = g * dy
             if want_h:
                 h[i] = g * d2
-        total = reduce(total)
+        block_total = reduce(total)
         if cuda.threadIdx.x == 0:
-            partials[cuda.blockIdx.x] = total
+            partials[cuda.blockIdx.x] = block_total
+        finish(partials, counter, factor, total_out, value)
 
     return compile_kernel(kernel, f"elementwise_{name}")
 
@@ -85,8 +89,9 @@ def rowwise_kernel(row, name, threads):
     """One thread per row for ``row(x, y, v, c, gx, gy, gv, h, gs, p) -> row loss``;
     arrays as in the CPU row-wise block (unwanted gradients are (rows, 0))."""
     reduce = block_sum(threads)
+    finish = grid_finish(threads)
 
-    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials):
+    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
         i = cuda.grid(1)
         loss = 0.0
         if i < x.shape[0]:
@@ -96,9 +101,10 @@ def rowwise_kernel(row, name, threads):
                 loss *= wi
             if loss_out.shape[0] != 0:
                 loss_out[i] = loss
-        total = reduce(loss)
+        block_total = reduce(loss)
         if cuda.threadIdx.x == 0:
-            partials[cuda.blockIdx.x] = total
+            partials[cuda.blockIdx.x] = block_total
+        finish(partials, counter, factor, total, value)
 
     return compile_kernel(kernel, f"rowwise_{name}")
 
@@ -127,7 +133,7 @@ def block_max_sum_exp(threads, merge):
     return compile_device(reduce, f"block_max_sum_exp_{threads}")
 
 
-def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads):
+def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf16):
     """A block per row for sparse softmax cross-entropy (PyTorch ``cross_entropy`` with
     class indices, weights, smoothing and ``ignore_index``), in two passes over the row:
 
@@ -140,11 +146,28 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads):
     (:func:`fastloss.losses.softmax.sparse_ce_row_loss`, ``sparse_ce_grad``). No N x C
     temporary: with ``gx`` the logits themselves the gradient overwrites them in place.
     ``partials[row]`` receives the row's weighted loss.
+
+    Per-element exponentials are taken in ``narrow`` precision (float32 for inputs of at
+    most 32 bits, as PyTorch and Liger-Kernel do; float64 for float64), their sums and the
+    row's loss in float64. With ``bf16`` the logits and gradients are bfloat16 bit patterns
+    in int16 arrays, converted in registers (round to nearest even on the way out).
     """
+    load, store = (bf16_load, bf16_store) if bf16 else (plain_load, plain_store)
+
+    def step(m, d, v):
+        """One element into an online (max, sum of exp(z - max)) state."""
+        if v > m:
+            return v, d * math.exp(narrow(m - v)) + 1.0
+        if v != -math.inf:
+            return m, d + math.exp(narrow(v - m))
+        return m, d
+
+    step = compile_device(step, f"online_step_{narrow.__name__}")
     block_merge = block_max_sum_exp(threads, merge)
     reduce = block_sum(threads)
+    finish = grid_finish(threads)
 
-    def kernel(x, labels, v, cw, w, params, scale, loss_out, gx, gy, gv, h, partials):
+    def kernel(x, labels, v, cw, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
         row = cuda.blockIdx.x
         t = cuda.threadIdx.x
         n = x.shape[1]
@@ -159,58 +182,98 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads):
         want_h = h.shape[1] != 0
         if params[2] != 0.0 and label == params[1]:  # an ignored row: loss and gradient 0
             for j in range(t, gx.shape[1], threads):
-                gx[row, j] = 0.0
+                gx[row, j] = store(0.0)
             for j in range(t, h.shape[1], threads):
-                h[row, j] = 0.0
-            if t == 0:
-                partials[row] = 0.0
-                if loss_out.shape[0] != 0:
-                    loss_out[row] = 0.0
-            return
-        w_y = np.float64(cw[label]) if weighted else 1.0
-        z_y = np.float64(z[label])
-        m = -math.inf
-        d = 0.0
-        wsum = 0.0
-        for j in range(t, n, threads):
-            m, d = merge(m, d, np.float64(z[j]), 1.0)
-            if weighted:
-                wsum += cw[j]
-        m, d = block_merge(m, d)
-        wsum = reduce(wsum) if weighted else float(n)
-        log_d = math.log(d)
-        inv_d = 1.0 / d
-        a = w_y * (1.0 - ls) + k * wsum
-        s = 0.0
-        for j in range(t, n if want_g or want_h or ls != 0.0 else 0, threads):
-            zj = np.float64(z[j])
-            cj = np.float64(cw[j]) if weighted else 1.0
+                h[row, j] = store(0.0)
+            loss = 0.0
+        else:
+            w_y = np.float64(cw[label]) if weighted else 1.0
+            z_y = load(z[label])  # read before any thread writes the row
+            m = -math.inf
+            d = 0.0
+            wsum = 0.0
+            for j in range(t, n, threads):
+                m, d = step(m, d, load(z[j]))
+                if weighted:
+                    wsum += cw[j]
+            m, d = block_merge(m, d)
+            wsum = reduce(wsum) if weighted else float(n)
+            log_d = math.log(d)
+            inv_d = 1.0 / d
+            a = w_y * (1.0 - ls) + k * wsum
+            s = 0.0
+            for j in range(t, n if want_g or want_h or ls != 0.0 else 0, threads):
+                zj = load(z[j])
+                cj = np.float64(cw[j]) if weighted else 1.0
+                if ls != 0.0:
+                    s += cj * (m - zj)
+                if want_g or want_h:
+                    pj = math.exp(narrow(zj - m)) * inv_d
+                    if want_g:
+                        gx[row, j] = store(grad(pj, j == label, a, k * cj, w_y * (1.0 - ls), gs))
+                    if want_h:
+                        h[row, j] = store(gs * a * pj * (1.0 - pj))
             if ls != 0.0:
-                s += cj * (m - zj)
-            if want_g or want_h:
-                pj = math.exp(zj - m) * inv_d
-                if want_g:
-                    gx[row, j] = grad(pj, j == label, a, k * cj, w_y * (1.0 - ls), gs)
-                if want_h:
-                    h[row, j] = gs * a * pj * (1.0 - pj)
-        if ls != 0.0:
-            s = reduce(s)
-        if t == 0:
+                s = reduce(s)
             loss = row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
+        if t == 0:
             partials[row] = loss
             if loss_out.shape[0] != 0:
                 loss_out[row] = loss
+        finish(partials, counter, factor, total, value)
 
-    return compile_kernel(kernel, "rows_sparse_softmax_cross_entropy")
+    return compile_kernel(kernel, f"rows_sparse_softmax_cross_entropy{'_bf16' if bf16 else ''}")
 
 
-def finish_kernel(threads):
-    """One block: ``total[0]`` = the sum of ``partials`` (in a fixed order), and, when
-    ``value`` is not empty, ``value[0]`` = that sum times ``factor`` in ``value``'s dtype."""
+@cuda.jit(device=True)
+def plain_load(v):
+    """An array element as float64."""
+    return np.float64(v)
+
+
+@cuda.jit(device=True)
+def plain_store(v):
+    """A float64 for an array store (the store converts it to the array's dtype)."""
+    return v
+
+
+@cuda.jit(device=True)
+def bf16_load(bits):
+    """A bfloat16 bit pattern (an int16 array element) as float64: the top half of a float32."""
+    return np.float64(libdevice.int_as_float(int32(bits) << 16))
+
+
+@cuda.jit(device=True)
+def bf16_store(v):
+    """float64 to the bit pattern of the nearest bfloat16 (ties to even, through float32;
+    NaN stays a quiet NaN), as an int16."""
+    f = np.float32(v)
+    bits = libdevice.float_as_int(f)
+    if f != f:
+        return int16(0x7FC0)
+    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    return int16(bits >> 16)
+
+
+def grid_finish(threads):
+    """Device function every block calls last, once thread 0 has written the block's
+    ``partials`` entry: the last block to arrive (an atomic ticket in ``counter``, zero at
+    launch) sums ``partials`` in a fixed order, writes ``total[0]``, and, when ``value`` is
+    not empty, ``value[0]`` = total times ``factor`` in ``value``'s dtype. One launch
+    does the loss and its reduction; the order of the sum does not depend on which block
+    came last."""
     reduce = block_sum(threads)
 
-    def kernel(partials, factor, total, value):
+    def finish(partials, counter, factor, total, value):
+        last = cuda.shared.array(1, int32)
         t = cuda.threadIdx.x
+        if t == 0:
+            cuda.threadfence()  # this block's partial is visible before its ticket
+            ticket = cuda.atomic.add(counter, 0, 1)
+            last[0] = 1 if ticket == cuda.gridDim.x - 1 else 0
+        cuda.syncthreads()
+        if last[0] == 0:
+            return
         s = 0.0
         for k in range(t, partials.shape[0], threads):
             s += partials[k]
@@ -220,7 +283,7 @@ def finish_kernel(threads):
             if value.shape[0] != 0:
                 value[0] = s * factor
 
-    return compile_kernel(kernel, "finish")
+    return compile_device(finish, f"grid_finish_{threads}")
 
 
 def scale_kernel():
