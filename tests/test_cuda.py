@@ -203,3 +203,18 @@ def test_numba_arrays_in_other_layouts_get_a_clear_error(rng):
     z = rng.normal(size=(4, 3))
     with pytest.raises(ValueError, match="class axis last"):
         fl.softmax_cross_entropy(dev(z), dev(np.full((4, 3), 1 / 3)), axis=0)
+
+
+@pytest.mark.parametrize("name", ["mean_squared_error", "sigmoid_binary_cross_entropy", "sparse_softmax_cross_entropy"])
+def test_longer_inputs_take_the_unrolled_loops(name, rng):
+    """Enough elements (and a wide enough row) that each thread handles several groups of
+    four, and a tail: the kernels' unrolled loops against the CPU."""
+    arrays, options = prepared(name, {}, rng, np.float64, shape=(7, 53))
+    for sample_weight in (None, rng.uniform(0.5, 2.0, size=arrays[0].shape[:-1] if name in ROWWISE else (7, 53))):
+        kw = dict(hessian=True, sample_weight=sample_weight, reduction="none")
+        cpu = fl.compute(name, *arrays, **options, **kw)
+        gpu = fl.compute(name, *[dev(a) for a in arrays], **options, **{**kw, "sample_weight": (
+            None if sample_weight is None else dev(sample_weight))})
+        _close(host(gpu.loss), cpu.loss, np.float64)
+        _close(host(gpu.grad), cpu.grad, np.float64)
+        _close(host(gpu.hess), cpu.hess, np.float64)

@@ -55,28 +55,42 @@ def elementwise_kernel(elem, name, threads):
     reduce = block_sum(threads)
     finish = grid_finish(threads)
 
+    def sample(i, xi, yi, ci, w, params, scale, loss_out, gx, gy, h):
+        """Element ``i`` (its inputs already loaded): store its outputs, return its loss."""
+        loss, dx, dy, d2 = elem(np.float64(xi), np.float64(yi), np.float64(ci), params)
+        wi = np.float64(w[i]) if w.shape[0] != 0 else 1.0
+        loss *= wi
+        if loss_out.shape[0] != 0:
+            loss_out[i] = loss
+        g = scale * wi
+        if gx.shape[0] != 0:
+            gx[i] = g * dx
+        if gy.shape[0] != 0:
+            gy[i] = g * dy
+        if h.shape[0] != 0:
+            h[i] = g * d2
+        return loss
+
+    sample = compile_device(sample, f"sample_{name}")
+
     def kernel(x, y, c, w, params, scale, loss_out, gx, gy, h, partials, counter, factor, total_out, value):
-        has_w = w.shape[0] != 0
-        keep_loss = loss_out.shape[0] != 0
-        want_gx = gx.shape[0] != 0
-        want_gy = gy.shape[0] != 0
-        want_h = h.shape[0] != 0
+        n = x.shape[0]
+        i = cuda.grid(1)
+        stride = cuda.gridsize(1)
         total = 0.0
-        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-            loss, dx, dy, d2 = elem(np.float64(x[i]), np.float64(y[i]), np.float64(c[i]), params)
-            wi = np.float64(w[i]) if has_w else 1.0
-            if has_w:
-                loss *= wi
-            total += loss
-            if keep_loss:
-                loss_out[i] = loss
-            g = scale * wi
-            if want_gx:
-                gx[i] = g * dx
-            if want_gy:
-                gy[i] = g * dy
-            if want_h:
-                h[i] = g * d2
+        while i + 3 * stride < n:  # four elements' loads in flight before any use
+            i1, i2, i3 = i + stride, i + 2 * stride, i + 3 * stride
+            x0, x1, x2, x3 = x[i], x[i1], x[i2], x[i3]
+            y0, y1, y2, y3 = y[i], y[i1], y[i2], y[i3]
+            c0, c1, c2, c3 = c[i], c[i1], c[i2], c[i3]
+            total += sample(i, x0, y0, c0, w, params, scale, loss_out, gx, gy, h)
+            total += sample(i1, x1, y1, c1, w, params, scale, loss_out, gx, gy, h)
+            total += sample(i2, x2, y2, c2, w, params, scale, loss_out, gx, gy, h)
+            total += sample(i3, x3, y3, c3, w, params, scale, loss_out, gx, gy, h)
+            i += 4 * stride
+        while i < n:
+            total += sample(i, x[i], y[i], c[i], w, params, scale, loss_out, gx, gy, h)
+            i += stride
         block_total = reduce(total)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = block_total
@@ -163,6 +177,19 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
         return m, d
 
     step = compile_device(step, f"online_step_{narrow.__name__}")
+
+    def element(row, j, zj, m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h):
+        """Write the gradient (and hessian) of logit ``j``; return its smoothing term."""
+        cj = np.float64(cw[j]) if cw.shape[0] != 0 else 1.0
+        if gx.shape[1] != 0 or h.shape[1] != 0:
+            pj = math.exp(narrow(zj - m)) * inv_d
+            if gx.shape[1] != 0:
+                gx[row, j] = store(grad(pj, j == label, a, k * cj, w_y * (1.0 - ls), gs))
+            if h.shape[1] != 0:
+                h[row, j] = store(gs * a * pj * (1.0 - pj))
+        return cj * (m - zj) if ls != 0.0 else 0.0
+
+    element = compile_device(element, f"ce_element_{narrow.__name__}{'_bf16' if bf16 else ''}")
     block_merge = block_max_sum_exp(threads, merge)
     reduce = block_sum(threads)
     finish = grid_finish(threads)
@@ -192,27 +219,37 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
             m = -math.inf
             d = 0.0
             wsum = 0.0
-            for j in range(t, n, threads):
+            j = t
+            while j + 3 * threads < n:  # four loads in flight before the dependent updates
+                v0, v1, v2, v3 = z[j], z[j + threads], z[j + 2 * threads], z[j + 3 * threads]
+                m, d = step(m, d, load(v0))
+                m, d = step(m, d, load(v1))
+                m, d = step(m, d, load(v2))
+                m, d = step(m, d, load(v3))
+                j += 4 * threads
+            while j < n:
                 m, d = step(m, d, load(z[j]))
-                if weighted:
-                    wsum += cw[j]
+                j += threads
+            for j in range(t, n if weighted else 0, threads):
+                wsum += cw[j]
             m, d = block_merge(m, d)
             wsum = reduce(wsum) if weighted else float(n)
             log_d = math.log(d)
             inv_d = 1.0 / d
             a = w_y * (1.0 - ls) + k * wsum
             s = 0.0
-            for j in range(t, n if want_g or want_h or ls != 0.0 else 0, threads):
-                zj = load(z[j])
-                cj = np.float64(cw[j]) if weighted else 1.0
-                if ls != 0.0:
-                    s += cj * (m - zj)
-                if want_g or want_h:
-                    pj = math.exp(narrow(zj - m)) * inv_d
-                    if want_g:
-                        gx[row, j] = store(grad(pj, j == label, a, k * cj, w_y * (1.0 - ls), gs))
-                    if want_h:
-                        h[row, j] = store(gs * a * pj * (1.0 - pj))
+            j = t
+            end = n if want_g or want_h or ls != 0.0 else 0
+            while j + 3 * threads < end:  # four loads in flight, then four writes
+                v0, v1, v2, v3 = z[j], z[j + threads], z[j + 2 * threads], z[j + 3 * threads]
+                s += element(row, j, load(v0), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+                s += element(row, j + threads, load(v1), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+                s += element(row, j + 2 * threads, load(v2), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+                s += element(row, j + 3 * threads, load(v3), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+                j += 4 * threads
+            while j < end:
+                s += element(row, j, load(z[j]), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+                j += threads
             if ls != 0.0:
                 s = reduce(s)
             loss = row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
