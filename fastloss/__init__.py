@@ -10,7 +10,7 @@ SPEC.md for the contract.
 
 import inspect
 
-from . import _api, cpu_cython
+from . import _api, cpu_cython, cuda
 from ._api import evaluate
 from ._registry import ALIASES, REGISTRY, SPECS, lookup
 from ._result import LossResult
@@ -27,7 +27,8 @@ Common keyword arguments:
     out: preallocated gradient array (a tuple of them for several inputs); may be the
         prediction itself, to overwrite it in place.
     hessian: also return the hessian diagonal as ``res.hess`` (where the loss has one).
-    backend: "auto" (default: Cython for small inputs, Numba for large), "numba" or "cython".
+    backend: "auto" (default: CUDA for device arrays, else the Cython extension, else Numba),
+        "numba", "cython" or "cuda".
 """
 
 
@@ -102,8 +103,10 @@ class LossInfo(dict):
 
 
 def backends():
-    """The CPU backends of this installation ("cython" where the extension is built)."""
-    return ("numba", "cython") if cpu_cython.AVAILABLE else ("numba",)
+    """The backends of this installation: "numba", "cython" where the extension is built,
+    and "cuda" where numba-cuda is installed and sees a GPU (or runs its simulator)."""
+    cpu = ("numba", "cython") if cpu_cython.AVAILABLE else ("numba",)
+    return (*cpu, "cuda") if cuda.available() else cpu
 
 
 def losses():

@@ -21,7 +21,7 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
-CPU_BACKENDS = list(fl.backends())
+CPU_BACKENDS = [b for b in fl.backends() if b != "cuda"]
 
 
 def pytest_generate_tests(metafunc):

@@ -64,7 +64,7 @@ def test_cython_extension_is_built():
     from fastloss import cpu_cython
 
     assert cpu_cython.AVAILABLE
-    assert set(fl_backends()) == {"numba", "cython"}
+    assert {"numba", "cython"} <= set(fl_backends())
 
 
 def fl_backends():

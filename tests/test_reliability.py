@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import CPU_BACKENDS
 
 import fastloss as fl
 
@@ -49,7 +50,7 @@ LAYERS = [None, "omp", "workqueue"]  # None: Numba's choice (TBB where installed
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda x: x or "default")
-@pytest.mark.parametrize("backend", fl.backends())
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_fork_after_a_parallel_call(backend, layer):
     if layer and backend != "numba":
         pytest.skip("the threading layer is Numba's")
@@ -91,7 +92,7 @@ def test_threads_under_every_numba_layer(layer):
     assert out.stdout.split() == [layer, "OK"]
 
 
-@pytest.mark.parametrize("backend", fl.backends())
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_threads_get_the_bits_of_serial_calls(backend):
     rng = np.random.default_rng(1)
     cases = []
@@ -172,7 +173,7 @@ def _free_memory():
 
 @pytest.mark.slow
 @pytest.mark.skipif(_free_memory() < 16 * 2**30, reason="needs 16 GB of free memory")
-@pytest.mark.parametrize("backend", fl.backends())
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_more_than_2_to_the_31_elements(backend):
     n = 2**31 + 17
     x = np.full(n, -0.5, dtype=np.float32)

@@ -410,4 +410,5 @@ def _torch_dtype(torch, dtype):
         np.dtype(np.float64): torch.float64,
         np.dtype(np.int64): torch.int64,
         np.dtype(np.int16): torch.int16,
+        np.dtype(np.int32): torch.int32,
     }[np.dtype(dtype)]

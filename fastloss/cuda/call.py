@@ -226,7 +226,7 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     total = caller.empty((1,), np.float64)
     value = caller.empty((1,), loss_dtype) if reduced else None
     val = v(value) if reduced else _empty(loss_dtype, False, 0)
-    counter = v(caller.from_host(np.zeros(1, dtype=np.int32)))
+    counter = v(caller.zeros((1,), np.int32))  # the last block's ticket (an asynchronous memset)
     tail = (counter, factor, v(total), val)
     cooperative = math_fn is softmax.sparse_softmax_cross_entropy  # a block per row
     if cooperative and count == 0:  # no rows, no blocks: the sum is 0
@@ -356,7 +356,7 @@ def _sample_weights(caller, sample_weight, loss_shape, count):
             raise ValueError("sample_weight must be on the GPU with the inputs (or a number)")
         if w.dtype.kind not in "biuf":
             raise TypeError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
-        return caller.from_host(np.full(count, float(w)))
+        return caller.full((count,), np.float64, float(w))
     _, (w,) = adopt([sample_weight], ["sample_weight"])
     if caller.kind == "torch":
         import torch
