@@ -62,15 +62,16 @@ def cases():
             if spec.target in ("labels", "float_or_labels"):
                 math_fn = spec.sparse_math or spec.math
                 yield label + " labels", call._loss_kernel(math_fn, "rowwise"), loss_signature(spec, dt, True, False)
-            if spec.name == "sparse_softmax_cross_entropy":
+            if spec.math in call._ROW_KERNELS:
+                sparse = spec.target == "labels"
                 for threads in (32, 256):
-                    yield (f"{label} block-per-row {threads}", call._sparse_ce_rows_kernel(threads, dt.name),
-                           loss_signature(spec, dt, True, False))
+                    yield (f"{label} block-per-row {threads}", call._rows_kernel(spec.math, threads, dt.name),
+                           loss_signature(spec, dt, sparse, False))
                 if dt is float32:  # bfloat16 logits as int16 bits; losses in float32
-                    sig = list(loss_signature(spec, int16, True, False))
+                    sig = list(loss_signature(spec, int16, sparse, False))
                     sig[7] = float32[::1]
                     sig[-1] = float32[::1]
-                    yield (f"{spec.name} bfloat16 block-per-row", call._sparse_ce_rows_kernel(256, "int16"),
+                    yield (f"{spec.name} bfloat16 block-per-row", call._rows_kernel(spec.math, 256, "int16"),
                            tuple(sig))
     yield "scale", drivers.scale_kernel(), (float32[::1], float64)
     yield "label_stats", drivers.label_stats_kernel(256), (

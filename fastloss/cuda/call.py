@@ -60,16 +60,26 @@ def _row_threads(width):
     return min(t, THREADS)
 
 
-def _sparse_ce_rows_kernel(threads, dtype):
-    """The block-per-row kernel of sparse softmax cross-entropy for ``threads`` per row
-    and logits of ``dtype`` (int16: bfloat16 bits)."""
+#: The class-axis losses with a block-per-row kernel: the math function, the kernel
+#: factory and the portable formulas it is built from (after ``merge_max_sum_exp``).
+_ROW_KERNELS = {
+    softmax.sparse_softmax_cross_entropy: (
+        drivers.sparse_cross_entropy_rows_kernel, (softmax.sparse_ce_row_loss, softmax.sparse_ce_grad)),
+    softmax.softmax_cross_entropy: (
+        drivers.softmax_cross_entropy_rows_kernel, (softmax.smoothed_target, softmax.softmax_ce_grad)),
+}
+
+
+def _rows_kernel(math_fn, threads, dtype):
+    """The block-per-row kernel of ``math_fn`` for ``threads`` per row and logits of
+    ``dtype`` (int16: bfloat16 bits)."""
     dtype = np.dtype(dtype)
-    key = ("sparse_ce_rows", threads, dtype.itemsize <= 4, dtype == np.int16)
+    key = (math_fn, "rows", threads, dtype.itemsize <= 4, dtype == np.int16)
     k = _kernels.get(key)
     if k is None:
-        k = _kernels[key] = drivers.sparse_cross_entropy_rows_kernel(
-            compile_math(softmax.merge_max_sum_exp), compile_math(softmax.sparse_ce_row_loss),
-            compile_math(softmax.sparse_ce_grad), threads,
+        factory, formulas = _ROW_KERNELS[math_fn]
+        k = _kernels[key] = factory(
+            compile_math(softmax.merge_max_sum_exp), *(compile_math(f) for f in formulas), threads,
             np.float32 if dtype.itemsize <= 4 else np.float64, dtype == np.int16,
         )
     return k
@@ -118,7 +128,7 @@ def _evaluate(spec, caller, natives, common, options):
     math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
     # What kernels read and write: the input's dtype; bfloat16 as float32 copies, except
     # in the cross-entropy kernel, which reads and writes its bits (int16) directly.
-    native_bf16 = dtype is _BFLOAT16 and math_fn is softmax.sparse_softmax_cross_entropy
+    native_bf16 = dtype is _BFLOAT16 and math_fn in _ROW_KERNELS
     loss_storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)
     storage = np.dtype(np.int16) if native_bf16 else loss_storage
 
@@ -228,7 +238,7 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     val = v(value) if reduced else _empty(loss_dtype, False, 0)
     counter = v(caller.zeros((1,), np.int32))  # the last block's ticket (an asynchronous memset)
     tail = (counter, factor, v(total), val)
-    cooperative = math_fn is softmax.sparse_softmax_cross_entropy  # a block per row
+    cooperative = math_fn in _ROW_KERNELS  # a block per row
     if cooperative and count == 0:  # no rows, no blocks: the sum is 0
         total = caller.from_host(np.zeros(1))
         if value is not None:
@@ -238,7 +248,7 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         c = v(aux) if aux is not None else _empty(np.float64, False, 0)
         threads = _row_threads(shape2d[1])
         partials = caller.empty((count,), np.float64)
-        _sparse_ce_rows_kernel(threads, dt)[count, threads, stream](
+        _rows_kernel(math_fn, threads, dt)[count, threads, stream](
             x, y, x, c, w, params, scale, lo, gx, gy, gy, h, v(partials), *tail
         )
     elif rows:

@@ -13,9 +13,9 @@ the same input gives the same bits run after run. Every loss kernel ends with th
 arguments of :func:`grid_finish`: ``counter, factor, total, value``.
 
 - Element-wise: a grid-stride loop, at most ``max_blocks`` blocks of ``threads``.
-- Row-wise: one thread per row, calling the row function of :mod:`fastloss.losses`
-  (the cooperative block-per-row kernels of the softmax cross-entropies are in
-  :mod:`.softmax_rows`).
+- Row-wise: one thread per row, calling the row function of :mod:`fastloss.losses`;
+  the softmax cross-entropies have block-per-row kernels of their own, built from the
+  same formulas.
 """
 
 import math
@@ -147,6 +147,96 @@ def block_max_sum_exp(threads, merge):
     return compile_device(reduce, f"block_max_sum_exp_{threads}")
 
 
+def row_max_sum_exp(threads, merge, narrow, load):
+    """Device function ``(z, t, n) -> (m, d)``: the online log-sum-exp of row ``z`` (m its
+    maximum, d = sum_j exp(z_j - m)) by the block's ``threads`` threads, thread ``t``
+    taking every ``threads``-th element with four loads in flight, the threads' states
+    merged in a fixed tree. Exponentials in ``narrow`` precision, sums in float64."""
+    block_merge = block_max_sum_exp(threads, merge)
+
+    def step(m, d, v):
+        """One element into an online (max, sum of exp(z - max)) state."""
+        if v > m:
+            return v, d * math.exp(narrow(m - v)) + 1.0
+        if v != -math.inf:
+            return m, d + math.exp(narrow(v - m))
+        return m, d
+
+    step = compile_device(step, f"online_step_{narrow.__name__}")
+
+    def lse(z, t, n):
+        m = -math.inf
+        d = 0.0
+        j = t
+        while j + 3 * threads < n:  # four loads in flight before the dependent updates
+            v0, v1, v2, v3 = z[j], z[j + threads], z[j + 2 * threads], z[j + 3 * threads]
+            m, d = step(m, d, load(v0))
+            m, d = step(m, d, load(v1))
+            m, d = step(m, d, load(v2))
+            m, d = step(m, d, load(v3))
+            j += 4 * threads
+        while j < n:
+            m, d = step(m, d, load(z[j]))
+            j += threads
+        return block_merge(m, d)
+
+    return compile_device(lse, f"row_max_sum_exp_{threads}_{narrow.__name__}_{load.__name__}")
+
+
+def softmax_cross_entropy_rows_kernel(merge, target, grad, threads, narrow, bf16):
+    """A block per row for softmax cross-entropy with soft (or one-hot) targets, PyTorch
+    ``cross_entropy`` with probabilities and optax's: t_j = y_j (1 - ls) + ls / C, T =
+    sum_j t_j, loss = sum_j t_j (m - z_j) + T log d, grad_j = gs (T p_j - t_j). Pass 1
+    sums T and the online log-sum-exp; pass 2 writes the gradient (in place with
+    ``gx`` the logits) and sums the loss terms. Formulas shared with the CPU row function
+    (:func:`fastloss.losses.softmax.smoothed_target`, ``softmax_ce_grad``); precision and
+    ``bf16`` as in :func:`sparse_cross_entropy_rows_kernel`.
+    """
+    load, store = (bf16_load, bf16_store) if bf16 else (plain_load, plain_store)
+    lse = row_max_sum_exp(threads, merge, narrow, load)
+    reduce = block_sum(threads)
+    finish = grid_finish(threads)
+
+    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
+        row = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        n = x.shape[1]
+        z = x[row]
+        yr = y[row]
+        ls = params[0]
+        k = ls / n
+        wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
+        gs = scale * wi
+        total_t = 0.0
+        for j in range(t, n, threads):
+            total_t += target(load(yr[j]), ls, k)
+        total_t = reduce(total_t)
+        m, d = lse(z, t, n)  # its barriers also end every thread's reads of pass 1
+        log_d = math.log(d)
+        inv_d = 1.0 / d
+        s = 0.0
+        for j in range(t, n, threads):
+            zj = load(z[j])
+            tj = target(load(yr[j]), ls, k)
+            if tj != 0.0:
+                s += tj * (m - zj)
+            if gx.shape[1] != 0 or h.shape[1] != 0:
+                pj = math.exp(narrow(zj - m)) * inv_d
+                if gx.shape[1] != 0:
+                    gx[row, j] = store(grad(pj, tj, total_t, gs))
+                if h.shape[1] != 0:
+                    h[row, j] = store(gs * total_t * pj * (1.0 - pj))
+        s = reduce(s)
+        if t == 0:
+            loss = (s + total_t * log_d) * wi
+            partials[row] = loss
+            if loss_out.shape[0] != 0:
+                loss_out[row] = loss
+        finish(partials, counter, factor, total, value)
+
+    return compile_kernel(kernel, f"rows_softmax_cross_entropy{'_bf16' if bf16 else ''}")
+
+
 def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf16):
     """A block per row for sparse softmax cross-entropy (PyTorch ``cross_entropy`` with
     class indices, weights, smoothing and ``ignore_index``), in two passes over the row:
@@ -167,16 +257,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
     in int16 arrays, converted in registers (round to nearest even on the way out).
     """
     load, store = (bf16_load, bf16_store) if bf16 else (plain_load, plain_store)
-
-    def step(m, d, v):
-        """One element into an online (max, sum of exp(z - max)) state."""
-        if v > m:
-            return v, d * math.exp(narrow(m - v)) + 1.0
-        if v != -math.inf:
-            return m, d + math.exp(narrow(v - m))
-        return m, d
-
-    step = compile_device(step, f"online_step_{narrow.__name__}")
+    lse = row_max_sum_exp(threads, merge, narrow, load)
 
     def element(row, j, zj, m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h):
         """Write the gradient (and hessian) of logit ``j``; return its smoothing term."""
@@ -190,7 +271,6 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
         return cj * (m - zj) if ls != 0.0 else 0.0
 
     element = compile_device(element, f"ce_element_{narrow.__name__}{'_bf16' if bf16 else ''}")
-    block_merge = block_max_sum_exp(threads, merge)
     reduce = block_sum(threads)
     finish = grid_finish(threads)
 
@@ -216,23 +296,10 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
         else:
             w_y = np.float64(cw[label]) if weighted else 1.0
             z_y = load(z[label])  # read before any thread writes the row
-            m = -math.inf
-            d = 0.0
             wsum = 0.0
-            j = t
-            while j + 3 * threads < n:  # four loads in flight before the dependent updates
-                v0, v1, v2, v3 = z[j], z[j + threads], z[j + 2 * threads], z[j + 3 * threads]
-                m, d = step(m, d, load(v0))
-                m, d = step(m, d, load(v1))
-                m, d = step(m, d, load(v2))
-                m, d = step(m, d, load(v3))
-                j += 4 * threads
-            while j < n:
-                m, d = step(m, d, load(z[j]))
-                j += threads
             for j in range(t, n if weighted else 0, threads):
                 wsum += cw[j]
-            m, d = block_merge(m, d)
+            m, d = lse(z, t, n)
             wsum = reduce(wsum) if weighted else float(n)
             log_d = math.log(d)
             inv_d = 1.0 / d

@@ -184,7 +184,7 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     total_t = 0.0
     for j in range(n):
         zj = wide(z[j])
-        tj = wide(y[j]) * (1.0 - ls) + k
+        tj = smoothed_target(wide(y[j]), ls, k)
         total_t += tj
         if tj != 0.0:
             s += tj * (m - zj)
@@ -198,12 +198,23 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     inv_d = 1.0 / d
     for j in range(n):
         if want_g:
-            tj = wide(y[j]) * (1.0 - ls) + k
-            gz[j] = gs * (total_t * wide(gz[j]) * inv_d - tj)
+            gz[j] = softmax_ce_grad(wide(gz[j]) * inv_d, smoothed_target(wide(y[j]), ls, k), total_t, gs)
         if want_h:
             pj = wide(h[j]) * inv_d
             h[j] = gs * total_t * pj * (1.0 - pj)
     return s + total_t * log_d
+
+
+@portable
+def smoothed_target(yj, ls, k):
+    """t_j = y_j (1 - ls) + ls / C (k = ls / C): the target with label smoothing."""
+    return yj * (1.0 - ls) + k
+
+
+@portable
+def softmax_ce_grad(pj, tj, total_t, gs):
+    """d loss / d z_j = gs (T softmax_j - t_j), T = sum_j t_j."""
+    return gs * (total_t * pj - tj)
 
 
 @portable
