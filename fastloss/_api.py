@@ -53,7 +53,10 @@ def evaluate(spec, args, kwargs):
         if cuda.is_device_array(value):
             raise ValueError(f"{name} is on a GPU but the inputs are in host memory; pass both on one device")
 
+    back = _result_converter(arrays[0])
     arrays = [_host_array(a, name) for a, name in zip(arrays, spec.inputs)]
+    if back is not None and out is not None:  # tensors as out=: write through NumPy views of them
+        back, out = _adopt_out(back, out, spec)
     dtype, compute, sparse = _check_dtypes(spec, arrays)
     rows = spec.family == "rowwise"
     if rows:
@@ -131,7 +134,40 @@ def evaluate(spec, args, kwargs):
             )
             grads = grads[0] if spec.grads == 1 else grads
         h = _deliver(hess, None, arrays[0], axis, rows) if hessian else None
+    if back is not None:
+        loss, h = back(loss), back(h)
+        grads = tuple(back(g) for g in grads) if isinstance(grads, tuple) else back(grads)
     return LossResult(loss, grads, h)
+
+
+def _result_converter(first):
+    """How results go back to the caller's kind: PyTorch CPU tensors in give tensors out
+    (``torch.from_numpy``, no copy); None for NumPy and everything else."""
+    module = type(first).__module__
+    if module.startswith("torch") and hasattr(first, "detach"):
+        import torch
+
+        def to_torch(a):
+            if a is None or not isinstance(a, np.ndarray):
+                return a
+            return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+        return to_torch
+    return None
+
+
+def _adopt_out(back, out, spec):
+    """``out`` given as tensors: NumPy views of them for the kernels, and a converter that
+    hands back the caller's own tensor where the result is one of those views."""
+    given = out if isinstance(out, (tuple, list)) and spec.grads > 1 else (out,)
+    views = tuple(np.asarray(o) if type(o).__module__.startswith("torch") else o for o in given)
+    originals = {id(v): o for v, o in zip(views, given)}
+
+    def convert(a):
+        original = originals.get(id(a))
+        return back(a) if original is None else original
+
+    return convert, (views if spec.grads > 1 and isinstance(out, (tuple, list)) else views[0])
 
 
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)

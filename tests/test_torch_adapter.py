@@ -1,0 +1,139 @@
+"""fastloss.torch: gradcheck for every loss, parity with torch.nn.functional's autograd,
+PyTorch tensors in and out of fastloss itself, and a training loop."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ALL_LOSSES
+from reference import OPTION_CASES, prepared
+
+import fastloss as fl
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+flt = pytest.importorskip("fastloss.torch")
+
+
+def _tensors(name, arrays):
+    """Float64 tensors; the differentiable inputs require grad."""
+    n_grads = len(fl.losses()[name].differentiable)
+    out = []
+    for k, a in enumerate(arrays):
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        out.append(t.requires_grad_(True) if k < n_grads else t)
+    return out
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_gradcheck_every_loss(name, rng):
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng)
+    tensors = _tensors(name, arrays)
+    fn = getattr(flt, name)
+    assert torch.autograd.gradcheck(lambda *ts: fn(*ts, **options), tensors, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["huber", "sigmoid_binary_cross_entropy", "softmax_cross_entropy",
+                                  "sparse_softmax_cross_entropy", "triplet_margin_loss", "vae_kl_divergence"])
+def test_gradcheck_per_sample_losses(name, rng):
+    """reduction="none": the incoming gradient has one value per sample (broadcast over
+    the class axis for class-axis losses)."""
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng)
+    fn = getattr(flt, name)
+    assert torch.autograd.gradcheck(lambda *ts: fn(*ts, reduction="none", **options), _tensors(name, arrays),
+                                    eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def _grad_of(f, *tensors):
+    ts = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in tensors]
+    f(*ts).backward()
+    return ts[0].grad
+
+
+@pytest.mark.parametrize("ours,theirs", [
+    (lambda x, y: flt.mse(x, y), lambda x, y: F.mse_loss(x, y)),
+    (lambda x, y: flt.mae(x, y), lambda x, y: F.l1_loss(x, y)),
+    (lambda x, y: flt.huber(x, y, delta=0.7), lambda x, y: F.huber_loss(x, y, delta=0.7)),
+    (lambda x, y: flt.sigmoid_binary_cross_entropy(x, (y > 0).double(), pos_weight=2.0),
+     lambda x, y: F.binary_cross_entropy_with_logits(x, (y > 0).double(), pos_weight=torch.tensor(2.0))),
+], ids=["mse", "mae", "huber", "bce_logits"])
+def test_gradients_equal_pytorch_autograd(ours, theirs, rng):
+    x = torch.from_numpy(rng.normal(size=(6, 5)))
+    y = torch.from_numpy(rng.normal(size=(6, 5)))
+    torch.testing.assert_close(_grad_of(ours, x, y), _grad_of(theirs, x, y), rtol=1e-12, atol=1e-14)
+
+
+def test_cross_entropy_equals_pytorch(rng):
+    z = torch.from_numpy(rng.normal(size=(7, 5)) * 3)
+    labels = torch.from_numpy(rng.integers(0, 5, 7))
+    labels[2] = -100
+    w = torch.from_numpy(rng.uniform(0.5, 2.0, 5))
+    kw = dict(ignore_index=-100, label_smoothing=0.1)
+    ours = _grad_of(lambda t, y: flt.sparse_softmax_cross_entropy(t, y, class_weight=w.numpy(), **kw), z, labels)
+    theirs = _grad_of(lambda t, y: F.cross_entropy(t, y, weight=w, **kw), z, labels)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+    probs = torch.softmax(torch.from_numpy(rng.normal(size=(7, 5))), -1)
+    ours = _grad_of(lambda t, p: flt.softmax_cross_entropy(t, p, label_smoothing=0.2), z, probs)
+    theirs = _grad_of(lambda t, p: F.cross_entropy(t, p, label_smoothing=0.2), z, probs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+def test_tensors_in_give_tensors_out_without_copying_inputs(rng, monkeypatch):
+    from fastloss import _api
+
+    x = torch.from_numpy(rng.normal(size=(4, 3))).requires_grad_(True)
+    y = torch.from_numpy(rng.normal(size=(4, 3)))
+    seen = []
+    work_array = _api._work_array
+    monkeypatch.setattr(_api, "_work_array", lambda a, *rest: seen.append(work_array(a, *rest)) or seen[-1])
+    res = fl.mse(x, y, backend="numba")
+    assert isinstance(res.loss, torch.Tensor) and isinstance(res.grad, torch.Tensor)
+    assert np.shares_memory(seen[0], x.detach().numpy()) and np.shares_memory(seen[1], y.numpy())
+    out = torch.empty(4, 3, dtype=torch.float64)
+    assert fl.mse(x, y, out=out).grad is out
+    torch.testing.assert_close(out, 2 * (x.detach() - y) / 12)
+
+
+def test_refused_arguments_and_reduction_none_shape(rng):
+    x = torch.zeros(3, requires_grad=True)
+    with pytest.raises(TypeError, match="autograd"):
+        flt.mse(x, x.detach(), out=x)
+    per = flt.mse(x, torch.ones(3), reduction="none")
+    assert per.shape == (3,)
+    per.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((3,), -2.0))
+
+
+def test_a_training_loop_follows_pytorch(rng):
+    """A softmax regression trained with fastloss's cross-entropy and with PyTorch's takes
+    the same steps."""
+    X = torch.from_numpy(rng.normal(size=(64, 4)))
+    y = torch.from_numpy((X[:, 0] + X[:, 1] > 0).long().numpy() + (X[:, 2] > 1).long().numpy())
+    runs = []
+    for loss_fn in (flt.sparse_softmax_cross_entropy, F.cross_entropy):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3).double()
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        losses = []
+        for _ in range(30):
+            opt.zero_grad()
+            loss = loss_fn(model(X), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        runs.append(losses)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-10)
+    assert runs[0][-1] < 0.5 * runs[0][0]
+
+
+def test_missing_pytorch_names_the_extra():
+    code = "import sys; sys.modules['torch'] = None\ntry:\n import fastloss.torch\nexcept ImportError as e: print(e)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert 'pip install "fastloss[torch]"' in done.stdout, done.stdout + done.stderr
+
+
+def test_importing_fastloss_does_not_import_torch():
+    code = "import sys, fastloss; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
