@@ -1,0 +1,35 @@
+"""XGBoost custom objectives from fastloss losses: ``fastloss.xgboost.objective(name, **options)``.
+
+    >>> import xgboost as xgb, fastloss.xgboost as flx
+    >>> booster = xgb.train({"base_score": 0.0}, dtrain, obj=flx.objective("sigmoid_binary_cross_entropy"))
+
+The objective has XGBoost's signature ``obj(predt, dtrain) -> (grad, hess)``: per-sample
+gradient and hessian diagonal of the loss at the raw margins, with the DMatrix's labels
+and weights, from one fused pass. Multi-class (``sparse_softmax_cross_entropy``) gets
+margins of shape (n, num_class) and returns that shape. The hessian is the exact diagonal
+(p (1 - p) for softmax), where XGBoost's own ``multi:softprob`` uses 2 p (1 - p), and
+mean squared error is r^2 (gradient 2 r, hessian 2), where ``reg:squarederror`` is r^2 / 2:
+steps differ where regularisation or ``min_child_weight`` sees the scale.
+
+Install with ``pip install "fastloss[xgboost]"``.
+"""
+
+try:
+    import xgboost  # noqa: F401 - a clear error now rather than at training time
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError('fastloss.xgboost needs XGBoost: pip install "fastloss[xgboost]"') from exc
+
+from ._boosting import SUPPORTED, gradient_and_hessian
+
+__all__ = ["SUPPORTED", "objective"]
+
+
+def objective(name, **options):
+    """XGBoost custom objective ``obj(predt, dtrain) -> (grad, hess)`` for loss ``name``."""
+    compute = gradient_and_hessian(name, options, "XGBoost")
+
+    def obj(predt, dtrain):
+        return compute(predt, dtrain.get_label(), dtrain.get_weight())
+
+    obj.__name__ = f"fastloss_{name}"
+    return obj
