@@ -39,11 +39,18 @@ def evaluate(spec, args, kwargs):
     out = kwargs.pop("out", None)
     hessian = kwargs.pop("hessian", False)
     backend = kwargs.pop("backend", "auto")
+    # Adapters that split the data (Dask) decide hinge's 0/1 rule over all of it, once.
+    zero_one = kwargs.pop("_targets_zero_one", None)
     axis = kwargs.pop("axis", -1) if spec.family == "rowwise" else -1
     options = {o.name: o.check(kwargs.pop(o.name, o.default)) for o in spec.options}
     if kwargs:
         raise TypeError(f"{spec.name}() got an unexpected keyword argument {next(iter(kwargs))!r}")
     _check_flags(spec, reduction, want, hessian, backend)
+    if any(type(a).__module__.startswith("dask.") for a in arrays):
+        from . import dask as lazy
+
+        common = Common(reduction, sample_weight, want, out, hessian, axis)
+        return lazy.evaluate(spec, arrays, common, options, backend)
     if backend == "cuda" or any(cuda.is_device_array(a) for a in arrays):
         if backend not in ("auto", "cuda"):
             raise ValueError(f"backend={backend!r} runs on the CPU, but the arrays are on a GPU; use 'cuda' or 'auto'")
@@ -74,7 +81,8 @@ def evaluate(spec, args, kwargs):
     x = work[0]
     weights = _sample_weights(sample_weight, loss_shape)
     aux = _aux_array(spec, options, arrays, width, rows)
-    params = tuple(float(v) for v in spec.params(options, arrays)) or (0.0,)
+    decided = (arrays[0], bool(zero_one)) if zero_one is not None and spec.data_params else arrays
+    params = tuple(float(v) for v in spec.params(options, decided)) or (0.0,)
 
     # Outputs.
     outs = _check_out(spec, out, arrays, want)
