@@ -150,7 +150,8 @@ def evaluate(spec, args, kwargs):
 
 def _result_converter(first):
     """How results go back to the caller's kind: PyTorch CPU tensors in give tensors out
-    (``torch.from_numpy``, no copy); None for NumPy and everything else."""
+    (``torch.from_numpy``, no copy), JAX arrays give JAX arrays (``jnp.asarray``: JAX
+    owns its buffers, so a copy); None for NumPy and everything else."""
     module = type(first).__module__
     if module.startswith("torch") and hasattr(first, "detach"):
         import torch
@@ -161,6 +162,13 @@ def _result_converter(first):
             return torch.from_numpy(a if a.flags.writeable else a.copy())
 
         return to_torch
+    if module.startswith(("jax", "jaxlib")) and hasattr(first, "__dlpack__"):
+        import jax.numpy as jnp
+
+        def to_jax(a):
+            return a if a is None or not isinstance(a, np.ndarray) else jnp.asarray(a)
+
+        return to_jax
     return None
 
 
