@@ -1,0 +1,52 @@
+"""fastloss.keras: a seed article's model trains the same with fastloss's loss as with
+Keras's own, on the torch and jax backends (each in a process of its own, since Keras
+chooses its backend at import), and the Loss classes are generated from the registry."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+# Keras picks its backend at import (TensorFlow by default): only look for it here.
+if importlib.util.find_spec("keras") is None:
+    pytest.skip("Keras is not installed", allow_module_level=True)
+pytest.importorskip("sklearn")
+
+SCRIPT = pathlib.Path(__file__).with_name("keras_seed.py")
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_seed_model_trains_the_same(backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run([sys.executable, str(SCRIPT), "8"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    (theirs, acc_theirs), (ours, acc_ours) = result["keras"], result["fastloss"]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    assert abs(acc_ours - acc_theirs) <= 0.01
+    assert ours[-1] < ours[0]
+
+
+def test_classes_are_generated_for_losses_with_targets():
+    code = ("import os; os.environ['KERAS_BACKEND'] = 'torch'\n"
+            "import fastloss.keras as k\n"
+            "print(len(k.__all__), k.SparseSoftmaxCrossEntropy(label_smoothing=0.1).get_config()['label_smoothing'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    count, smoothing = done.stdout.split()
+    # Every loss with a target to compare with, except RMSE (no per-sample value): 20.
+    assert int(count) == 20 and float(smoothing) == 0.1
+
+
+def test_missing_keras_names_the_extra():
+    code = "import sys; sys.modules['keras'] = None\ntry:\n import fastloss.keras\nexcept ImportError as e: print(e)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert 'pip install "fastloss[keras]"' in done.stdout, done.stdout + done.stderr
