@@ -237,6 +237,11 @@ def _host_array(obj, name):
         return obj
     if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
         obj = obj.detach()  # a tensor that requires grad is read, never copied
+    elif hasattr(obj, "__dlpack__") and not hasattr(obj, "__array_interface__"):
+        try:  # JAX CPU arrays and other DLPack producers: a view of their buffer
+            return np.from_dlpack(obj)
+        except Exception:  # noqa: BLE001 - a producer NumPy cannot view: fall back to __array__
+            pass
     try:
         return np.asarray(obj)
     except Exception as exc:

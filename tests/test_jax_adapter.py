@@ -79,6 +79,17 @@ def test_gradients_equal_jax_autodiff_of_the_formulas(rng):
             np.testing.assert_allclose(jax.grad(ours)(zj), jax.grad(theirs)(zj), rtol=1e-12, atol=1e-15)
 
 
+def test_jax_arrays_are_read_without_copies(rng, monkeypatch):
+    from fastloss import _api
+
+    x = jnp.asarray(rng.normal(size=(4, 3)).astype(np.float32))
+    seen = []
+    work_array = _api._work_array
+    monkeypatch.setattr(_api, "_work_array", lambda a, *rest: seen.append(work_array(a, *rest)) or seen[-1])
+    fl.mse(x, x, backend="numba")
+    assert np.shares_memory(seen[0], np.from_dlpack(x))
+
+
 def test_jax_arrays_in_give_jax_arrays_out(rng):
     x = jnp.asarray(rng.normal(size=5).astype(np.float32))
     res = fl.mse(x, x + 1)
