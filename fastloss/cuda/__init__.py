@@ -16,19 +16,29 @@ Importing :mod:`fastloss` never imports ``numba.cuda``: :func:`is_device_array` 
 from attributes alone, and the rest loads on the first device call.
 """
 
+import numpy as np
+
 __all__ = ["available", "evaluate", "is_device_array"]
+
+_HOST = (np.ndarray, np.generic, int, float, complex, str, bytes, list, tuple, dict, type(None))
 
 # DLPack device types that are GPU memory a kernel can read: kDLCUDA, kDLCUDAManaged.
 _DLPACK_CUDA = (2, 13)
 
 
 def is_device_array(obj):
-    """Whether ``obj`` is a CUDA device array (without importing anything)."""
-    try:
-        return obj.__cuda_array_interface__ is not None
-    except AttributeError:  # not a device array (a CPU tensor raises this too)
-        pass
-    except Exception:  # the interface exists but refuses: a CUDA tensor that requires grad
+    """Whether ``obj`` is a CUDA device array (without importing anything; host arrays
+    and numbers are answered at once, since every call on the CPU asks)."""
+    if isinstance(obj, _HOST):
+        return False
+    if hasattr(type(obj), "__cuda_array_interface__"):
+        try:
+            return obj.__cuda_array_interface__ is not None
+        except AttributeError:  # a CPU tensor: the class has the property, the tensor refuses
+            return False
+        except Exception:  # the interface exists but refuses: a CUDA tensor that requires grad
+            return True
+    if hasattr(obj, "__cuda_array_interface__"):  # set on the instance
         return True
     if type(obj).__name__ == "FakeCUDAArray":  # a device array of Numba's CUDA simulator
         return True
