@@ -61,12 +61,17 @@ def _row_threads(width):
 
 
 #: The class-axis losses with a block-per-row kernel: the math function, the kernel
-#: factory and the portable formulas it is built from (after ``merge_max_sum_exp``).
+#: factory, the portable formulas it is built from (after ``merge_max_sum_exp``), and
+#: the factory's other arguments.
 _ROW_KERNELS = {
     softmax.sparse_softmax_cross_entropy: (
-        drivers.sparse_cross_entropy_rows_kernel, (softmax.sparse_ce_row_loss, softmax.sparse_ce_grad)),
+        drivers.sparse_cross_entropy_rows_kernel, (softmax.sparse_ce_row_loss, softmax.sparse_ce_grad), ()),
     softmax.softmax_cross_entropy: (
-        drivers.softmax_cross_entropy_rows_kernel, (softmax.smoothed_target, softmax.softmax_ce_grad)),
+        drivers.soft_target_rows_kernel, (softmax.ce_target, softmax.no_entropy, softmax.softmax_ce_grad),
+        ("softmax_cross_entropy",)),
+    softmax.softmax_kl_divergence: (
+        drivers.soft_target_rows_kernel, (softmax.kl_target, softmax.kl_entropy, softmax.softmax_ce_grad),
+        ("softmax_kl_divergence",)),
 }
 
 
@@ -77,10 +82,10 @@ def _rows_kernel(math_fn, threads, dtype):
     key = (math_fn, "rows", threads, dtype.itemsize <= 4, dtype == np.int16)
     k = _kernels.get(key)
     if k is None:
-        factory, formulas = _ROW_KERNELS[math_fn]
+        factory, formulas, named = _ROW_KERNELS[math_fn]
         k = _kernels[key] = factory(
             compile_math(softmax.merge_max_sum_exp), *(compile_math(f) for f in formulas), threads,
-            np.float32 if dtype.itemsize <= 4 else np.float64, dtype == np.int16,
+            np.float32 if dtype.itemsize <= 4 else np.float64, dtype == np.int16, *named,
         )
     return k
 

@@ -183,14 +183,21 @@ def row_max_sum_exp(threads, merge, narrow, load):
     return compile_device(lse, f"row_max_sum_exp_{threads}_{narrow.__name__}_{load.__name__}")
 
 
-def softmax_cross_entropy_rows_kernel(merge, target, grad, threads, narrow, bf16):
-    """A block per row for softmax cross-entropy with soft (or one-hot) targets, PyTorch
-    ``cross_entropy`` with probabilities and optax's: t_j = y_j (1 - ls) + ls / C, T =
-    sum_j t_j, loss = sum_j t_j (m - z_j) + T log d, grad_j = gs (T p_j - t_j). Pass 1
-    sums T and the online log-sum-exp; pass 2 writes the gradient (in place with
-    ``gx`` the logits) and sums the loss terms. Formulas shared with the CPU row function
-    (:func:`fastloss.losses.softmax.smoothed_target`, ``softmax_ce_grad``); precision and
-    ``bf16`` as in :func:`sparse_cross_entropy_rows_kernel`.
+def soft_target_rows_kernel(merge, target, entropy, grad, threads, narrow, bf16, name):
+    """A block per row for the softmax losses with a target distribution (softmax
+    cross-entropy, PyTorch ``cross_entropy`` with probabilities and optax's; softmax KL
+    divergence, PyTorch ``kl_div(log_softmax(z), q)``). Both have one parameter, a =
+    ``params[0]`` (label smoothing; log_target). With t_j = ``target(y_j, a, C)`` and T =
+    sum_j t_j::
+
+        loss = sum_{t_j != 0} (entropy(y_j, t_j, a) + t_j (m - z_j)) + T log d
+        grad_j = gs (T p_j - t_j)
+
+    Pass 1 sums T and the online log-sum-exp; pass 2 writes the gradient (in place with
+    ``gx`` the logits) and sums the loss terms. The per-element formulas are the CPU row
+    functions' (:func:`fastloss.losses.softmax.ce_target`, ``kl_target``, ``kl_entropy``,
+    ``softmax_ce_grad``); precision and ``bf16`` as in
+    :func:`sparse_cross_entropy_rows_kernel`.
     """
     load, store = (bf16_load, bf16_store) if bf16 else (plain_load, plain_store)
     lse = row_max_sum_exp(threads, merge, narrow, load)
@@ -203,13 +210,12 @@ def softmax_cross_entropy_rows_kernel(merge, target, grad, threads, narrow, bf16
         n = x.shape[1]
         z = x[row]
         yr = y[row]
-        ls = params[0]
-        k = ls / n
         wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
         gs = scale * wi
+        a = params[0]
         total_t = 0.0
         for j in range(t, n, threads):
-            total_t += target(load(yr[j]), ls, k)
+            total_t += target(load(yr[j]), a, n)
         total_t = reduce(total_t)
         m, d = lse(z, t, n)  # its barriers also end every thread's reads of pass 1
         log_d = math.log(d)
@@ -217,9 +223,10 @@ def softmax_cross_entropy_rows_kernel(merge, target, grad, threads, narrow, bf16
         s = 0.0
         for j in range(t, n, threads):
             zj = load(z[j])
-            tj = target(load(yr[j]), ls, k)
+            yj = load(yr[j])
+            tj = target(yj, a, n)
             if tj != 0.0:
-                s += tj * (m - zj)
+                s += entropy(yj, tj, a) + tj * (m - zj)
             if gx.shape[1] != 0 or h.shape[1] != 0:
                 pj = math.exp(narrow(zj - m)) * inv_d
                 if gx.shape[1] != 0:
@@ -234,7 +241,7 @@ def softmax_cross_entropy_rows_kernel(merge, target, grad, threads, narrow, bf16
                 loss_out[row] = loss
         finish(partials, counter, factor, total, value)
 
-    return compile_kernel(kernel, f"rows_softmax_cross_entropy{'_bf16' if bf16 else ''}")
+    return compile_kernel(kernel, f"rows_{name}{'_bf16' if bf16 else ''}")
 
 
 def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf16):

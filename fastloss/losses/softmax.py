@@ -313,7 +313,6 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     ``kl_div(log_softmax(z), q, reduction="batchmean")`` per row. Gradient
     gs (Q softmax_j - q_j), Q = sum_j q_j.
     """
-    log_target = p[0] != 0.0
     n = z.shape[0]
     want_g = gz.shape[0] != 0
     m = row_max(z)
@@ -326,19 +325,40 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     total_q = 0.0
     for j in range(n):
         yj = wide(y[j])
-        q = math.exp(yj) if log_target else yj
+        q = kl_target(yj, p[0], n)
         if q != 0.0:
-            log_q = yj if log_target else math.log(yj)
-            loss += q * (log_q - (wide(z[j]) - m) + log_d)
+            loss += kl_entropy(yj, q, p[0]) + q * ((m - wide(z[j])) + log_d)
         total_q += q
         if want_g:
             gz[j] = math.exp(wide(z[j]) - m) / d
     if want_g:
         for j in range(n):
-            yj = wide(y[j])
-            q = math.exp(yj) if log_target else yj
-            gz[j] = gs * (total_q * wide(gz[j]) - q)
+            gz[j] = softmax_ce_grad(wide(gz[j]), kl_target(wide(y[j]), p[0], n), total_q, gs)
     return loss
+
+
+@portable
+def kl_target(yj, log_target, n):
+    """q_j from a target row entry: y_j, or exp(y_j) with ``log_target`` (nonzero)."""
+    return math.exp(yj) if log_target != 0.0 else yj
+
+
+@portable
+def kl_entropy(yj, q, log_target):
+    """q_j log q_j of a nonzero q_j (log q_j is y_j itself with ``log_target``)."""
+    return q * (yj if log_target != 0.0 else math.log(yj))
+
+
+@portable
+def ce_target(yj, ls, n):
+    """t_j of softmax cross-entropy over ``n`` classes, smoothed with ``ls``."""
+    return smoothed_target(yj, ls, ls / n)
+
+
+@portable
+def no_entropy(yj, t, ls):
+    """Cross-entropy has no target entropy term."""
+    return 0.0
 
 
 @portable
