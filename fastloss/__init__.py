@@ -12,7 +12,7 @@ import inspect
 
 from . import _api, cpu_cython, cuda
 from ._api import evaluate
-from ._registry import ALIASES, REGISTRY, SPECS, lookup
+from ._registry import SPECS, export, lookup
 from ._result import LossResult
 
 __version__ = "0.1.0"
@@ -89,11 +89,7 @@ def _make_loss(spec):
     return loss_function
 
 
-for _spec in SPECS:
-    globals()[_spec.name] = _make_loss(_spec)
-for _alias, _name in ALIASES.items():
-    globals()[_alias] = globals()[_name]
-del _spec, _alias, _name
+_LOSSES = export(globals(), _make_loss)
 
 
 class LossInfo(dict):
@@ -135,4 +131,4 @@ def compute(name, *arrays, **options):
     return globals()[lookup(name).name](*arrays, **options)
 
 
-__all__ = ["LossResult", "backends", "compute", "losses", *REGISTRY, *ALIASES]
+__all__ = ["LossResult", "backends", "compute", "losses", *_LOSSES]

@@ -18,6 +18,18 @@ SUPPORTED = (
 )
 
 
+def objective(name, options, library, labels_and_weights):
+    """A custom objective ``obj(margins, data) -> (grad, hess)`` for ``library``, reading
+    the data set's labels and weights with ``labels_and_weights(data)``."""
+    compute = gradient_and_hessian(name, options, library)
+
+    def obj(margins, data):
+        return compute(margins, *labels_and_weights(data))
+
+    obj.__name__ = f"fastloss_{name}"
+    return obj
+
+
 def gradient_and_hessian(name, options, library):
     """``f(margins, labels, weights) -> (grad, hess)`` for loss ``name`` (or an alias).
 

@@ -333,6 +333,16 @@ REGISTRY = {s.name: s for s in SPECS}
 ALIASES = {a: s.name for s in SPECS for a in s.aliases}
 
 
+def export(namespace, make):
+    """Put ``make(spec)`` into ``namespace`` under every loss's name and aliases (the
+    package and each adapter generate their functions this way); returns the names."""
+    for spec in SPECS:
+        namespace[spec.name] = make(spec)
+    for alias, name in ALIASES.items():
+        namespace[alias] = namespace[name]
+    return [*REGISTRY, *ALIASES]
+
+
 def lookup(name):
     """The spec of the loss called ``name`` (or one of its aliases)."""
     spec = REGISTRY.get(ALIASES.get(name, name))

@@ -66,9 +66,10 @@ def evaluate(spec, arrays, common, options, backend):
     chunked_options = [n for n, v in options.items() if not rows and isinstance(v, np.ndarray) and v.ndim]
     for n in chunked_options:
         extra.pop(n)
+    zero_one = None
     if spec.data_params:  # decided over every target, not chunk by chunk
         t = inputs[1]
-        extra["_targets_zero_one"] = da.all((t == 0) | (t == 1) | da.isnan(t))
+        zero_one = da.all((t == 0) | (t == 1) | da.isnan(t))
     want, hessian = common.want, common.hessian
     reduction = common.reduction
 
@@ -87,7 +88,6 @@ def evaluate(spec, arrays, common, options, backend):
         grads = res.grad if isinstance(res.grad, tuple) or res.grad is None else (res.grad,)
         return res.loss, grads, res.hess
 
-    zero_one = extra.pop("_targets_zero_one", None)
     pairs = []
     for a, ix in zip(inputs, index):
         pairs += [a, ix]

@@ -28,7 +28,7 @@ import numpy as np
 
 import fastloss as _fl
 
-from ._registry import ALIASES, SPECS
+from ._registry import export
 
 _REFUSED = ("out", "grad", "hessian")
 
@@ -124,10 +124,6 @@ def _make(spec):
     return loss_function
 
 
-for _spec in SPECS:
-    globals()[_spec.name] = _make(_spec)
-for _alias, _name in ALIASES.items():
-    globals()[_alias] = globals()[_name]
-del _spec, _alias, _name
+_LOSSES = export(globals(), _make)
 
-__all__ = [*(s.name for s in SPECS), *ALIASES]
+__all__ = [*_LOSSES]

@@ -16,17 +16,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError('fastloss.lightgbm needs LightGBM: pip install "fastloss[lightgbm]"') from exc
 
-from ._boosting import SUPPORTED, gradient_and_hessian
+from . import _boosting
+from ._boosting import SUPPORTED
 
 __all__ = ["SUPPORTED", "objective"]
 
 
 def objective(name, **options):
     """LightGBM custom objective ``objective(preds, train_data) -> (grad, hess)`` for ``name``."""
-    compute = gradient_and_hessian(name, options, "LightGBM")
-
-    def obj(preds, train_data):
-        return compute(preds, train_data.get_label(), train_data.get_weight())
-
-    obj.__name__ = f"fastloss_{name}"
-    return obj
+    return _boosting.objective(name, options, "LightGBM", lambda d: (d.get_label(), d.get_weight()))

@@ -19,17 +19,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError('fastloss.xgboost needs XGBoost: pip install "fastloss[xgboost]"') from exc
 
-from ._boosting import SUPPORTED, gradient_and_hessian
+from . import _boosting
+from ._boosting import SUPPORTED
 
 __all__ = ["SUPPORTED", "objective"]
 
 
 def objective(name, **options):
     """XGBoost custom objective ``obj(predt, dtrain) -> (grad, hess)`` for loss ``name``."""
-    compute = gradient_and_hessian(name, options, "XGBoost")
-
-    def obj(predt, dtrain):
-        return compute(predt, dtrain.get_label(), dtrain.get_weight())
-
-    obj.__name__ = f"fastloss_{name}"
-    return obj
+    return _boosting.objective(name, options, "XGBoost", lambda d: (d.get_label(), d.get_weight()))

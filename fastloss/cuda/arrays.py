@@ -72,9 +72,8 @@ class Caller:
         return a
 
     def deliver(self, buf, shape, axis, rows, dtype):
-        """A kernel output in the caller's shape, axis order and dtype."""
-        if rows and axis != len(shape) - 1:  # never reached: kernel_layout refused it
-            raise AssertionError("unreachable")
+        """A kernel output in the caller's shape, axis order and dtype (Numba arrays come
+        in with the class axis last: :meth:`kernel_layout` refuses any other)."""
         return buf.reshape(shape)
 
     def scalar(self, buf, dtype):

@@ -278,7 +278,7 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
 def _scale(caller, buf, factor):
     if buf is None or factor == 1.0:
         return
-    flat = caller.view(buf).reshape(-1) if caller.kind != "numba" else buf.reshape(-1)
+    flat = caller.view(buf).reshape(-1)
     blocks = max(1, min(-(-flat.shape[0] // THREADS), MAX_BLOCKS))
     kernel("scale", lambda threads: drivers.scale_kernel())[blocks, THREADS, caller.stream()](flat, factor)
 
@@ -314,7 +314,7 @@ def _label_stats(caller, labels, width, options):
 
 def _all_zero_one(caller, t):
     """Keras's hinge rule, decided on the device: every target in {0, 1} (NaN aside)."""
-    flat = t.reshape(-1) if caller.kind == "numba" else t
+    flat = t  # element-wise work arrays are 1-D already
     n = flat.shape[0]
     blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
     partials = caller.empty((blocks,), np.float64)
