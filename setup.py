@@ -44,12 +44,38 @@ def _has_openmp():
         return result.returncode == 0
 
 
+def _arch_flags():
+    """``-march=native`` by default: the kernels' loops are written to vectorise, and the
+    instruction set decides how wide (AVX-512 runs 8 float64 lanes, SSE2 only 2).
+    ``FASTLOSS_ARCH`` names another target (``x86-64-v3``, say, for a wheel that other
+    machines will run), or is set empty for the compiler's default. A compiler that
+    refuses the flag gets none."""
+    arch = os.environ.get("FASTLOSS_ARCH", "native")
+    if not arch:
+        return []
+    flag = f"-march={arch}"
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    with tempfile.TemporaryDirectory() as d:
+        src = pathlib.Path(d, "arch.c")
+        src.write_text("int main(void) { return 0; }\n")
+        try:
+            ok = subprocess.run(cc.split() + [flag, str(src), "-o", str(pathlib.Path(d, "arch"))],
+                                capture_output=True).returncode == 0
+        except OSError:
+            ok = False
+    if not ok:
+        print(f"fastloss: the C compiler refuses {flag}; building for its default target", file=sys.stderr)
+    return [flag] if ok else []
+
+
 def extensions():
     pyx = _generate_kernels()
     openmp = _has_openmp()
     # No -ffast-math: it deletes NaN/Inf handling. These two keep IEEE NaN/Inf semantics:
     # libm need not set errno, and FP exceptions do not trap (so branches can become selects).
-    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    # No fused multiply-adds but those the math writes as fma(): a loop's SIMD body and its
+    # scalar remainder would fuse differently (fastloss/math/elementary.py says more).
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", *_arch_flags()]
     if openmp:
         flags.append("-fopenmp")
     else:

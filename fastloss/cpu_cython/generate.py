@@ -1,6 +1,6 @@
 """Generate the Cython backend from the one source of the loss math.
 
-``setup.py`` runs this before Cython: it reads ``fastloss/math/primitives.py`` and
+``setup.py`` runs this before Cython: it reads ``fastloss/math/{elementary,primitives}.py`` and
 ``fastloss/losses/*.py`` as text (nothing is imported, so the build needs neither Numba
 nor fastloss) and writes two build products beside this file, not committed:
 ``_primitives.pxd``, the stable scalar primitives as ``cdef inline ... noexcept nogil``
@@ -10,6 +10,10 @@ a ``def`` entry point that the Python layer calls.
 
 The portable math is a small subset of Python, and the translation is mechanical:
 
+* ``@native`` functions (the bit casts of :mod:`fastloss.math.elementary`) become the C
+  functions of ``NATIVES``; ``@portable(cuda=...)`` overrides concern other targets only;
+* a local is a C ``long long`` where its value is integer arithmetic (bit casts, shifts,
+  integer constants), else a double (or a ``bint`` for a comparison);
 * a parameter that is indexed or has ``.shape`` is an array, passed as a pointer and a
   length (``z.shape[0]`` becomes ``z_n``); a parameter used as an index is an integer;
   ``p`` is the options (``const double*``); every other value is a C double;
@@ -28,6 +32,8 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 MODULES = (
+    "math/elementary.py",
+    "math/reductions.py",
     "math/primitives.py",
     "losses/regression.py",
     "losses/binary.py",
@@ -37,13 +43,25 @@ MODULES = (
 )
 ROW_PARAMS = 10  # x, y, v, c, gx, gy, gv, h, gs, p
 ELEMENT_PARAMS = 4  # x, y, c, p
-LIBC = {"exp", "log", "log1p", "expm1", "sqrt", "sinh", "tanh", "hypot"}
+LIBC = {"expm1", "sqrt", "sinh", "tanh", "hypot"}
+SCALAR_MODULES = ("elementary", "reductions", "primitives")  # helpers only; they go to the .pxd
+NATIVES = {  # name -> (C return type, C definition); ``lanes`` is a local array, see Function
+    "as_int64": ("long long", "long long {c}(double x) {{ long long i; memcpy(&i, &x, 8); return i; }}"),
+    "as_float64": ("double", "double {c}(long long i) {{ double x; memcpy(&x, &i, 8); return x; }}"),
+    "fma": ("double", "double {c}(double a, double b, double c) {{ return fma(a, b, c); }}"),
+    "lanes": ("double[]", None),
+    "lane_total": ("double", "double {c}(double* acc) {{ for (long w = {lanes} / 2; w > 0; w /= 2) "
+                             "for (long l = 0; l < w; l++) acc[l] += acc[l + w]; return acc[0]; }}"),
+    "lane_max": ("double", "double {c}(double* acc) {{ for (long w = {lanes} / 2; w > 0; w /= 2) "
+                           "for (long l = 0; l < w; l++) acc[l] = acc[l + w] > acc[l] ? acc[l + w] : acc[l]; "
+                           "return acc[0]; }}"),
+}
 
 
 def source_hash():
     """sha256 of the portable sources the extension is generated from."""
     h = hashlib.sha256()
-    for rel in MODULES:
+    for rel in MODULES + ("_config.py",):
         h.update(rel.encode())
         h.update((PACKAGE / rel).read_bytes())
     return h.hexdigest()
@@ -64,9 +82,9 @@ class Function:
         self.returns = self._return_arity()
 
     def _kind(self):
-        if self.module != "primitives" and len(self.params) == ROW_PARAMS:
+        if self.module not in SCALAR_MODULES and len(self.params) == ROW_PARAMS:
             return "row"
-        if self.module != "primitives" and len(self.params) == ELEMENT_PARAMS and self.params[-1] == "p":
+        if self.module not in SCALAR_MODULES and len(self.params) == ELEMENT_PARAMS and self.params[-1] == "p":
             return "element"
         return "helper"
 
@@ -128,14 +146,51 @@ class Function:
                 out.append(f"double {name}")
         return ", ".join(out)
 
+    def _is_integer(self, node, types):
+        """Whether ``node`` is integer arithmetic (so that its local is a ``long long``)."""
+        if isinstance(node, ast.Constant):
+            return type(node.value) is int
+        if isinstance(node, ast.Name):
+            target = self.resolve.get(node.id)
+            return types.get(node.id) in INTEGER_TYPES or (
+                isinstance(target, Native) and target.c_type == "long long") or (
+                isinstance(target, str) and target in INTEGER_CONSTANTS)
+        if isinstance(node, ast.Call):
+            return self._is_integer(node.func, types)
+        if isinstance(node, ast.BinOp):
+            if isinstance(node.op, (ast.LShift, ast.RShift, ast.BitAnd, ast.BitOr)):
+                return True
+            return not isinstance(node.op, ast.Div) and \
+                self._is_integer(node.left, types) and self._is_integer(node.right, types)
+        if isinstance(node, ast.IfExp):
+            return self._is_integer(node.body, types) and self._is_integer(node.orelse, types)
+        return False
+
+    def _is_lanes(self, node):
+        """Whether ``node`` is a call of the native ``lanes`` (a local lane array)."""
+        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+            isinstance(self.resolve.get(node.func.id), Native) and self.resolve[node.func.id].name == "lanes"
+
     def _local_types(self):
+        types = {}
+        for _ in range(4):  # integer-ness flows through assignments: iterate to a fixed point
+            before = dict(types)
+            types = self._local_types_once(before)
+            if types == before:
+                break
+        return types
+
+    def _local_types_once(self, known):
         types = {}
 
         def note(name, t):
             if name in self.params:
                 return
             old = types.get(name)
-            types[name] = t if old in (None, t) else "double"
+            if old in INTEGER_TYPES and t in INTEGER_TYPES:
+                types[name] = "Py_ssize_t" if "Py_ssize_t" in (old, t) else t
+            else:
+                types[name] = t if old in (None, t) else "double"
 
         for n in ast.walk(self.node):
             if isinstance(n, ast.For):
@@ -154,6 +209,10 @@ class Function:
                     elif isinstance(n.value, ast.Subscript) and isinstance(n.value.value, ast.Attribute) \
                             and n.value.value.attr == "shape":
                         note(target.id, "Py_ssize_t")
+                    elif self._is_integer(n.value, known):
+                        note(target.id, "long long")
+                    elif self._is_lanes(n.value):
+                        note(target.id, "double[]")
                     else:
                         note(target.id, "double")
         return types
@@ -164,8 +223,18 @@ class Function:
         by_type = {}
         for name, t in sorted(self._local_types().items()):
             by_type.setdefault(t, []).append(name)
+        arrays = by_type.pop("double[]", [])
+        if arrays:  # lane arrays, and the index that fills them
+            by_type.setdefault("Py_ssize_t", []).append("_lane")
         for t, names in sorted(by_type.items()):
             lines.append(f"    cdef {t} {', '.join(names)}")
+        lines += [f"    cdef double {name}[{lane_count()}]" for name in arrays]
+        options = sorted({n.slice.value for n in ast.walk(self.node)
+                          if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+                          and self.types.get(n.value.id) == "params" and isinstance(n.slice, ast.Constant)})
+        # Options are read once, up front: a load that only one side of a condition makes
+        # would keep GCC from vectorising the loop the function is inlined into.
+        lines += [f"    cdef double p_{i} = p[{i}]" for i in options]
         body = [s for s in self.node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
         translator = Translator(self)
         for stmt in body:
@@ -180,11 +249,25 @@ class Translator(ast.NodeTransformer):
     def __init__(self, fn):
         self.fn = fn
 
+    def visit_Assign(self, node):
+        if self.fn._is_lanes(node.value):  # acc = lanes(v): fill the local array
+            value = node.value.args[0]
+            if isinstance(value, ast.Constant) and value.value is None:  # scratch: no fill
+                return ast.Pass()
+            fill = ast.Assign([ast.Subscript(node.targets[0], ast.Name("_lane"))], self.visit(node.value.args[0]))
+            loop = ast.For(ast.Name("_lane"), ast.Call(ast.Name("range"), [ast.Constant(lane_count())], []),
+                           [fill], [])
+            return ast.fix_missing_locations(ast.copy_location(loop, node))
+        self.generic_visit(node)
+        return node
+
     def visit_Attribute(self, node):
         self.generic_visit(node)
         if isinstance(node.value, ast.Name) and node.value.id == "math":
             if node.attr == "inf":
                 return ast.Name("INFINITY")
+            if node.attr == "nan":
+                return ast.Name("NAN")
             assert node.attr in LIBC, f"{self.fn.cname}: math.{node.attr} is not mapped"
             return ast.Name(node.attr)
         return node
@@ -193,6 +276,9 @@ class Translator(ast.NodeTransformer):
         # x.shape[0] -> x_n
         if isinstance(node.value, ast.Attribute) and node.value.attr == "shape":
             return ast.Name(f"{node.value.value.id}_n")
+        if isinstance(node.value, ast.Name) and self.fn.types.get(node.value.id) == "params" \
+                and isinstance(node.slice, ast.Constant):
+            return ast.Name(f"p_{node.slice.value}")
         self.generic_visit(node)
         return node
 
@@ -200,6 +286,8 @@ class Translator(ast.NodeTransformer):
         target = self.fn.resolve.get(node.id)
         if isinstance(target, str):  # a module constant
             return ast.Name(target)
+        if isinstance(target, Native):
+            return ast.Name(target.cname)
         return node
 
     def visit_BinOp(self, node):
@@ -228,42 +316,76 @@ class Translator(ast.NodeTransformer):
         return node
 
 
+class Native:
+    """A ``@native`` function: a C function of ``NATIVES``."""
+
+    def __init__(self, module, name):
+        self.module = module
+        self.name = name
+        self.cname = f"{module}__{name}"
+        self.c_type, definition = NATIVES[name]
+        self.c_definition = definition and "static inline " + definition.format(c=self.cname, lanes=lane_count())
+
+    def declaration(self):
+        head = self.c_definition.split("{")[0].replace("static inline ", "").strip()
+        return f"{head} noexcept nogil"
+
+
+INTEGER_TYPES = ("long long", "Py_ssize_t")
+INTEGER_CONSTANTS = set()  # the C names of integer module constants, filled by parse()
+
+
+def _decorator(stmt):
+    """"portable", "native" or None: how a top-level function is marked."""
+    for d in stmt.decorator_list:
+        name = d.func if isinstance(d, ast.Call) else d
+        if isinstance(name, ast.Name) and name.id in ("portable", "native"):
+            return name.id
+    return None
+
+
 def parse():
-    """Every portable function, in dependency order, and the module constants."""
-    functions, constants = [], []
+    """Every portable function, in dependency order, the natives and the module constants."""
+    functions, natives, constants = [], [], []
     tables = {}
     for rel in MODULES:
         module = pathlib.Path(rel).stem
         tree = ast.parse((PACKAGE / rel).read_text())
         table = tables.setdefault(module, {})
         for stmt in tree.body:
-            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.module.endswith("primitives"):
+            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.module.endswith(SCALAR_MODULES):
+                source = stmt.module.rsplit(".", 1)[-1]
                 for alias in stmt.names:
-                    table[alias.asname or alias.name] = ("primitives", alias.name)
+                    table[alias.asname or alias.name] = (source, alias.name)
             elif isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
                 cname = f"{module}__{stmt.targets[0].id}"
                 constants.append((cname, stmt.value))
                 table[stmt.targets[0].id] = cname
-            elif isinstance(stmt, ast.FunctionDef) and any(
-                isinstance(d, ast.Name) and d.id == "portable" for d in stmt.decorator_list
-            ):
+                if isinstance(stmt.value, ast.Constant) and type(stmt.value.value) is int:
+                    INTEGER_CONSTANTS.add(cname)
+            elif isinstance(stmt, ast.FunctionDef) and _decorator(stmt) == "native":
+                fn = Native(module, stmt.name)
+                natives.append(fn)
+                table[stmt.name] = fn
+            elif isinstance(stmt, ast.FunctionDef) and _decorator(stmt) == "portable":
                 fn = Function(module, stmt, table)
                 functions.append(fn)
                 table[stmt.name] = fn
-    by_key = {(f.module, f.name): f for f in functions}
+    by_key = {(f.module, f.name): f for f in functions + natives}
+    by_key.update({tuple(cname.split("__", 1)): cname for cname, _ in constants})
     for table in tables.values():
         for local, target in list(table.items()):
             if isinstance(target, tuple):
                 table[local] = by_key[target]
-    return functions, constants
+    return functions, natives, constants
 
 
 PRIMITIVES_HEADER = '''\
-# cython: language_level=3
+# cython: language_level=3, cdivision=True
 # Generated by fastloss/cpu_cython/generate.py from fastloss/math/primitives.py: the stable
 # scalar primitives every loss is written with. Do not edit: edit the portable source.
 
-from libc.math cimport INFINITY, exp, expm1, fabs, hypot, log, log1p, pow, sinh, sqrt, tanh
+from libc.math cimport INFINITY, NAN, expm1, fabs, hypot, pow, sinh, sqrt, tanh
 '''
 
 HEADER = '''\
@@ -273,7 +395,7 @@ HEADER = '''\
 # the portable math and rebuild.
 
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, exp, expm1, fabs, hypot, log, log1p, pow, sinh, sqrt, tanh
+from libc.math cimport INFINITY, NAN, expm1, fabs, hypot, pow, sinh, sqrt, tanh
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -319,6 +441,52 @@ cdef inline double* _f64(cnp.ndarray a) noexcept nogil:
 
 cdef inline Py_ssize_t* _idx(cnp.ndarray a) noexcept nogil:
     return <Py_ssize_t*> cnp.PyArray_DATA(a)
+
+
+cdef enum:
+    TILE = {tile}
+    LANES = {lanes}
+
+
+cdef inline void _lanes_zero(double* lanes) noexcept nogil:
+    cdef Py_ssize_t l
+    for l in range(LANES):
+        lanes[l] = 0.0
+
+
+cdef inline void _lane_sum(double* v, Py_ssize_t k, double* lanes) noexcept nogil:
+    """v[j] into lane j mod LANES for every whole group of LANES (the same sum as
+    fastloss.cpu_numba.drivers.lane_sum)."""
+    cdef Py_ssize_t g, l
+    cdef Py_ssize_t whole = k - k % LANES
+    for g in range(whole // LANES):
+        for l in range(LANES):
+            lanes[l] += v[g * LANES + l]
+
+
+def elementary_map(str name, double[::1] x, double[::1] out):
+    """out = f(x) for f the exp, log or log1p of fastloss.math.elementary, as compiled here
+    (the tests' window onto the C translation)."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n = x.shape[0]
+    if name not in ("exp", "log", "log1p"):
+        raise ValueError(f"no elementary function {name!r}")
+    with nogil:
+        if name == "exp":
+            for i in range(n):
+                out[i] = elementary__exp(x[i])
+        elif name == "log":
+            for i in range(n):
+                out[i] = elementary__log(x[i])
+        else:
+            for i in range(n):
+                out[i] = elementary__log1p(x[i])
+
+
+cdef inline void _store(floating* out, double* v, Py_ssize_t k, double scale) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(k):
+        out[j] = <floating> (scale * v[j])
 '''
 
 ELEMENT_TEMPLATE = '''
@@ -326,24 +494,46 @@ cdef double _block__{cname}(floating* x, floating* y, double* c, bint has_c, Py_
                            double* w, bint has_w, const double* p, double scale,
                            floating* loss_out, bint keep_loss, floating* gx, bint want_gx,
                            floating* gy, bint want_gy, floating* h, bint want_h) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double total = 0.0
-    cdef double loss, dx, dy, d2, wi, g
-    for i in range(n):
-        loss, dx, dy, d2 = {cname}(<double> x[i], <double> y[i], c[i] if has_c else 0.0, p)
-        wi = w[i] if has_w else 1.0
+    # Tile by tile: the math into float64 buffers (a loop GCC vectorises), then weights,
+    # the lane sum and the outputs; the same order as the Numba block kernel.
+    cdef double bl[TILE]
+    cdef double bx[TILE]
+    cdef double by[TILE]
+    cdef double bh[TILE]
+    cdef double lanes[LANES]
+    cdef double total
+    cdef double wj
+    cdef Py_ssize_t t, lo, j
+    cdef Py_ssize_t k = 0
+    _lanes_zero(lanes)
+    for t in range((n + TILE - 1) // TILE):
+        lo = t * TILE
+        k = min(<Py_ssize_t> TILE, n - lo)
+        if has_c:
+            for j in range(k):
+                bl[j], bx[j], by[j], bh[j] = {cname}(<double> x[lo + j], <double> y[lo + j], c[lo + j], p)
+        else:
+            for j in range(k):
+                bl[j], bx[j], by[j], bh[j] = {cname}(<double> x[lo + j], <double> y[lo + j], 0.0, p)
         if has_w:
-            loss = loss * wi
-        total += loss
+            for j in range(k):
+                wj = w[lo + j]
+                bl[j] *= wj
+                bx[j] *= wj
+                by[j] *= wj
+                bh[j] *= wj
+        _lane_sum(bl, k, lanes)
         if keep_loss:
-            loss_out[i] = <floating> loss
-        g = scale * wi
+            _store(loss_out + lo, bl, k, 1.0)
         if want_gx:
-            gx[i] = <floating> (g * dx)
+            _store(gx + lo, bx, k, scale)
         if want_gy:
-            gy[i] = <floating> (g * dy)
+            _store(gy + lo, by, k, scale)
         if want_h:
-            h[i] = <floating> (g * d2)
+            _store(h + lo, bh, k, scale)
+    total = reductions__lane_total(lanes)
+    for j in range(k - k % LANES, k):  # the last tile's rest, in order
+        total += bl[j]
     return total
 
 
@@ -535,18 +725,47 @@ def driver(fn):
 def _constant(cname, value):
     """A module constant as a C macro of its value (exact: repr round-trips a double)."""
     number = eval(compile(ast.Expression(value), cname, "eval"), {"math": math})  # constants only
+    if type(number) is int:
+        return f'cdef extern from *:\n    """\n    #define {cname} {number}LL\n    """\n    long long {cname}\n'
     return f'cdef extern from *:\n    """\n    #define {cname} {float(number)!r}\n    """\n    double {cname}\n'
+
+
+def _constant_of(rel, name):
+    """The literal value of the module constant ``name`` of ``fastloss/<rel>``, read as text
+    (the build imports nothing)."""
+    for stmt in ast.parse((PACKAGE / rel).read_text()).body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name:
+            return ast.literal_eval(stmt.value)
+    raise LookupError(f"{rel} has no constant {name}")
+
+
+def lane_count():
+    """LANES of :mod:`fastloss.math.reductions`."""
+    return _constant_of("math/reductions.py", "LANES")
+
+
+def _natives(natives):
+    """The natives, as C inline functions that Cython declares."""
+    natives = [n for n in natives if n.c_definition]
+    lines = ['cdef extern from *:', '    """', '    #include <math.h>', '    #include <string.h>']
+    lines += [f"    {n.c_definition}" for n in natives]
+    lines += ['    """']
+    lines += [f"    {n.declaration()}" for n in natives]
+    return "\n".join(lines) + "\n"
 
 
 def generate():
     """(the primitives' .pxd, the kernels' .pyx) as text."""
-    functions, constants = parse()
-    primitives = [PRIMITIVES_HEADER]
-    primitives += [_constant(cname, value) for cname, value in constants if cname.startswith("primitives__")]
-    kernels = [HEADER.replace("{source_hash}", source_hash())]
-    kernels += [_constant(cname, value) for cname, value in constants if not cname.startswith("primitives__")]
+    functions, natives, constants = parse()
+    scalar = tuple(f"{m}__" for m in SCALAR_MODULES)
+    primitives = [PRIMITIVES_HEADER, _natives(natives)]
+    primitives += [_constant(cname, value) for cname, value in constants if cname.startswith(scalar)]
+    header = HEADER.replace("{source_hash}", source_hash())
+    header = header.replace("{tile}", str(_constant_of("_config.py", "TILE"))).replace("{lanes}", str(lane_count()))
+    kernels = [header]
+    kernels += [_constant(cname, value) for cname, value in constants if not cname.startswith(scalar)]
     for fn in functions:
-        (primitives if fn.module == "primitives" else kernels).append("\n" + fn.cython() + "\n")
+        (primitives if fn.module in SCALAR_MODULES else kernels).append("\n" + fn.cython() + "\n")
     for fn in functions:
         if fn.kind in ("element", "row"):
             kernels.append(driver(fn))

@@ -16,16 +16,20 @@ import numba
 from numba.core.caching import FunctionCache
 
 from ..math.portable import compile_for
+from . import natives  # noqa: F401  (registers the bit casts the math needs)
 
 # Fast-math flags that keep IEEE NaN/Inf semantics: no ``nnan``/``ninf`` (they would
 # delete the NaN and Inf handling SPEC section 4 requires), no ``afn`` (approximate
-# transcendental functions would cost accuracy) and no ``reassoc``: with it LLVM
-# vectorises a sum only in the loop version where outputs do not alias inputs, so an
-# in-place call (``out=pred``) would round differently from an out-of-place one.
-FASTMATH = frozenset({"nsz", "contract"})
+# transcendental functions would cost accuracy), no ``reassoc`` (LLVM would vectorise a
+# sum only in the loop version where outputs do not alias inputs, so an in-place call
+# would round differently; sums run in explicit lanes instead, see math/reductions.py)
+# and no ``contract``: the SIMD body of a loop and its scalar remainder would fuse
+# different multiply-adds (math/elementary.py writes its fused ones out as ``fma``).
+FASTMATH = frozenset({"nsz"})
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 _KERNEL_SOURCES = ("math", "losses", "cpu_numba")
+_KERNEL_FILES = ("_config.py",)  # the tile and lane sizes are compiled into the drivers
 _source_hash = None
 
 
@@ -34,7 +38,8 @@ def package_source_hash():
     global _source_hash
     if _source_hash is None:
         h = hashlib.sha256()
-        for path in sorted(p for d in _KERNEL_SOURCES for p in (_PACKAGE / d).glob("*.py")):
+        paths = [p for d in _KERNEL_SOURCES for p in (_PACKAGE / d).glob("*.py")]
+        for path in sorted(paths + [_PACKAGE / f for f in _KERNEL_FILES]):
             h.update(path.relative_to(_PACKAGE).as_posix().encode())
             h.update(path.read_bytes())
         _source_hash = h.hexdigest()
@@ -54,7 +59,9 @@ def compile_math(fn):
 
 
 def _njit_math(py_func):
-    return numba.njit(nogil=True, error_model="numpy", inline="always")(py_func)
+    if getattr(py_func, "portable_inline", True):
+        return numba.njit(nogil=True, error_model="numpy", inline="always")(py_func)
+    return numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))(py_func)
 
 
 def compile_driver(py_func, name, parallel=False):

@@ -6,7 +6,7 @@
 """
 
 from ..math.portable import portable
-from ..math.primitives import clamp_min_grad, clip, clip_grad, sigmoid, softplus, xdivy, xlog1py, xlogy
+from ..math.primitives import clamp_min_grad, clip, clip_grad, logistic, xdivy, xlog1py, xlogy
 
 
 @portable
@@ -40,13 +40,8 @@ def sigmoid_binary_cross_entropy(x, y, c, p):
     t = y * (1.0 - ls) + 0.5 * ls
     a = pw * t
     b = 1.0 - t
-    loss = 0.0
-    if a != 0.0:
-        loss += a * softplus(-x)
-    if b != 0.0:
-        loss += b * softplus(x)
-    s_pos = sigmoid(x)
-    s_neg = sigmoid(-x)
+    sp_pos, sp_neg, s_pos, s_neg = logistic(x)
+    loss = (a * sp_neg if a != 0.0 else 0.0) + (b * sp_pos if b != 0.0 else 0.0)
     return loss, b * s_pos - a * s_neg, 0.0, (a + b) * s_pos * s_neg
 
 
@@ -82,13 +77,8 @@ def sigmoid_focal_loss(x, y, c, p):
     """
     alpha = p[0]
     gamma = p[1]
-    s_pos = sigmoid(x)
-    s_neg = sigmoid(-x)
-    bce = 0.0
-    if y != 0.0:
-        bce += y * softplus(-x)
-    if y != 1.0:
-        bce += (1.0 - y) * softplus(x)
+    sp_pos, sp_neg, s_pos, s_neg = logistic(x)
+    bce = (y * sp_neg if y != 0.0 else 0.0) + ((1.0 - y) * sp_pos if y != 1.0 else 0.0)
     dbce = (1.0 - y) * s_pos - y * s_neg
     q = y * s_neg + (1.0 - y) * s_pos
     alpha_t = alpha * y + (1.0 - alpha) * (1.0 - y) if p[2] != 0.0 else 1.0

@@ -6,6 +6,7 @@
 
 import math
 
+from ..math.elementary import exp, log1p
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, sech2, sign, xdivy, xlogy
 from ..math.primitives import log_cosh as _log_cosh
@@ -33,7 +34,7 @@ def squared_log_error(x, y, c, p):
     """
     eps = p[0]
     xc = clamp_min(x, eps)
-    d = math.log1p(xc) - math.log1p(clamp_min(y, eps))
+    d = log1p(xc) - log1p(clamp_min(y, eps))
     return d * d, clamp_min_grad(x, eps) * 2.0 * d / (1.0 + xc), 0.0, 0.0
 
 
@@ -95,7 +96,7 @@ def poisson(x, y, c, p):
     ``y log(.)`` is 0 where y = 0 (0 log 0 = 0).
     """
     if p[0] != 0.0:
-        e = math.exp(x)
+        e = exp(x)
         yx = y * x if y != 0.0 else 0.0  # 0 * inf = 0: the target's weight is 0
         return e - yx, e - y, 0.0, e
     s = x + p[1]

@@ -11,14 +11,15 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 
 import math
 
+from ..math.elementary import exp, log, log1p
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, wide, xdivy, xlogy
+from ..math.reductions import LANES, lane_max, lane_total, lanes
 
 
 @portable
-def row_max(z):
-    """max_j z_j, ``-inf`` for an empty or all ``-inf`` row (NaN entries are skipped here;
-    they reach the sum of exponentials and make the row NaN there)."""
+def row_max_serial(z):
+    """:func:`row_max` in one plain loop (a GPU thread's version: no lane array)."""
     m = -math.inf
     for j in range(z.shape[0]):
         v = wide(z[j])
@@ -28,29 +29,12 @@ def row_max(z):
 
 
 @portable
-def online_max_sum_exp(z):
-    """(m, sum_j exp(z_j - m)) with m = max_j z_j, in one pass: the running maximum
-    rescales the running sum. ``-inf`` entries add nothing, so ``-inf - (-inf)`` is never
-    formed; an all ``-inf`` row gives (-inf, 0). ``log_softmax_j = (z_j - m) - log(sum)``."""
-    m = -math.inf
-    d = 0.0
-    for j in range(z.shape[0]):
-        v = wide(z[j])
-        if v > m:
-            d = d * math.exp(m - v) + 1.0
-            m = v
-        elif v != -math.inf:
-            d += math.exp(v - m)
-    return m, d
-
-
-@portable
-def sum_exp_into(z, m, e):
-    """sum_j exp(z_j - m), storing each exp(z_j - m) in ``e`` (when ``e`` is not empty)."""
+def sum_exp_into_serial(z, m, e):
+    """:func:`sum_exp_into` in one plain loop (a GPU thread's version)."""
     d = 0.0
     store = e.shape[0] != 0
     for j in range(z.shape[0]):
-        t = math.exp(wide(z[j]) - m)
+        t = exp(wide(z[j]) - m)
         d += t
         if store:
             e[j] = t
@@ -58,11 +42,80 @@ def sum_exp_into(z, m, e):
 
 
 @portable
-def sum_exp(z, m):
-    """sum_j exp(z_j - m)."""
+def sum_exp_serial(z, m):
+    """:func:`sum_exp` in one plain loop (a GPU thread's version)."""
     d = 0.0
     for j in range(z.shape[0]):
-        d += math.exp(wide(z[j]) - m)
+        d += exp(wide(z[j]) - m)
+    return d
+
+
+@portable(cuda=row_max_serial, inline=False)
+def row_max(z):
+    """max_j z_j, ``-inf`` for an empty or all ``-inf`` row (NaN entries are skipped here;
+    they reach the sum of exponentials and make the row NaN there). In SIMD lanes
+    (:mod:`fastloss.math.reductions`)."""
+    n = z.shape[0]
+    whole = n - n % LANES
+    m = -math.inf
+    if whole > 0:
+        acc = lanes(-math.inf)
+        for g in range(whole // LANES):
+            for lane in range(LANES):
+                v = wide(z[g * LANES + lane])
+                acc[lane] = v if v > acc[lane] else acc[lane]
+        m = lane_max(acc)
+    for j in range(whole, n):
+        v = wide(z[j])
+        m = v if v > m else m
+    return m
+
+
+@portable(cuda=sum_exp_into_serial, inline=False)
+def sum_exp_into(z, m, e):
+    """sum_j exp(z_j - m), storing each exp(z_j - m) in ``e`` (when ``e`` is not empty).
+    Summed in SIMD lanes (:mod:`fastloss.math.reductions`)."""
+    n = z.shape[0]
+    whole = n - n % LANES
+    store = e.shape[0] != 0
+    d = 0.0
+    if whole > 0:
+        acc = lanes(0.0)
+        for g in range(whole // LANES):
+            for lane in range(LANES):
+                j = g * LANES + lane
+                t = exp(wide(z[j]) - m)
+                acc[lane] += t
+                if store:
+                    e[j] = t
+        d = lane_total(acc)
+    rest = lanes(None)  # the rest's exps first: a loop without a running sum vectorises
+    for i in range(n - whole):
+        rest[i] = exp(wide(z[whole + i]) - m)
+    for i in range(n - whole):
+        d += rest[i]
+        if store:
+            e[whole + i] = rest[i]
+    return d
+
+
+@portable(cuda=sum_exp_serial, inline=False)
+def sum_exp(z, m):
+    """sum_j exp(z_j - m), in SIMD lanes (:mod:`fastloss.math.reductions`)."""
+    n = z.shape[0]
+    whole = n - n % LANES
+    d = 0.0
+    if whole > 0:
+        acc = lanes(0.0)
+        for g in range(whole // LANES):
+            for lane in range(LANES):
+                acc[lane] += exp(wide(z[g * LANES + lane]) - m)
+        d = lane_total(acc)
+    rest = lanes(None)  # the rest's exps first: a loop without a running sum vectorises
+    for i in range(n - whole):
+        rest[i] = exp(wide(z[whole + i]) - m)
+    for i in range(n - whole):
+        d += rest[i]
     return d
 
 
@@ -94,9 +147,9 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
     w_y = wide(cw[label]) if weighted else 1.0
     z_y = wide(z[label])
     k = ls / n
+    m = row_max(z)
     if not (want_g or want_h):
-        m, d = online_max_sum_exp(z)
-        log_d = math.log(d)
+        log_d = log(sum_exp(z, m))
         loss = w_y * (1.0 - ls) * ((m - z_y) + log_d)
         if ls != 0.0:
             s = 0.0
@@ -104,34 +157,32 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
                 s += (wide(cw[j]) if weighted else 1.0) * ((m - wide(z[j])) + log_d)
             loss += k * s
         return loss
-    m = row_max(z)
-    # One pass: exp(z_j - m) into the gradient row, the smoothing sum beside it.
-    d = 0.0
+    # exp(z_j - m) into the gradient row (or the hessian's, when only it is wanted).
+    if want_g:
+        d = sum_exp_into(z, m, gz)
+    else:
+        d = sum_exp_into(z, m, h)
     s = 0.0
     wsum = 0.0
-    for j in range(n):
-        zj = wide(z[j])
-        t = math.exp(zj - m)
-        d += t
-        if ls != 0.0:
+    if ls != 0.0:
+        for j in range(n):
             wj = wide(cw[j]) if weighted else 1.0
             wsum += wj
-            s += wj * (m - zj)
-        if want_g:
-            gz[j] = t
-        if want_h:
-            h[j] = t
-    log_d = math.log(d)
+            s += wj * (m - wide(z[j]))
+    log_d = log(d)
     loss = sparse_ce_row_loss(w_y, ls, k, m, z_y, log_d, s, wsum)
     a = w_y * (1.0 - ls) + k * wsum
     inv_d = 1.0 / d
-    for j in range(n):
-        if want_g:
-            pj = wide(gz[j]) * inv_d
-            gz[j] = sparse_ce_grad(pj, j == label, a, k * (wide(cw[j]) if weighted else 1.0), w_y * (1.0 - ls), gs)
-        if want_h:
+    if not want_g:
+        for j in range(n):
             pj = wide(h[j]) * inv_d
             h[j] = gs * a * pj * (1.0 - pj)
+        return loss
+    for j in range(n):
+        pj = wide(gz[j]) * inv_d
+        if want_h:
+            h[j] = gs * a * pj * (1.0 - pj)
+        gz[j] = sparse_ce_grad(pj, j == label, a, k * (wide(cw[j]) if weighted else 1.0), w_y * (1.0 - ls), gs)
     return loss
 
 
@@ -157,10 +208,10 @@ def merge_max_sum_exp(m1, d1, m2, d2):
     if m2 > m1:
         if m1 == -math.inf:
             return m2, d2
-        return m2, d2 + d1 * math.exp(m1 - m2)
+        return m2, d2 + d1 * exp(m1 - m2)
     if m2 == -math.inf:
         return m1, d1
-    return m1, d1 + d2 * math.exp(m2 - m1)
+    return m1, d1 + d2 * exp(m2 - m1)
 
 
 @portable
@@ -188,13 +239,13 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
         total_t += tj
         if tj != 0.0:
             s += tj * (m - zj)
-        e = math.exp(zj - m)
+        e = exp(zj - m)
         d += e
         if want_g:
             gz[j] = e
         if want_h:
             h[j] = e
-    log_d = math.log(d)
+    log_d = log(d)
     inv_d = 1.0 / d
     for j in range(n):
         if want_g:
@@ -299,7 +350,7 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
         q = clip(wide(y[j]), eps, 1.0)
         r = clip(xj, eps, 1.0)
         if q != 0.0:
-            loss += q * (math.log(q) - math.log(r))
+            loss += q * (log(q) - log(r))
         if want_g:
             gx[j] = -gs * xdivy(q, r) * clip_grad(xj, eps, 1.0)
     return loss
@@ -318,9 +369,9 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     m = row_max(z)
     d = 0.0
     for j in range(n):
-        e = math.exp(wide(z[j]) - m)
+        e = exp(wide(z[j]) - m)
         d += e
-    log_d = math.log(d)
+    log_d = log(d)
     loss = 0.0
     total_q = 0.0
     for j in range(n):
@@ -330,7 +381,7 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
             loss += kl_entropy(yj, q, p[0]) + q * ((m - wide(z[j])) + log_d)
         total_q += q
         if want_g:
-            gz[j] = math.exp(wide(z[j]) - m) / d
+            gz[j] = exp(wide(z[j]) - m) / d
     if want_g:
         for j in range(n):
             gz[j] = softmax_ce_grad(wide(gz[j]), kl_target(wide(y[j]), p[0], n), total_q, gs)
@@ -340,13 +391,13 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
 @portable
 def kl_target(yj, log_target, n):
     """q_j from a target row entry: y_j, or exp(y_j) with ``log_target`` (nonzero)."""
-    return math.exp(yj) if log_target != 0.0 else yj
+    return exp(yj) if log_target != 0.0 else yj
 
 
 @portable
 def kl_entropy(yj, q, log_target):
     """q_j log q_j of a nonzero q_j (log q_j is y_j itself with ``log_target``)."""
-    return q * (yj if log_target != 0.0 else math.log(yj))
+    return q * (yj if log_target != 0.0 else log(yj))
 
 
 @portable
@@ -375,14 +426,14 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
     with P_j = 0 (or Q_j = 0) are 0.
     """
     beta = p[0]
-    log_b = math.log(beta)
-    log_1b = math.log1p(-beta)
+    log_b = log(beta)
+    log_1b = log1p(-beta)
     n = zp.shape[0]
     want_g = gp.shape[0] != 0
     mp = row_max(zp)
     mq = row_max(zq)
-    log_dp = math.log(sum_exp(zp, mp))
-    log_dq = math.log(sum_exp(zq, mq))
+    log_dp = log(sum_exp(zp, mp))
+    log_dq = log(sum_exp(zq, mq))
     loss = 0.0
     sp = 0.0
     sq = 0.0
@@ -390,8 +441,8 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
         lp = (wide(zp[j]) - mp) - log_dp
         lq = (wide(zq[j]) - mq) - log_dq
         lm = log_add_exp(log_b + lp, log_1b + lq)
-        pj = math.exp(lp)
-        qj = math.exp(lq)
+        pj = exp(lp)
+        qj = exp(lq)
         if pj != 0.0:
             t = pj * beta * (lp - lm)
             loss += t
@@ -405,8 +456,8 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
             lp = (wide(zp[j]) - mp) - log_dp
             lq = (wide(zq[j]) - mq) - log_dq
             lm = log_add_exp(log_b + lp, log_1b + lq)
-            pj = math.exp(lp)
-            qj = math.exp(lq)
+            pj = exp(lp)
+            qj = exp(lq)
             gp[j] = gs * pj * (beta * (lp - lm) - sp) if pj != 0.0 else 0.0
             gq[j] = gs * qj * ((1.0 - beta) * (lq - lm) - sq) if qj != 0.0 else 0.0
     return loss
@@ -422,7 +473,7 @@ def focal_term(log_p, gamma):
     u = -expm1(log p) has no cancellation near p = 1, and log(p) / u -> -1 as u -> 0, so
     g never forms u^(gamma - 1): gamma in [0, 1) and saturated logits stay finite.
     """
-    prob = math.exp(log_p)
+    prob = exp(log_p)
     u = -math.expm1(log_p)
     mod = u**gamma
     ratio = log_p / u if u != 0.0 else -1.0
@@ -441,7 +492,7 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     n = z.shape[0]
     want_g = gz.shape[0] != 0
     m = row_max(z)
-    log_d = math.log(sum_exp(z, m))
+    log_d = log(sum_exp(z, m))
     loss = 0.0
     s = 0.0
     for j in range(n):
@@ -457,7 +508,7 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
             yg = 0.0
             if yj != 0.0:
                 yg = yj * focal_term(lp, gamma)[1]
-            gz[j] = -alpha * gs * (yg - math.exp(lp) * s)
+            gz[j] = -alpha * gs * (yg - exp(lp) * s)
     return alpha * loss
 
 
@@ -470,7 +521,7 @@ def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
     z_y = wide(z[label])
     m = row_max(z)
     d = sum_exp_into(z, m, gz)
-    lp_y = (z_y - m) - math.log(d)
+    lp_y = (z_y - m) - log(d)
     f, g = focal_term(lp_y, gamma)
     if gz.shape[0] != 0:
         inv_d = 1.0 / d

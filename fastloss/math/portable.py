@@ -6,18 +6,27 @@ every portable function it references replaced by that function's compiled form 
 the same target, then compiles it with the target's compiler (``numba.njit`` on the
 CPU, ``numba.cuda.jit(device=True)`` on the GPU). The plain function still runs as
 Python, which keeps the math readable and testable on its own.
+
+Two escape hatches keep that single source honest where targets really differ:
+
+* ``@portable(cuda=math.exp)`` names what a target uses *instead* of the function (the GPU
+  has its own fast ``exp``; the CPU backends compile our branch-free polynomial);
+* a :class:`Native` is a primitive that cannot be written in Python's arithmetic (a bit
+  cast), given as a plain Python reference plus one implementation per target.
 """
 
 import types
 
-__all__ = ["portable", "compile_for"]
+__all__ = ["portable", "native", "compile_for"]
 
 
 class Portable:
     """A plain Python function whose portable callees are resolved per target."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, overrides=None, inline=True):
         self.py_func = fn
+        self.overrides = dict(overrides or {})
+        self.inline = inline
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
         self.__module__ = fn.__module__
@@ -31,9 +40,54 @@ class Portable:
         return f"<portable {self.__module__}.{self.__qualname__}>"
 
 
-def portable(fn):
-    """Mark ``fn`` as math that every backend compiles from this one source."""
+def portable(fn=None, *, inline=True, **overrides):
+    """Mark ``fn`` as math that every backend compiles from this one source.
+
+    ``@portable(target=replacement)`` makes ``target`` use ``replacement`` (a function its
+    compiler already knows, such as ``math.exp``, or another portable function) wherever
+    ``fn`` is called. ``inline=False`` asks the compilers to call ``fn`` rather than paste
+    it into each caller: for a whole vectorised loop over a row, which would otherwise be
+    compiled (slowly) again inside every loss that uses it.
+    """
+    if fn is None:
+        return lambda f: Portable(f, overrides, inline)
     return Portable(fn)
+
+
+class Native:
+    """A primitive with a plain Python reference and one implementation per target.
+
+    ``impls`` maps a target name to a zero-argument factory that returns the target's
+    callable (built lazily, so that importing the math imports no compiler).
+    """
+
+    def __init__(self, fn, impls):
+        self.py_func = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self._impls = impls
+        self._built = {}
+
+    def __call__(self, *args):
+        return self.py_func(*args)
+
+    def register(self, target, factory):
+        self._impls[target] = factory
+
+    def for_target(self, target):
+        impl = self._built.get(target)
+        if impl is None:
+            factory = self._impls.get(target)
+            if factory is None:
+                raise NotImplementedError(f"native {self.__name__} has no {target} implementation")
+            impl = self._built[target] = factory()
+        return impl
+
+
+def native(fn):
+    """Declare ``fn`` (its plain Python reference) as a :class:`Native`; targets add their
+    implementations with ``fn.register(target, factory)``."""
+    return Native(fn, {})
 
 
 def compile_for(fn, target, compiler):
@@ -44,9 +98,14 @@ def compile_for(fn, target, compiler):
     """
     if not isinstance(fn, Portable):
         raise TypeError(f"{fn!r} is not a @portable function")
+    if target in fn.overrides:
+        override = fn.overrides[target]
+        return compile_for(override, target, compiler) if isinstance(override, Portable) else override
     compiled = fn._compiled.get(target)
     if compiled is None:
-        compiled = compiler(rebind(fn.py_func, target, compiler))
+        clone = rebind(fn.py_func, target, compiler)
+        clone.portable_inline = fn.inline
+        compiled = compiler(clone)
         fn._compiled[target] = compiled
     return compiled
 
@@ -58,6 +117,8 @@ def rebind(py_func, target, compiler):
         value = namespace.get(name)
         if isinstance(value, Portable):
             namespace[name] = compile_for(value, target, compiler)
+        elif isinstance(value, Native):
+            namespace[name] = value.for_target(target)
     clone = types.FunctionType(
         py_func.__code__, namespace, py_func.__name__, py_func.__defaults__, py_func.__closure__
     )

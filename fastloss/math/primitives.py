@@ -8,6 +8,7 @@ and so that no intermediate overflows where the result is finite.
 
 import math
 
+from .elementary import exp, log, log1p
 from .portable import portable
 
 LOG2 = math.log(2.0)
@@ -66,19 +67,30 @@ def clip_grad(x, lo, hi):
 
 @portable
 def softplus(x):
-    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); exact limits at +-inf."""
-    if x > 0.0:
-        return x + math.log1p(math.exp(-x))
-    return math.log1p(math.exp(x))
+    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); exact limits at +-inf. Branch-free,
+    so that softplus(x) and softplus(-x) share one exp and one log1p once inlined."""
+    return clamp_min(x, 0.0) + log1p(exp(-abs(x)))
 
 
 @portable
 def sigmoid(x):
-    """1 / (1 + exp(-x)) without overflow: the exponential is always of -|x|."""
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+    """1 / (1 + exp(-x)) without overflow: with e = exp(-|x|), 1 / (1 + e) for x >= 0 and
+    e / (1 + e) below. Branch-free (sigmoid(x) and sigmoid(-x) share their exp)."""
+    e = exp(-abs(x))
+    r = 1.0 / (1.0 + e)
+    return r if x >= 0.0 else e * r
+
+
+@portable
+def logistic(x):
+    """(softplus(x), softplus(-x), sigmoid(x), sigmoid(-x)) from one exp(-|x|), one log1p
+    and one division: the softpluses differ only in their max(+-x, 0) term, the sigmoids
+    are 1 / (1 + e) and e / (1 + e), swapped by the sign of x."""
+    e = exp(-abs(x))
+    t = log1p(e)
+    r = 1.0 / (1.0 + e)
+    er = e * r
+    return clamp_min(x, 0.0) + t, clamp_min(-x, 0.0) + t, (r if x >= 0.0 else er), (er if x >= 0.0 else r)
 
 
 @portable
@@ -92,7 +104,7 @@ def xlogy(x, y):
     """x * log(y) with the convention 0 * log(y) = 0 for every y (so 0 log 0 = 0)."""
     if x == 0.0:
         return 0.0
-    return x * math.log(y)
+    return x * log(y)
 
 
 @portable
@@ -100,7 +112,7 @@ def xlog1py(x, y):
     """x * log1p(y) with 0 * log1p(y) = 0 for every y."""
     if x == 0.0:
         return 0.0
-    return x * math.log1p(y)
+    return x * log1p(y)
 
 
 @portable
@@ -117,15 +129,15 @@ def log_cosh(x):
     |x| + log1p(exp(-2|x|)) - log 2 for |x| > 2 (no overflow)."""
     a = abs(x)
     if a > 2.0:
-        return a + math.log1p(math.exp(-2.0 * a)) - LOG2
+        return a + log1p(exp(-2.0 * a)) - LOG2
     s = math.sinh(0.5 * x)
-    return math.log1p(2.0 * s * s)
+    return log1p(2.0 * s * s)
 
 
 @portable
 def sech2(x):
     """1 / cosh(x)^2 = 4 e^{-2|x|} / (1 + e^{-2|x|})^2, accurate where tanh(x)^2 ~ 1."""
-    e = math.exp(-2.0 * abs(x))
+    e = exp(-2.0 * abs(x))
     d = 1.0 + e
     return 4.0 * e / (d * d)
 
@@ -136,4 +148,4 @@ def log_add_exp(a, b):
     m = a if a > b else b
     if m == -math.inf:
         return -math.inf
-    return m + math.log(math.exp(a - m) + math.exp(b - m))
+    return m + log(exp(a - m) + exp(b - m))

@@ -1,0 +1,82 @@
+"""The Numba implementations of the natives of :mod:`fastloss.math`: the bit casts and
+the fused multiply-add of :mod:`~fastloss.math.elementary` (an LLVM ``bitcast`` and
+``llvm.fma``, which vectorise) and the lane arrays of :mod:`~fastloss.math.reductions` (on the stack: a heap array per
+row would cost more than a narrow row's math)."""
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..math import reductions
+from ..math.elementary import as_float64, as_int64, fma
+
+
+@intrinsic
+def _as_int64(typingctx, x):
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.float64)
+        return builder.bitcast(value, ir.IntType(64))
+
+    return types.int64(x), codegen
+
+
+@intrinsic
+def _as_float64(typingctx, i):
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.int64)
+        return builder.bitcast(value, ir.DoubleType())
+
+    return types.float64(i), codegen
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b, c = (context.cast(builder, v, t, types.float64) for v, t in zip(args, sig.args))
+        return builder.fma(a, b, c)
+
+    return types.float64(a, b, c), codegen
+
+
+fma.register("numba", lambda: _fma)
+as_int64.register("numba", lambda: _as_int64)
+as_float64.register("numba", lambda: _as_float64)
+
+
+@intrinsic
+def _stack_lanes(typingctx):
+    """A pointer to LANES float64 on the stack of the function it is inlined into."""
+
+    def codegen(context, builder, sig, args):
+        return cgutils.alloca_once(builder, ir.DoubleType(), size=reductions.LANES)
+
+    return types.CPointer(types.float64)(), codegen
+
+
+@numba.njit(inline="always", nogil=True)
+def _lanes(value):
+    acc = numba.carray(_stack_lanes(), reductions.LANES)
+    if value is not None:
+        for lane in range(reductions.LANES):
+            acc[lane] = value
+    return acc
+
+
+def _compiled(fn):
+    return lambda: numba.njit(inline="always", nogil=True, error_model="numpy")(fn.py_func)
+
+
+reductions.lanes.register("numba", lambda: _lanes)
+for _fn in (reductions.lane_total, reductions.lane_max):
+    _fn.register("numba", _compiled(_fn))

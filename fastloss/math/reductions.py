@@ -1,0 +1,56 @@
+"""Sums and maxima in SIMD lanes, with one fixed order.
+
+A plain ``for`` loop that adds into one accumulator is a chain the compiler may not
+reorder (that would change the rounding), so it runs one element at a time. Here element
+j goes to lane ``j mod LANES`` of a small local array, for every whole group of LANES;
+the lanes are independent, so a loop over them vectorises, and they are combined by a
+fixed pairwise tree (:func:`lane_total`); the caller adds the elements past the last whole
+group after the tree, in order. The order depends only on the length, never on the
+machine, the backend or whether an output aliases an input.
+
+The lane array is a local array, which Python's arithmetic cannot spell: ``lanes``,
+``lane_total`` and ``lane_max`` are natives (a Python reference here; Numba and C
+implementations in the backends). GPU threads use plain loops instead (the
+``@portable(cuda=...)`` overrides of the row reductions in :mod:`fastloss.losses.softmax`).
+"""
+
+import numpy as np
+
+from .portable import native
+
+#: Lanes of a sum: 8 AVX-512 vectors of float64. Fewer would suit narrow rows better, but
+#: LLVM fully unrolls a lane loop of 8 before its loop vectoriser sees it, and Numba runs no
+#: SLP vectoriser to pick the unrolled code up: 64 is what vectorises on both backends.
+LANES = 64
+
+
+@native
+def lanes(value):
+    """A fresh local array of LANES float64, every one ``value`` (uninitialised scratch
+    for ``None``)."""
+    if value is None:
+        return np.empty(LANES)
+    return np.full(LANES, value, dtype=np.float64)
+
+
+@native
+def lane_total(acc):
+    """The lanes' sum, by the fixed tree acc[l] += acc[l + w] for w = LANES/2, ..., 1."""
+    width = LANES // 2
+    while width > 0:
+        for lane in range(width):
+            acc[lane] += acc[lane + width]
+        width //= 2
+    return acc[0]
+
+
+@native
+def lane_max(acc):
+    """The lanes' maximum, by the same tree as :func:`lane_total` (lanes hold no NaN)."""
+    width = LANES // 2
+    while width > 0:
+        for lane in range(width):
+            other = acc[lane + width]
+            acc[lane] = other if other > acc[lane] else acc[lane]
+        width //= 2
+    return acc[0]
