@@ -8,6 +8,12 @@ added in chunk order, so a result does not depend on the number of threads.
 
 import sys
 
+#: Inside a chunk, element-wise kernels work in tiles of ``TILE`` elements: one loop
+#: evaluates the loss math into tile buffers (no reduction, no condition: it vectorises),
+#: then the outputs are written and the losses summed from them, in the SIMD lanes of
+#: :mod:`fastloss.math.reductions` (one fixed order for every backend, call and layout).
+TILE = 256
+
 #: Elements per chunk (a row-wise chunk holds whole rows: at least one).
 CHUNK_ELEMENTS = 1 << 14
 #: Inputs with at least this many elements run their chunks on all cores. Below it,

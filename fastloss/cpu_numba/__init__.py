@@ -43,6 +43,17 @@ def kernel(math_fn, family, mode):
     return k
 
 
+def _read_only(a):
+    """A read-only view of the input ``a``. Numba types a read-only array apart from a
+    writable one, so inputs that came either way would compile each kernel once per
+    combination; as views they all come read-only (the kernels never write an input)."""
+    if not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 _launch_lock = threading.Lock()
 _layer = None  # Numba's threading layer, known after the first parallel launch
 _serial_only = False  # a forked child of a process that used GNU OpenMP
@@ -80,12 +91,14 @@ def run(math_fn, family, args):
     h) element-wise, (x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h) row-wise,
     with ``c`` None where the loss has no auxiliary array.
     """
-    x = args[0]
+    n_inputs = 4 if family == "elementwise" else 5  # (x, y, c, w) or (x, y, v, c, w)
     if family == "elementwise":
         if args[2] is None:  # the driver reads c[i]: give it x, ignored by the math
-            args = (*args[:2], x, *args[3:])
+            args = (*args[:2], args[0], *args[3:])
     elif args[3] is None:
         args = (*args[:3], _NO_AUX, *args[4:])
+    args = (*map(_read_only, args[:n_inputs]), *args[n_inputs:])
+    x = args[0]
     chunk = config.chunk_rows(x)
     if x.shape[0] <= chunk:
         return kernel(math_fn, family, "block")(*args)

@@ -14,10 +14,16 @@ sums are added in chunk order. The chunking depends only on the input's shape, s
 loss is bit-for-bit the same serial or parallel, whatever the number of threads.
 """
 
+import numba
 import numpy as np
 from numba import prange
 
-from .jit import compile_driver
+from .. import _config as config
+from ..math import reductions
+from .jit import FASTMATH, compile_driver
+
+lanes = reductions.lanes.for_target("numba")
+lane_total = reductions.lane_total.for_target("numba")
 
 
 def elementwise_block(elem, name):
@@ -25,34 +31,71 @@ def elementwise_block(elem, name):
     evaluated in float64 whatever the arrays' dtype.
 
     ``y`` and ``c`` are the target and the auxiliary value; a loss that has none of them
-    is given ``x`` again (read, then ignored).
+    is given ``x`` again (read, then ignored). Tile by tile (``_config.TILE``), one loop
+    evaluates the math into float64 tile buffers; it has no reduction and no condition, so
+    LLVM vectorises it. The weights, the outputs and the lane sum of the losses
+    (:func:`lane_sum`) are separate simple loops over the tile.
     """
+    tile = config.TILE
 
     def block(x, y, c, w, params, scale, loss_out, gx, gy, h):
         has_w = w.shape[0] != 0
-        keep_loss = loss_out.shape[0] != 0
-        want_gx = gx.shape[0] != 0
-        want_gy = gy.shape[0] != 0
-        want_h = h.shape[0] != 0
-        total = 0.0
-        for i in range(x.shape[0]):
-            loss, dx, dy, d2 = elem(np.float64(x[i]), np.float64(y[i]), np.float64(c[i]), params)
-            wi = float(w[i]) if has_w else 1.0
+        n = x.shape[0]
+        buf = np.empty((4, tile))
+        bl = buf[0]
+        bx = buf[1]
+        by = buf[2]
+        bh = buf[3]
+        acc = lanes(0.0)
+        k = 0
+        for lo in range(0, n, tile):
+            hi = min(n, lo + tile)
+            k = hi - lo
+            xt = x[lo:hi]
+            yt = y[lo:hi]
+            ct = c[lo:hi]
+            for j in range(k):
+                bl[j], bx[j], by[j], bh[j] = elem(np.float64(xt[j]), np.float64(yt[j]), np.float64(ct[j]), params)
             if has_w:
-                loss *= wi
-            total += loss
-            if keep_loss:
-                loss_out[i] = loss
-            g = scale * wi
-            if want_gx:
-                gx[i] = g * dx
-            if want_gy:
-                gy[i] = g * dy
-            if want_h:
-                h[i] = g * d2
+                wt = w[lo:hi]
+                for j in range(k):
+                    wj = np.float64(wt[j])
+                    bl[j] *= wj
+                    bx[j] *= wj
+                    by[j] *= wj
+                    bh[j] *= wj
+            lane_sum(bl, k, acc)
+            _store(loss_out, lo, hi, bl, 1.0)
+            _store(gx, lo, hi, bx, scale)
+            _store(gy, lo, hi, by, scale)
+            _store(h, lo, hi, bh, scale)
+        total = lane_total(acc)
+        for j in range(k - k % acc.shape[0], k):  # the last tile's rest, in order
+            total += bl[j]
         return total
 
     return compile_driver(block, f"elementwise_{name}_block")
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))
+def lane_sum(v, k, acc):
+    """Add the whole groups of ``v[:k]`` to the running lanes ``acc``
+    (:mod:`fastloss.math.reductions`): v[j] to lane j mod LANES. TILE is a multiple of
+    LANES, so only the last tile of a block has a rest; the block adds it after the lanes'
+    total, in order, as the row reductions do."""
+    n_lanes = acc.shape[0]
+    for j in range(0, k - k % n_lanes, n_lanes):
+        for lane in range(n_lanes):
+            acc[lane] += v[j + lane]
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))
+def _store(out, lo, hi, v, scale):
+    """out[lo:hi] = scale * v[:hi - lo], where ``out`` is wanted (not empty)."""
+    if out.shape[0] != 0:
+        o = out[lo:hi]
+        for j in range(hi - lo):
+            o[j] = scale * v[j]
 
 
 def elementwise_chunked(block, name, parallel):
