@@ -22,10 +22,10 @@ PARALLEL_MIN_SIZE = 1 << 16
 
 #: backend="auto" runs inputs of fewer elements on the Cython backend (when it is built),
 #: larger ones on Numba. benchmarks/scripts/crossover.py found no size where Numba was faster on
-#: this project's 2-core machine (2^8 to 2^24 elements, four losses; the README has the
-#: table): both backends run the same chunks with the same scalar libm math, and Cython
-#: calls cost less. So auto uses Cython throughout; Numba serves where the extension is not
-#: built, or when asked for. Re-measure when the kernels change (SIMD math).
+#: this project's 2-core machine (2^8 to 2^24 elements, four losses, measured again after
+#: the kernels got SIMD math; the README has the table): both backends run the same chunks,
+#: tiles and lanes with the same math, and Cython calls cost less. So auto uses Cython
+#: throughout; Numba serves where the extension is not built, or when asked for.
 CYTHON_MAX_SIZE = sys.maxsize
 
 

@@ -1,14 +1,16 @@
 """fastloss against its peers and against the memory bus, in one run: value + gradient.
 
-    python benchmarks/scripts/compare.py [--quick]
+    python benchmarks/scripts/compare.py [--quick] [--dtype float32 float64]
 
-For issue 4's cases (float32): sparse softmax cross-entropy on (4096, 1000) and
-(8192, 32000) logits, sigmoid BCE, MSE and Huber on 10^7 elements. Each row times
-fastloss (auto, and with ``out=`` preallocated), NumPy, PyTorch forward + backward and
-JAX ``jit(value_and_grad)`` where installed; medians of repeated calls after warm-up.
-GB/s counts the bytes a fused pass must move (inputs read once, gradient written once),
-and the machine's own copy bandwidth (NumPy ``copyto`` of 10^8 float32) is measured in the
-same run for comparison.
+For issue 4's cases, in float32 and float64: sparse softmax cross-entropy on (4096, 1000)
+and (8192, 32000) logits, sigmoid BCE, MSE, MAE and Huber on 10^7 elements. Each row
+times fastloss (auto, and with ``out=`` preallocated), NumPy, PyTorch forward + backward
+and JAX ``jit(value_and_grad)`` where installed; medians of repeated calls after warm-up.
+The ratios are peer time / fastloss time (default call, then ``out=``): above 1, fastloss
+is faster. GB/s counts the bytes a fused pass must move (inputs read once, gradient
+written once) with ``out=``; the machine's STREAM triad (a = b + s c over 10^8 float64 on
+every core, compiled with Numba; 3 arrays moved) and a NumPy copy are measured in the same
+run, and "% triad" compares the two.
 """
 
 import argparse
@@ -45,6 +47,10 @@ def numpy_impl(name):
         def f(x, y):
             r = x - y
             return (r * r).mean(), (2.0 / x.size) * r
+    elif name == "mean_absolute_error":
+        def f(x, y):
+            r = x - y
+            return np.abs(r).mean(), np.sign(r) / x.size
     else:  # huber, delta 1
         def f(x, y):
             r = x - y
@@ -64,6 +70,7 @@ def torch_impl(name, arrays):
         "sparse_softmax_cross_entropy": F.cross_entropy,
         "sigmoid_binary_cross_entropy": F.binary_cross_entropy_with_logits,
         "mean_squared_error": F.mse_loss,
+        "mean_absolute_error": F.l1_loss,
         "huber": F.huber_loss,
     }[name]
 
@@ -86,6 +93,8 @@ def jax_impl(name, arrays):
         r = x - y
         if name == "mean_squared_error":
             return jnp.mean(r * r)
+        if name == "mean_absolute_error":
+            return jnp.mean(jnp.abs(r))
         a = jnp.abs(r)
         return jnp.mean(jnp.where(a <= 1, 0.5 * r * r, a - 0.5))
 
@@ -101,19 +110,33 @@ def copy_bandwidth(n, repeats):
     return 2 * src.nbytes / timed(lambda: np.copyto(dst, src), repeats) / 1e9
 
 
-def cases(quick):
+def triad_bandwidth(n, repeats):
+    """GB/s of the STREAM triad a = b + s c over n float64, on every core (3 arrays moved)."""
+    import numba
+
+    @numba.njit(parallel=True, nogil=True)
+    def triad(a, b, c, s):
+        for i in numba.prange(a.shape[0]):
+            a[i] = b[i] + s * c[i]
+
+    a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
+    return 3 * a.nbytes / timed(lambda: triad(a, b, c, 3.0), repeats) / 1e9
+
+
+def cases(quick, dtype):
     rng = np.random.default_rng(0)
     big = (512, 32000) if quick else (8192, 32000)
     n = 10**6 if quick else 10**7
     out = []
     for shape in [(4096, 1000), big]:
-        z = rng.normal(size=shape).astype(np.float32)
+        z = rng.normal(size=shape).astype(dtype)
         labels = rng.integers(0, shape[1], shape[0])
         out.append(("sparse_softmax_cross_entropy", f"sparse CE {shape[0]}x{shape[1]}", (z, labels)))
-    x = rng.normal(size=n).astype(np.float32)
-    y = rng.normal(size=n).astype(np.float32)
-    out.append(("sigmoid_binary_cross_entropy", f"sigmoid BCE {n:.0e}", (x, (y > 0).astype(np.float32))))
+    x = rng.normal(size=n).astype(dtype)
+    y = rng.normal(size=n).astype(dtype)
+    out.append(("sigmoid_binary_cross_entropy", f"sigmoid BCE {n:.0e}", (x, (y > 0).astype(dtype))))
     out.append(("mean_squared_error", f"MSE {n:.0e}", (x, y)))
+    out.append(("mean_absolute_error", f"MAE {n:.0e}", (x, y)))
     out.append(("huber", f"Huber {n:.0e}", (x, y)))
     return out
 
@@ -121,9 +144,12 @@ def cases(quick):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
-    copy_gbs = copy_bandwidth(10**8 // (10 if args.quick else 1), repeats)
+    size = 10**8 // (10 if args.quick else 1)
+    copy_gbs = copy_bandwidth(size, repeats)
+    triad_gbs = triad_bandwidth(size // 2, repeats)
     peers = {"numpy": True}
     for mod in ("torch", "jax"):
         try:
@@ -131,26 +157,42 @@ def main():
             peers[mod] = True
         except ImportError:
             peers[mod] = False
+    if peers["jax"]:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # float64 stays float64
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {platform.processor() or 'cpu'}; "
-          f"float32; median of {repeats}; copy bandwidth {copy_gbs:.1f} GB/s")
-    names = ["fastloss", "out=", "GB/s out=", "NumPy", "PyTorch", "JAX"]
-    print(f"{'case':26s} " + " ".join(f"{n:>10s}" for n in names))
-    for name, label, arrays in cases(args.quick):
-        fn = getattr(fl, name)
-        t_auto = timed(lambda fn=fn, arrays=arrays: fn(*arrays), repeats)
-        out = np.empty_like(arrays[0])
-        t_out = timed(lambda fn=fn, arrays=arrays, out=out: fn(*arrays, out=out), repeats)
-        moved = arrays[0].nbytes * 2 + arrays[1].nbytes  # read x and y, write the gradient
-        cells = [f"{t_auto * 1e3:8.1f}ms", f"{t_out * 1e3:8.1f}ms", f"{moved / t_out / 1e9:9.1f}"]
-        np_fn = numpy_impl(name)
-        cells.append(f"{timed(lambda np_fn=np_fn, arrays=arrays: np_fn(*arrays), repeats) * 1e3:8.1f}ms")
-        for peer, make in (("torch", torch_impl), ("jax", jax_impl)):
-            if peers[peer]:
-                step = make(name, arrays)
-                cells.append(f"{timed(step, repeats) * 1e3:8.1f}ms")
-            else:
-                cells.append(f"{'-':>10s}")
-        print(f"{label:26s} " + " ".join(f"{c:>10s}" for c in cells))
+          f"median of {repeats}; STREAM triad {triad_gbs:.1f} GB/s, NumPy copy {copy_gbs:.1f} GB/s")
+    names = ["fastloss", "out=", "GB/s out=", "% triad", "NumPy", "PyTorch", "JAX", "JAX/fl", "torch/fl"]
+    for dtype in args.dtype:
+        print(f"\n{dtype}")
+        print(f"{'case':22s} " + " ".join(f"{n:>10s}" for n in names))
+        for name, label, arrays in cases(args.quick, np.dtype(dtype)):
+            print(f"{label:22s} " + " ".join(f"{c:>10s}" for c in row(name, arrays, repeats, peers, triad_gbs)))
+
+
+def row(name, arrays, repeats, peers, triad_gbs):
+    """The cells of one case: times, bandwidth and ratios."""
+    fn = getattr(fl, name)
+    t_auto = timed(lambda: fn(*arrays), repeats)
+    out = np.empty_like(arrays[0])
+    t_out = timed(lambda: fn(*arrays, out=out), repeats)
+    moved = arrays[0].nbytes * 2 + arrays[1].nbytes  # read x and y, write the gradient
+    gbs = moved / t_out / 1e9
+    cells = [f"{t_auto * 1e3:8.1f}ms", f"{t_out * 1e3:8.1f}ms", f"{gbs:9.1f}", f"{100 * gbs / triad_gbs:8.0f}%"]
+    np_fn = numpy_impl(name)
+    cells.append(f"{timed(lambda: np_fn(*arrays), repeats) * 1e3:8.1f}ms")
+    peer_times = {}
+    for peer, make in (("torch", torch_impl), ("jax", jax_impl)):
+        if peers[peer]:
+            peer_times[peer] = timed(make(name, arrays), repeats)
+            cells.append(f"{peer_times[peer] * 1e3:8.1f}ms")
+        else:
+            cells.append("-")
+    for peer in ("jax", "torch"):
+        t = peer_times.get(peer)
+        cells.append("-" if t is None else f"{t / t_auto:.1f}/{t / t_out:.1f}")
+    return cells
 
 
 if __name__ == "__main__":
