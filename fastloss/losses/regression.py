@@ -8,7 +8,7 @@ import math
 
 from ..math.elementary import exp, log1p
 from ..math.portable import portable
-from ..math.primitives import clamp_min, clamp_min_grad, sech2, sign, xdivy, xlogy
+from ..math.primitives import clamp_min, clamp_min_grad, hypot1, sech2, sign, xdivy, xlogy
 from ..math.primitives import log_cosh as _log_cosh
 
 
@@ -65,16 +65,16 @@ def huber(x, y, c, p):
 def pseudo_huber(x, y, c, p):
     """delta^2 (sqrt(1 + (r/delta)^2) - 1), ``p = (delta,)``; ``scipy.special.pseudo_huber``.
 
-    Evaluated as |r| (|r| / (hypot(1, t) + 1)) with t = r / delta: the difference of
-    squares (no cancellation near 0), and neither t^2 nor delta^2 is formed (no overflow
-    for huge r, no underflow for tiny delta). Gradient r / hypot(1, t), hessian
-    hypot(1, t)^-3. delta = 0 gives 0 (the limit), as scipy does.
+    Evaluated as |r| (|r| / (s + 1)) with s = sqrt(1 + t^2) = ``hypot1(t)``, t = r / delta:
+    the difference of squares (no cancellation near 0), and neither a large t^2 nor
+    delta^2 is formed (no overflow for huge r, no underflow for tiny delta). Gradient
+    r / s, hessian s^-3. delta = 0 gives 0 (the limit), as scipy does.
     """
     delta = p[0]
     r = x - y
     if delta == 0.0:
         return 0.0 * r, 0.0 * r, 0.0, 0.0 * r
-    s = math.hypot(1.0, r / delta)
+    s = hypot1(r / delta)
     a = abs(r)
     return a * (a / (s + 1.0)), r / s, 0.0, 1.0 / (s * s * s)
 

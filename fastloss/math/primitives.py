@@ -23,6 +23,17 @@ def wide(x):
 
 
 @portable
+def hypot1(t):
+    """sqrt(1 + t^2) without overflow, in square roots that vectorise (libm's ``hypot`` is a
+    scalar call): |t| sqrt(1 + (1/t)^2) for |t| > 1, sqrt(1 + t^2) below; about 1 ulp."""
+    a = abs(t)
+    big = a > 1.0
+    u = 1.0 / a if big else a
+    root = math.sqrt(1.0 + u * u)
+    return a * root if big else root
+
+
+@portable
 def sign(x):
     """sign(x) with sign(0) = 0 (PyTorch's choice at the kink) and sign(NaN) = NaN."""
     if x > 0.0:
