@@ -157,18 +157,18 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
                 s += (wide(cw[j]) if weighted else 1.0) * ((m - wide(z[j])) + log_d)
             loss += k * s
         return loss
+    s = 0.0
+    wsum = 0.0
+    if ls != 0.0:  # read every logit before the gradient row (which may be z) is written
+        for j in range(n):
+            wj = wide(cw[j]) if weighted else 1.0
+            wsum += wj
+            s += wj * (m - wide(z[j]))
     # exp(z_j - m) into the gradient row (or the hessian's, when only it is wanted).
     if want_g:
         d = sum_exp_into(z, m, gz)
     else:
         d = sum_exp_into(z, m, h)
-    s = 0.0
-    wsum = 0.0
-    if ls != 0.0:
-        for j in range(n):
-            wj = wide(cw[j]) if weighted else 1.0
-            wsum += wj
-            s += wj * (m - wide(z[j]))
     log_d = log(d)
     loss = sparse_ce_row_loss(w_y, ls, k, m, z_y, log_d, s, wsum)
     a = w_y * (1.0 - ls) + k * wsum
