@@ -74,10 +74,16 @@ def _make_loss(spec):
     fast_params = cpu_cython.fast_params
 
     def loss_function(*arrays, **options):
-        if fast is not None and _api.FAST_CALL is not None:
+        fast_call = _api.FAST_CALL
+        if fast is not None and fast_call is not None:
+            if not options:  # the commonest call of all, with no Python-level work
+                result = fast_call(fast, arrays, "mean", fast.params)
+                if result is not None:
+                    return result
+                return evaluate(spec, arrays, options)
             params = fast_params(spec, options, fast.params)
             if params is not None:
-                result = _api.FAST_CALL(fast, arrays, options.get("reduction", "mean"), params)
+                result = fast_call(fast, arrays, options.get("reduction", "mean"), params)
                 if result is not None:
                     return result
         return evaluate(spec, arrays, options)

@@ -14,6 +14,15 @@ import sys
 #: :mod:`fastloss.math.reductions` (one fixed order for every backend, call and layout).
 TILE = 256
 
+#: Row-wise losses with a ``<loss>_rows`` variant (see :mod:`fastloss.losses`) run rows of
+#: at most this many classes through it, in tiles of :func:`narrow_rows` rows side by side.
+#: At this width and above, a row alone fills the SIMD lanes of
+#: :mod:`fastloss.math.reductions`.
+NARROW_MAX_WIDTH = 63
+#: Elements of a narrow tile: the size of the scratch buffers of
+#: :func:`fastloss.math.reductions.scratch`.
+NARROW_TILE = 1024
+
 #: Elements per chunk (a row-wise chunk holds whole rows: at least one).
 CHUNK_ELEMENTS = 1 << 14
 #: Inputs with at least this many elements run their chunks on all cores. Below it,
@@ -34,3 +43,10 @@ def chunk_rows(x):
     if x.ndim == 2 and x.shape[1]:
         return max(1, CHUNK_ELEMENTS // x.shape[1])
     return CHUNK_ELEMENTS
+
+
+def narrow_rows(width):
+    """Rows per narrow tile: as many as NARROW_TILE holds, a multiple of 8 where that
+    leaves any (loops over a tile's rows then fill whole SIMD vectors)."""
+    rows = NARROW_TILE // width
+    return rows - rows % 8 if rows >= 8 else rows

@@ -21,10 +21,10 @@ numba = pytest.importorskip("numba")
 
 from fastloss.cpu_numba.jit import FASTMATH, compile_math  # noqa: E402
 
-FUNCTIONS = ("exp", "log", "log1p")
+FUNCTIONS = ("exp", "exp_nonpositive", "log", "log1p")
 EXTENDED = np.finfo(np.longdouble).nmant >= 63
 #: The largest error measured (ulp of the float64 result); the test fails above it.
-MAX_ULP = {"exp": 1.0, "log": 1.0, "log1p": 1.5}
+MAX_ULP = {"exp": 1.0, "exp_nonpositive": 1.0, "log": 1.0, "log1p": 1.5}
 
 
 def _loop(fn):
@@ -64,6 +64,10 @@ def grid(name, rng):
     if name == "exp":
         parts = [np.linspace(-745.2, 709.8, 400_001), rng.uniform(-1, 1, 100_000),
                  np.ldexp(rng.uniform(-1, 1, 50_000), rng.integers(-60, 0, 50_000))]
+    elif name == "exp_nonpositive":  # its domain, past the flush point, and either side of it
+        parts = [np.linspace(-745.2, 0.0, 400_001), -rng.uniform(0, 1, 100_000),
+                 -np.ldexp(rng.uniform(0, 1, 50_000), rng.integers(-60, 0, 50_000)),
+                 elementary.EXP_FLUSH + rng.uniform(-1e-9, 1e-9, 20_000)]
     elif name == "log":
         parts = [np.exp(np.linspace(-744, 709, 400_001)), rng.uniform(0.5, 2.0, 100_000),
                  1.0 + np.ldexp(rng.uniform(-1, 1, 50_000), rng.integers(-52, -1, 50_000)),
@@ -78,6 +82,8 @@ def grid(name, rng):
 
 def extended_reference(name, x):
     with np.errstate(divide="ignore", over="ignore"):
+        if name == "exp_nonpositive":  # e^x, flushed to 0 below the smallest normal number
+            return np.where(x >= elementary.EXP_FLUSH, np.exp(x.astype(np.longdouble)), 0)
         return getattr(np, name)(x.astype(np.longdouble))
 
 
@@ -99,6 +105,7 @@ def test_accuracy_over_a_dense_grid(name, backend, rng):
     with np.errstate(all="ignore"):
         ref = extended_reference(name, x)
     err = ulp_errors(got, ref)
+    assert np.all(got[ref == 0] == 0), f"{name} on {backend}: not 0 where the result flushes"
     worst = float(err.max())
     assert worst <= MAX_ULP[name], f"{name} on {backend}: {worst:.3f} ulp at x={x[np.argmax(err)]!r}"
 
@@ -109,19 +116,21 @@ def test_extended_reference_agrees_with_mpmath(name, rng):
     compiled function directly against mpmath, where long double is not extended)."""
     x = rng.choice(grid(name, rng), 300, replace=False)
     x[:3] = (-1.0, 0.0, 1e-300) if name == "log1p" else x[:3]
-    f = {"exp": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p}[name]
+    f = {"exp": mpmath.exp, "exp_nonpositive": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p}[name]
     with np.errstate(divide="ignore"):
         got = numba_map(name, x)
     with mpmath.workdps(40):
         exact = [f(mpmath.mpf(float(v))) for v in x]
         for g, e, v in zip(got, exact, x):
-            if e == 0 or not mpmath.isfinite(e):
+            if e == 0 or not mpmath.isfinite(e) or (name == "exp_nonpositive" and v < elementary.EXP_FLUSH):
                 continue
             assert abs(mpmath.mpf(float(g)) - e) <= MAX_ULP[name] * np.spacing(abs(float(e))), (name, v)
     if EXTENDED:
         ref = extended_reference(name, x)
         with mpmath.workdps(40):
-            for r, e in zip(ref, exact):
+            for r, e, v in zip(ref, exact, x):
+                if name == "exp_nonpositive" and v < elementary.EXP_FLUSH:
+                    continue  # the reference flushes, as the function does
                 if e != 0 and mpmath.isfinite(e):  # extended precision: 2^-60 relative
                     assert abs(mpmath.mpf(np.format_float_scientific(r, unique=True)) - e) <= abs(e) * 2.0**-60, name
 
@@ -131,6 +140,10 @@ SPECIAL = {
             (709.782712893384, 1.7976931348622732e308), (709.7827128933841, math.inf), (710.0, math.inf),
             (800.0, math.inf), (1e300, math.inf), (-745.1332191019411, 5e-324), (-745.2, 0.0), (-746.0, 0.0),
             (-1e300, 0.0), (1e-300, 1.0), (-708.4, math.exp(-708.4)), (-740.0, math.exp(-740.0))],
+    "exp_nonpositive": [
+        (0.0, 1.0), (-0.0, 1.0), (-math.inf, 0.0), (math.nan, math.nan), (-1e-300, 1.0), (-5e-324, 1.0),
+        (-708.3964185322641, math.exp(-708.3964185322641)), (-708.3964185322642, 0.0), (-708.4, 0.0),
+        (-745.2, 0.0), (-746.0, 0.0), (-1e300, 0.0), (-700.0, math.exp(-700.0)), (-1.0, math.exp(-1.0))],
     "log": [(1.0, 0.0), (0.0, -math.inf), (-0.0, -math.inf), (-1.0, math.nan), (-math.inf, math.nan),
             (math.inf, math.inf), (math.nan, math.nan), (5e-324, math.log(5e-324)),
             (2.2250738585072014e-308, math.log(2.2250738585072014e-308)),

@@ -42,6 +42,8 @@ MODULES = (
     "losses/embedding.py",
 )
 ROW_PARAMS = 10  # x, y, v, c, gx, gy, gv, h, gs, p
+ROWS_SUFFIX = "_rows"  # f_rows: the row function f over a tile of narrow rows side by side
+ROWS_TYPES = ("floating*", "index*", "double*", "floating*", "floating*", "double*", "params", "double*")
 ELEMENT_PARAMS = 4  # x, y, c, p
 LIBC = {"expm1", "sqrt", "sinh", "tanh", "hypot"}
 SCALAR_MODULES = ("elementary", "reductions", "primitives")  # helpers only; they go to the .pxd
@@ -50,6 +52,7 @@ NATIVES = {  # name -> (C return type, C definition); ``lanes`` is a local array
     "as_float64": ("double", "double {c}(long long i) {{ double x; memcpy(&x, &i, 8); return x; }}"),
     "fma": ("double", "double {c}(double a, double b, double c) {{ return fma(a, b, c); }}"),
     "lanes": ("double[]", None),
+    "scratch": ("double[]", None),
     "lane_total": ("double", "double {c}(double* acc) {{ for (long w = {lanes} / 2; w > 0; w /= 2) "
                              "for (long l = 0; l < w; l++) acc[l] += acc[l + w]; return acc[0]; }}"),
     "lane_max": ("double", "double {c}(double* acc) {{ for (long w = {lanes} / 2; w > 0; w /= 2) "
@@ -82,6 +85,8 @@ class Function:
         self.returns = self._return_arity()
 
     def _kind(self):
+        if self.module not in SCALAR_MODULES and self.name.endswith(ROWS_SUFFIX):
+            return "rows"
         if self.module not in SCALAR_MODULES and len(self.params) == ROW_PARAMS:
             return "row"
         if self.module not in SCALAR_MODULES and len(self.params) == ELEMENT_PARAMS and self.params[-1] == "p":
@@ -100,7 +105,10 @@ class Function:
         return arrays, indices
 
     def _param_types(self):
-        """param -> "floating*", "double*", "index", "params" or "double"."""
+        """param -> "floating*", "double*", "index*", "index", "params" or "double"."""
+        if self.kind == "rows":  # (x, labels, c, gx, h, gs, p, loss)
+            assert len(self.params) == len(ROWS_TYPES), f"{self.cname}: not (x, y, c, gx, h, gs, p, loss)"
+            return dict(zip(self.params, ROWS_TYPES))
         arrays, indices = self._usage()
         types = {}
         for i, name in enumerate(self.params):
@@ -126,18 +134,20 @@ class Function:
     def _return_arity(self):
         arity = {len(r.value.elts) if isinstance(r.value, ast.Tuple) else 1
                  for r in ast.walk(self.node) if isinstance(r, ast.Return)}
-        assert len(arity) == 1, f"{self.cname}: returns of different arities"
-        return arity.pop()
+        assert len(arity) <= 1, f"{self.cname}: returns of different arities"
+        return arity.pop() if arity else 0
 
     def c_return(self):
+        if self.returns == 0:
+            return "void"
         return "double" if self.returns == 1 else "(" + ", ".join(["double"] * self.returns) + ")"
 
     def c_params(self):
         out = []
         for name in self.params:
             t = self.types[name]
-            if t in ("floating*", "double*"):
-                out += [f"{t} {name}", f"Py_ssize_t {name}_n"]
+            if t in ARRAY_TYPES:
+                out += [f"{ARRAY_TYPES[t]} {name}", f"Py_ssize_t {name}_n"]
             elif t == "index":
                 out.append(f"Py_ssize_t {name}")
             elif t == "params":
@@ -157,6 +167,9 @@ class Function:
                 isinstance(target, str) and target in INTEGER_CONSTANTS)
         if isinstance(node, ast.Call):
             return self._is_integer(node.func, types)
+        if isinstance(node, ast.Subscript):  # an array's length, or an entry of an index array
+            return (isinstance(node.value, ast.Attribute) and node.value.attr == "shape") or (
+                isinstance(node.value, ast.Name) and self.types.get(node.value.id) == "index*")
         if isinstance(node, ast.BinOp):
             if isinstance(node.op, (ast.LShift, ast.RShift, ast.BitAnd, ast.BitOr)):
                 return True
@@ -166,10 +179,14 @@ class Function:
             return self._is_integer(node.body, types) and self._is_integer(node.orelse, types)
         return False
 
-    def _is_lanes(self, node):
-        """Whether ``node`` is a call of the native ``lanes`` (a local lane array)."""
-        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
-            isinstance(self.resolve.get(node.func.id), Native) and self.resolve[node.func.id].name == "lanes"
+    def _local_array(self, node):
+        """The native that ``node`` calls to make a local array (``lanes`` or ``scratch``),
+        or None."""
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            target = self.resolve.get(node.func.id)
+            if isinstance(target, Native) and target.name in LOCAL_ARRAYS:
+                return target.name
+        return None
 
     def _local_types(self):
         types = {}
@@ -211,8 +228,8 @@ class Function:
                         note(target.id, "Py_ssize_t")
                     elif self._is_integer(n.value, known):
                         note(target.id, "long long")
-                    elif self._is_lanes(n.value):
-                        note(target.id, "double[]")
+                    elif self._local_array(n.value):
+                        note(target.id, f"double[{LOCAL_ARRAYS[self._local_array(n.value)]()}]")
                     else:
                         note(target.id, "double")
         return types
@@ -223,12 +240,12 @@ class Function:
         by_type = {}
         for name, t in sorted(self._local_types().items()):
             by_type.setdefault(t, []).append(name)
-        arrays = by_type.pop("double[]", [])
-        if arrays:  # lane arrays, and the index that fills them
+        arrays = {t: by_type.pop(t) for t in list(by_type) if t.startswith("double[")}
+        if arrays:  # local arrays, and the index that fills lane arrays
             by_type.setdefault("Py_ssize_t", []).append("_lane")
         for t, names in sorted(by_type.items()):
             lines.append(f"    cdef {t} {', '.join(names)}")
-        lines += [f"    cdef double {name}[{lane_count()}]" for name in arrays]
+        lines += [f"    cdef double {name}{t[6:]}" for t, names in sorted(arrays.items()) for name in names]
         options = sorted({n.slice.value for n in ast.walk(self.node)
                           if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
                           and self.types.get(n.value.id) == "params" and isinstance(n.slice, ast.Constant)})
@@ -250,9 +267,11 @@ class Translator(ast.NodeTransformer):
         self.fn = fn
 
     def visit_Assign(self, node):
-        if self.fn._is_lanes(node.value):  # acc = lanes(v): fill the local array
+        if self.fn._local_array(node.value):  # acc = lanes(v): fill the local array
+            if not node.value.args:  # scratch(): no fill
+                return ast.Pass()
             value = node.value.args[0]
-            if isinstance(value, ast.Constant) and value.value is None:  # scratch: no fill
+            if isinstance(value, ast.Constant) and value.value is None:  # lanes(None): no fill
                 return ast.Pass()
             fill = ast.Assign([ast.Subscript(node.targets[0], ast.Name("_lane"))], self.visit(node.value.args[0]))
             loop = ast.For(ast.Name("_lane"), ast.Call(ast.Name("range"), [ast.Constant(lane_count())], []),
@@ -308,7 +327,7 @@ class Translator(ast.NodeTransformer):
             for arg, pname in zip(node.args, callee.params):
                 arg = self.visit(arg)
                 args.append(arg)
-                if callee.types[pname] in ("floating*", "double*"):
+                if callee.types[pname] in ARRAY_TYPES:
                     assert isinstance(arg, ast.Name), f"{self.fn.cname}: array argument must be a name"
                     args.append(ast.Name(f"{arg.id}_n"))
             return ast.Call(ast.Name(callee.cname), args, [])
@@ -332,6 +351,7 @@ class Native:
 
 
 INTEGER_TYPES = ("long long", "Py_ssize_t")
+ARRAY_TYPES = {"floating*": "floating*", "double*": "double*", "index*": "Py_ssize_t*"}  # parameter -> C
 INTEGER_CONSTANTS = set()  # the C names of integer module constants, filled by parse()
 
 
@@ -446,6 +466,8 @@ cdef inline Py_ssize_t* _idx(cnp.ndarray a) noexcept nogil:
 cdef enum:
     TILE = {tile}
     LANES = {lanes}
+    NARROW_MAX_WIDTH = {narrow}
+    NARROW_TILE = {narrow_tile}
 
 
 cdef inline void _lanes_zero(double* lanes) noexcept nogil:
@@ -465,16 +487,19 @@ cdef inline void _lane_sum(double* v, Py_ssize_t k, double* lanes) noexcept nogi
 
 
 def elementary_map(str name, double[::1] x, double[::1] out):
-    """out = f(x) for f the exp, log or log1p of fastloss.math.elementary, as compiled here
-    (the tests' window onto the C translation)."""
+    """out = f(x) for f the exp, exp_nonpositive, log or log1p of fastloss.math.elementary,
+    as compiled here (the tests' window onto the C translation)."""
     cdef Py_ssize_t i
     cdef Py_ssize_t n = x.shape[0]
-    if name not in ("exp", "log", "log1p"):
+    if name not in ("exp", "exp_nonpositive", "log", "log1p"):
         raise ValueError(f"no elementary function {name!r}")
     with nogil:
         if name == "exp":
             for i in range(n):
                 out[i] = elementary__exp(x[i])
+        elif name == "exp_nonpositive":
+            for i in range(n):
+                out[i] = elementary__exp_nonpositive(x[i])
         elif name == "log":
             for i in range(n):
                 out[i] = elementary__log(x[i])
@@ -605,7 +630,7 @@ cdef double _block__{cname}(floating* x, {ytype} y, floating* v, Py_ssize_t rows
                            floating* gv, Py_ssize_t gv_w, floating* h, Py_ssize_t h_w) noexcept nogil:
     cdef Py_ssize_t i
     cdef double total = 0.0
-    cdef double loss, wi
+    cdef double loss, wi{narrow_dispatch}
     for i in range(rows):
         wi = w[i] if has_w else 1.0
         loss = {cname}(x + i * width, width, {yrow}, v + i * width, width, c, c_n,
@@ -684,6 +709,44 @@ def run__{cname}(cnp.ndarray x, cnp.ndarray y, cnp.ndarray v, c, cnp.ndarray w, 
 '''
 
 
+NARROW_DISPATCH = """
+    if width <= NARROW_MAX_WIDTH:
+        return _narrow__{cname}(x, y, rows, width, c, c_n, w, has_w, p, scale, loss_out, keep_loss,
+                                gx, gx_w, h, h_w)"""
+
+NARROW_TEMPLATE = '''
+cdef double _narrow__{cname}(floating* x, {ytype} y, Py_ssize_t rows, Py_ssize_t width,
+                            double* c, Py_ssize_t c_n, double* w, bint has_w, const double* p,
+                            double scale, floating* loss_out, bint keep_loss,
+                            floating* gx, Py_ssize_t gx_w, floating* h, Py_ssize_t h_w) noexcept nogil:
+    """The block of {name} for narrow rows: tiles of fastloss._config.narrow_rows(width)
+    rows, each run by {name}{suffix} (the same numbers as a row at a time)."""
+    cdef double gs[NARROW_TILE]
+    cdef double tile_loss[NARROW_TILE]
+    cdef Py_ssize_t per = NARROW_TILE // width
+    cdef Py_ssize_t t, lo, k, i
+    cdef double total = 0.0
+    cdef double loss
+    if per >= 8:
+        per -= per % 8
+    for t in range((rows + per - 1) // per):
+        lo = t * per
+        k = min(per, rows - lo)
+        for i in range(k):
+            gs[i] = scale * (w[lo + i] if has_w else 1.0)
+        {cname}{suffix}(x + lo * width, k * width, y + lo * {ystride}, k * {ystride}, c, c_n,
+                        gx + lo * gx_w, k * gx_w, h + lo * h_w, k * h_w, gs, k, p, tile_loss, k)
+        for i in range(k):
+            loss = tile_loss[i]
+            if has_w:
+                loss = loss * w[lo + i]
+            total += loss
+            if keep_loss:
+                loss_out[lo + i] = <floating> loss
+    return total
+'''
+
+
 ELEMENT_CALL = """total = _chunked__{cname}[{T}](
                 <{T}*> cnp.PyArray_DATA(x), <{T}*> cnp.PyArray_DATA(y), cp, has_c, n,
                 _f64(w), cnp.PyArray_SIZE(w) != 0, pbuf, scale,
@@ -702,8 +765,9 @@ ROW_CALL = """total = _chunked__{cname}[{T}](
                 <{T}*> cnp.PyArray_DATA(h), cnp.PyArray_DIM(h, 1), chunk, threads)"""
 
 
-def driver(fn):
-    """The block kernel, chunked driver and entry point of one loss's math."""
+def driver(fn, narrow=None):
+    """The block kernel, chunked driver and entry point of one loss's math (a row
+    function's ``narrow`` variant, if it has one, serves narrow rows)."""
     name = f"{fn.module}.{fn.name}"
     if fn.kind == "element":
         calls = {f"call_{t}": ELEMENT_CALL.format(cname=fn.cname, T=t) for t in ("float", "double")}
@@ -713,13 +777,16 @@ def driver(fn):
         f"call_{t}": ROW_CALL.format(cname=fn.cname, T=t, ycast="_idx(y)" if sparse else f"<{t}*> cnp.PyArray_DATA(y)")
         for t in ("float", "double")
     }
-    return ROW_TEMPLATE.format(
+    shapes = dict(
         cname=fn.cname, name=name,
         ytype="Py_ssize_t*" if sparse else "floating*",
         yrow="y[i]" if sparse else "y + i * width, width",
         ystride="1" if sparse else "width",
-        **calls,
     )
+    code = ROW_TEMPLATE.format(narrow_dispatch=narrow and NARROW_DISPATCH.format(**shapes) or "", **shapes, **calls)
+    if narrow:
+        code = NARROW_TEMPLATE.format(suffix=ROWS_SUFFIX, **shapes) + code
+    return code
 
 
 def _constant(cname, value):
@@ -744,6 +811,19 @@ def lane_count():
     return _constant_of("math/reductions.py", "LANES")
 
 
+def tile_size():
+    """TILE of :mod:`fastloss._config`."""
+    return _constant_of("_config.py", "TILE")
+
+
+def narrow_tile():
+    """NARROW_TILE of :mod:`fastloss._config`."""
+    return _constant_of("_config.py", "NARROW_TILE")
+
+
+LOCAL_ARRAYS = {"lanes": lane_count, "scratch": narrow_tile}  # native -> its length
+
+
 def _natives(natives):
     """The natives, as C inline functions that Cython declares."""
     natives = [n for n in natives if n.c_definition]
@@ -761,14 +841,17 @@ def generate():
     primitives = [PRIMITIVES_HEADER, _natives(natives)]
     primitives += [_constant(cname, value) for cname, value in constants if cname.startswith(scalar)]
     header = HEADER.replace("{source_hash}", source_hash())
-    header = header.replace("{tile}", str(_constant_of("_config.py", "TILE"))).replace("{lanes}", str(lane_count()))
+    header = header.replace("{tile}", str(tile_size())).replace("{lanes}", str(lane_count()))
+    header = header.replace("{narrow}", str(_constant_of("_config.py", "NARROW_MAX_WIDTH")))
+    header = header.replace("{narrow_tile}", str(narrow_tile()))
     kernels = [header]
     kernels += [_constant(cname, value) for cname, value in constants if not cname.startswith(scalar)]
     for fn in functions:
         (primitives if fn.module in SCALAR_MODULES else kernels).append("\n" + fn.cython() + "\n")
+    narrow = {fn.cname[:-len(ROWS_SUFFIX)]: fn for fn in functions if fn.kind == "rows"}
     for fn in functions:
         if fn.kind in ("element", "row"):
-            kernels.append(driver(fn))
+            kernels.append(driver(fn, narrow.get(fn.cname)))
     return "\n".join(primitives), "\n".join(kernels)
 
 

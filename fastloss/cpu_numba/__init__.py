@@ -15,6 +15,7 @@ such a child runs the serial chunked driver instead (the same chunks: the same b
 """
 
 import os
+import sys
 import threading
 
 import numpy as np
@@ -36,11 +37,19 @@ def kernel(math_fn, family, mode):
     if k is None:
         if mode == "block":
             k = _BLOCKS[family](compile_math(math_fn), math_fn.__name__)
+            narrow = narrow_variant(math_fn) if family == "rowwise" else None
+            if narrow is not None:
+                k = drivers.narrow_rowwise_block(k, compile_math(narrow), math_fn.__name__)
         else:
             block = kernel(math_fn, family, "block")
             k = _CHUNKED[family](block, math_fn.__name__, mode == "parallel")
         _kernels[key] = k
     return k
+
+
+def narrow_variant(math_fn):
+    """The ``<name>_rows`` variant of a row function for narrow rows, or None."""
+    return getattr(sys.modules[math_fn.__module__], math_fn.__name__ + "_rows", None)
 
 
 def _read_only(a):

@@ -145,6 +145,46 @@ def rowwise_block(row, name):
     return compile_driver(block, f"rowwise_{name}_block")
 
 
+def narrow_rowwise_block(row_block, narrow, name):
+    """Block kernel for a row function with a narrow variant ``narrow(x, labels, c, gx, h,
+    gs, p, loss)`` (see :mod:`fastloss.losses`): rows of at most NARROW_MAX_WIDTH classes
+    go through it in tiles of :func:`fastloss._config.narrow_rows` rows, wider ones to
+    ``row_block``. Same arguments as :func:`rowwise_block`."""
+    max_width = config.NARROW_MAX_WIDTH
+    tile = config.NARROW_TILE
+
+    def block(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h):
+        width = x.shape[1]
+        if width > max_width or width == 0:
+            return row_block(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h)
+        per = tile // width
+        if per >= 8:
+            per -= per % 8
+        rows = x.shape[0]
+        has_w = w.shape[0] != 0
+        keep_loss = loss_out.shape[0] != 0
+        gs = np.empty(per)
+        tile_loss = np.empty(per)
+        total = 0.0
+        for lo in range(0, rows, per):
+            hi = min(rows, lo + per)
+            k = hi - lo
+            for i in range(k):
+                gs[i] = scale * (float(w[lo + i]) if has_w else 1.0)
+            narrow(x[lo:hi].reshape(k * width), y[lo:hi], c, gx[lo:hi].reshape(k * gx.shape[1]),
+                   h[lo:hi].reshape(k * h.shape[1]), gs[:k], params, tile_loss[:k])
+            for i in range(k):
+                loss = tile_loss[i]
+                if has_w:
+                    loss *= float(w[lo + i])
+                total += loss
+                if keep_loss:
+                    loss_out[lo + i] = loss
+        return total
+
+    return compile_driver(block, f"rowwise_{name}_narrow_block")
+
+
 def rowwise_chunked(block, name, parallel):
     """Chunked driver over a row-wise block: chunks of rows; ``c`` (per class) is shared."""
 

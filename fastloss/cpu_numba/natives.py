@@ -1,7 +1,8 @@
 """The Numba implementations of the natives of :mod:`fastloss.math`: the bit casts and
 the fused multiply-add of :mod:`~fastloss.math.elementary` (an LLVM ``bitcast`` and
-``llvm.fma``, which vectorise) and the lane arrays of :mod:`~fastloss.math.reductions` (on the stack: a heap array per
-row would cost more than a narrow row's math)."""
+``llvm.fma``, which vectorise) and the lane and scratch arrays of
+:mod:`~fastloss.math.reductions` (on the stack: a heap array per row would cost more than a
+narrow row's math)."""
 
 import numba
 from llvmlite import ir
@@ -9,6 +10,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .. import _config as config
 from ..math import reductions
 from ..math.elementary import as_float64, as_int64, fma
 
@@ -54,14 +56,22 @@ as_int64.register("numba", lambda: _as_int64)
 as_float64.register("numba", lambda: _as_float64)
 
 
-@intrinsic
-def _stack_lanes(typingctx):
-    """A pointer to LANES float64 on the stack of the function it is inlined into."""
+def _stack_array(size):
+    """An intrinsic: a pointer to ``size`` float64 on the stack of the function it is
+    inlined into."""
 
-    def codegen(context, builder, sig, args):
-        return cgutils.alloca_once(builder, ir.DoubleType(), size=reductions.LANES)
+    @intrinsic
+    def stack(typingctx):
+        def codegen(context, builder, sig, args):
+            return cgutils.alloca_once(builder, ir.DoubleType(), size=size)
 
-    return types.CPointer(types.float64)(), codegen
+        return types.CPointer(types.float64)(), codegen
+
+    return stack
+
+
+_stack_lanes = _stack_array(reductions.LANES)
+_stack_tile = _stack_array(config.NARROW_TILE)
 
 
 @numba.njit(inline="always", nogil=True)
@@ -73,10 +83,16 @@ def _lanes(value):
     return acc
 
 
+@numba.njit(inline="always", nogil=True)
+def _scratch():
+    return numba.carray(_stack_tile(), config.NARROW_TILE)
+
+
 def _compiled(fn):
     return lambda: numba.njit(inline="always", nogil=True, error_model="numpy")(fn.py_func)
 
 
 reductions.lanes.register("numba", lambda: _lanes)
+reductions.scratch.register("numba", lambda: _scratch)
 for _fn in (reductions.lane_total, reductions.lane_max):
     _fn.register("numba", _compiled(_fn))

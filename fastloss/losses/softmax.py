@@ -11,10 +11,10 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 
 import math
 
-from ..math.elementary import exp, log, log1p
+from ..math.elementary import exp, exp_nonpositive, log, log1p
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, wide, xdivy, xlogy
-from ..math.reductions import LANES, lane_max, lane_total, lanes
+from ..math.reductions import LANES, lane_max, lane_total, lanes, scratch
 
 
 @portable
@@ -34,7 +34,7 @@ def sum_exp_into_serial(z, m, e):
     d = 0.0
     store = e.shape[0] != 0
     for j in range(z.shape[0]):
-        t = exp(wide(z[j]) - m)
+        t = exp_nonpositive(wide(z[j]) - m)
         d += t
         if store:
             e[j] = t
@@ -46,7 +46,7 @@ def sum_exp_serial(z, m):
     """:func:`sum_exp` in one plain loop (a GPU thread's version)."""
     d = 0.0
     for j in range(z.shape[0]):
-        d += exp(wide(z[j]) - m)
+        d += exp_nonpositive(wide(z[j]) - m)
     return d
 
 
@@ -84,14 +84,14 @@ def sum_exp_into(z, m, e):
         for g in range(whole // LANES):
             for lane in range(LANES):
                 j = g * LANES + lane
-                t = exp(wide(z[j]) - m)
+                t = exp_nonpositive(wide(z[j]) - m)
                 acc[lane] += t
                 if store:
                     e[j] = t
         d = lane_total(acc)
     rest = lanes(None)  # the rest's exps first: a loop without a running sum vectorises
     for i in range(n - whole):
-        rest[i] = exp(wide(z[whole + i]) - m)
+        rest[i] = exp_nonpositive(wide(z[whole + i]) - m)
     for i in range(n - whole):
         d += rest[i]
         if store:
@@ -109,11 +109,11 @@ def sum_exp(z, m):
         acc = lanes(0.0)
         for g in range(whole // LANES):
             for lane in range(LANES):
-                acc[lane] += exp(wide(z[g * LANES + lane]) - m)
+                acc[lane] += exp_nonpositive(wide(z[g * LANES + lane]) - m)
         d = lane_total(acc)
     rest = lanes(None)  # the rest's exps first: a loop without a running sum vectorises
     for i in range(n - whole):
-        rest[i] = exp(wide(z[whole + i]) - m)
+        rest[i] = exp_nonpositive(wide(z[whole + i]) - m)
     for i in range(n - whole):
         d += rest[i]
     return d
@@ -186,6 +186,91 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
     return loss
 
 
+@portable(inline=False)
+def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
+    """:func:`sparse_softmax_cross_entropy` of a tile of narrow rows (fewer classes than
+    LANES), row by row the same arithmetic in the same order; in place.
+
+    ``z`` (and ``gz``, ``h`` where wanted) hold the tile's rows one after another;
+    ``labels``, ``gs`` (each row's gradient scale) and ``loss`` (written) have one entry
+    per row; the tile fits the scratch buffers
+    (:func:`~fastloss.math.reductions.scratch`). A 10-class row taken alone is a chain of
+    short dependent loops (max, exponentials, sum, log, gradient) that SIMD cannot fill.
+    Here the tile is transposed into ``t`` (``t[j * rows + r]`` is row r's class j), so
+    that the per-row maxima and sums become element-wise operations on whole vectors of
+    rows (each row still summed in class order), and the exponentials, logarithms and
+    gradients are loops over the tile; the gradients are transposed back at the end.
+    """
+    rows = labels.shape[0]
+    n = z.shape[0] // rows
+    ls = p[0]
+    k = ls / n
+    weighted = cw.shape[0] != 0
+    t = scratch()  # the tile, transposed: z, then z - m, then exp(z - m), then the gradient
+    th = scratch()  # the hessian, transposed
+    m = scratch()  # per row: the maximum
+    d = scratch()  # per row: sum_j exp(z_j - m), then 1 / d
+    log_d = scratch()
+    a = scratch()  # per row: the softmax's factor in the gradient (0 for an ignored row)
+    lw = scratch()  # per row: the label's target weight cw_y (1 - ls)
+    ignored = scratch()  # per row: 1 for a row of ignore_index, else 0
+    for r in range(rows):
+        for j in range(n):
+            t[j * rows + r] = wide(z[r * n + j])
+    for r in range(rows):
+        m[r] = -math.inf
+        d[r] = 0.0
+    for j in range(n):
+        for r in range(rows):
+            v = t[j * rows + r]
+            m[r] = v if v > m[r] else m[r]
+    for j in range(n):
+        for r in range(rows):
+            e = exp_nonpositive(t[j * rows + r] - m[r])
+            t[j * rows + r] = e
+            d[r] += e
+    for r in range(rows):
+        log_d[r] = log(d[r])
+    for r in range(rows):
+        d[r] = 1.0 / d[r]
+    wsum = 0.0
+    if ls != 0.0:
+        for j in range(n):
+            wsum += wide(cw[j]) if weighted else 1.0
+    # Every logit the losses need is read before any gradient row (maybe z's) is written.
+    for r in range(rows):
+        label = labels[r]
+        skip = p[2] != 0.0 and label == p[1]
+        ignored[r] = 1.0 if skip else 0.0
+        w_y = 0.0 if skip else (wide(cw[label]) if weighted else 1.0)
+        lw[r] = w_y * (1.0 - ls)
+        a[r] = lw[r] + k * wsum
+        if skip:
+            loss[r] = 0.0
+        else:
+            s = 0.0
+            if ls != 0.0:
+                for j in range(n):
+                    s += (wide(cw[j]) if weighted else 1.0) * (m[r] - wide(z[r * n + j]))
+            loss[r] = sparse_ce_row_loss(w_y, ls, k, m[r], wide(z[r * n + label]), log_d[r], s, wsum)
+    if h.shape[0] != 0:
+        for j in range(n):
+            for r in range(rows):
+                pj = t[j * rows + r] * d[r]
+                th[j * rows + r] = gs[r] * a[r] * pj * (1.0 - pj)
+        for r in range(rows):
+            for j in range(n):
+                h[r * n + j] = 0.0 if ignored[r] != 0.0 else th[j * rows + r]
+    if gz.shape[0] != 0:
+        for j in range(n):
+            smooth_j = k * (wide(cw[j]) if weighted else 1.0)
+            for r in range(rows):
+                t[j * rows + r] = sparse_ce_grad(t[j * rows + r] * d[r], labels[r] == j, a[r], smooth_j, lw[r], gs[r])
+        for r in range(rows):
+            for j in range(n):
+                gz[r * n + j] = 0.0 if ignored[r] != 0.0 else t[j * rows + r]
+
+
 @portable
 def sparse_ce_row_loss(w_y, ls, k, m, z_y, log_d, s, wsum):
     """A sparse cross-entropy row's loss from its reductions: the row maximum ``m``, ``log
@@ -208,10 +293,10 @@ def merge_max_sum_exp(m1, d1, m2, d2):
     if m2 > m1:
         if m1 == -math.inf:
             return m2, d2
-        return m2, d2 + d1 * exp(m1 - m2)
+        return m2, d2 + d1 * exp_nonpositive(m1 - m2)
     if m2 == -math.inf:
         return m1, d1
-    return m1, d1 + d2 * exp(m2 - m1)
+    return m1, d1 + d2 * exp_nonpositive(m2 - m1)
 
 
 @portable
@@ -239,7 +324,7 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
         total_t += tj
         if tj != 0.0:
             s += tj * (m - zj)
-        e = exp(zj - m)
+        e = exp_nonpositive(zj - m)
         d += e
         if want_g:
             gz[j] = e
@@ -369,7 +454,7 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     m = row_max(z)
     d = 0.0
     for j in range(n):
-        e = exp(wide(z[j]) - m)
+        e = exp_nonpositive(wide(z[j]) - m)
         d += e
     log_d = log(d)
     loss = 0.0
@@ -381,7 +466,7 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
             loss += kl_entropy(yj, q, p[0]) + q * ((m - wide(z[j])) + log_d)
         total_q += q
         if want_g:
-            gz[j] = exp(wide(z[j]) - m) / d
+            gz[j] = exp_nonpositive(wide(z[j]) - m) / d
     if want_g:
         for j in range(n):
             gz[j] = softmax_ce_grad(wide(gz[j]), kl_target(wide(y[j]), p[0], n), total_q, gs)
@@ -441,8 +526,8 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
         lp = (wide(zp[j]) - mp) - log_dp
         lq = (wide(zq[j]) - mq) - log_dq
         lm = log_add_exp(log_b + lp, log_1b + lq)
-        pj = exp(lp)
-        qj = exp(lq)
+        pj = exp_nonpositive(lp)
+        qj = exp_nonpositive(lq)
         if pj != 0.0:
             t = pj * beta * (lp - lm)
             loss += t
@@ -456,8 +541,8 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
             lp = (wide(zp[j]) - mp) - log_dp
             lq = (wide(zq[j]) - mq) - log_dq
             lm = log_add_exp(log_b + lp, log_1b + lq)
-            pj = exp(lp)
-            qj = exp(lq)
+            pj = exp_nonpositive(lp)
+            qj = exp_nonpositive(lq)
             gp[j] = gs * pj * (beta * (lp - lm) - sp) if pj != 0.0 else 0.0
             gq[j] = gs * qj * ((1.0 - beta) * (lq - lm) - sq) if qj != 0.0 else 0.0
     return loss
@@ -473,7 +558,7 @@ def focal_term(log_p, gamma):
     u = -expm1(log p) has no cancellation near p = 1, and log(p) / u -> -1 as u -> 0, so
     g never forms u^(gamma - 1): gamma in [0, 1) and saturated logits stay finite.
     """
-    prob = exp(log_p)
+    prob = exp_nonpositive(log_p)
     u = -math.expm1(log_p)
     mod = u**gamma
     ratio = log_p / u if u != 0.0 else -1.0
@@ -508,7 +593,7 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
             yg = 0.0
             if yj != 0.0:
                 yg = yj * focal_term(lp, gamma)[1]
-            gz[j] = -alpha * gs * (yg - exp(lp) * s)
+            gz[j] = -alpha * gs * (yg - exp_nonpositive(lp) * s)
     return alpha * loss
 
 

@@ -9,13 +9,15 @@ group after the tree, in order. The order depends only on the length, never on t
 machine, the backend or whether an output aliases an input.
 
 The lane array is a local array, which Python's arithmetic cannot spell: ``lanes``,
-``lane_total`` and ``lane_max`` are natives (a Python reference here; Numba and C
+``lane_total`` and ``lane_max`` are natives (and so is ``scratch``, a tile-sized local
+buffer for kernels that work on several narrow rows at once) (a Python reference here; Numba and C
 implementations in the backends). GPU threads use plain loops instead (the
 ``@portable(cuda=...)`` overrides of the row reductions in :mod:`fastloss.losses.softmax`).
 """
 
 import numpy as np
 
+from .._config import NARROW_TILE
 from .portable import native
 
 #: Lanes of a sum: 8 AVX-512 vectors of float64. Fewer would suit narrow rows better, but
@@ -54,3 +56,9 @@ def lane_max(acc):
             acc[lane] = other if other > acc[lane] else acc[lane]
         width //= 2
     return acc[0]
+
+
+@native
+def scratch():
+    """A fresh local array of NARROW_TILE (:mod:`fastloss._config`) float64, uninitialised."""
+    return np.empty(NARROW_TILE)

@@ -1,0 +1,124 @@
+"""The narrow-row variant of sparse softmax cross-entropy (``losses/softmax.py``,
+``sparse_softmax_cross_entropy_rows``): a tile of rows with fewer than LANES classes side by
+side. It must give, row by row, the bits of the row function it stands in for, on every
+option, extreme input and tile boundary."""
+
+import math
+
+import numpy as np
+import pytest
+from reference import ref_sparse_ce
+
+import fastloss as fl
+from fastloss import _config
+from fastloss.losses import softmax
+
+OPTIONS = [
+    # (label_smoothing, ignore_index, has_ignore_index), class weights
+    ((0.0, 0.0, 0.0), None),
+    ((0.2, 0.0, 0.0), None),
+    ((0.0, 1.0, 1.0), None),
+    ((0.3, 2.0, 1.0), "weights"),
+    ((0.0, -100.0, 1.0), "weights"),
+]
+
+
+def _tile(rng, rows, width):
+    z = rng.normal(scale=3.0, size=(rows, width))
+    z[0] = -np.inf  # a fully masked row: NaN
+    z[1, : width // 2] = -np.inf  # a partly masked row
+    z[2, -1] = 1e4  # one logit dominates
+    z[3] = -1e4
+    z[4, 0] = np.nan
+    labels = rng.integers(0, width, rows)
+    labels[5] = 1  # ignored under ignore_index=1
+    return z, labels
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Python-level NaN and inf arithmetic
+@pytest.mark.parametrize("params, weights", OPTIONS)
+@pytest.mark.parametrize("width", [2, 5, 10])
+@pytest.mark.parametrize("want", ["grad", "hess", "both", "loss"])
+def test_python_rows_match_the_row_function_bit_for_bit(params, weights, width, want, rng):
+    rows = 8
+    z, labels = _tile(rng, rows, width)
+    if params[2] and params[1] >= 0:
+        labels[6] = int(params[1])
+    if params[1] < 0:
+        labels[7] = int(params[1])  # an ignore_index outside [0, C) is never read
+    cw = rng.uniform(0.1, 3.0, width) if weights else np.empty(0)
+    gs = rng.uniform(0.1, 2.0, rows)
+    gs[4] = 0.0  # a zero weight on the row with a NaN: NaN, as 0 * NaN is
+    empty = np.empty((rows, 0))
+    g_rows = np.full((rows, width), 7.0) if want in ("grad", "both") else empty
+    h_rows = np.full((rows, width), 7.0) if want in ("hess", "both") else empty
+    loss = np.empty(rows)
+    softmax.sparse_softmax_cross_entropy_rows.py_func(
+        z.reshape(-1), labels, cw, g_rows.reshape(-1), h_rows.reshape(-1), gs, params, loss)
+    for r in range(rows):
+        g = np.full(width, 7.0) if g_rows.size else np.empty(0)
+        h = np.full(width, 7.0) if h_rows.size else np.empty(0)
+        expected = softmax.sparse_softmax_cross_entropy.py_func(
+            z[r], labels[r], z[r], cw, g, np.empty(0), np.empty(0), h, gs[r], params)
+        if want != "loss":  # the row function's loss-only path sums in another order
+            np.testing.assert_array_equal(loss[r], expected, err_msg=f"row {r}")
+        else:
+            np.testing.assert_allclose(loss[r], expected, rtol=1e-15, err_msg=f"row {r}")
+        if g.size:
+            np.testing.assert_array_equal(g_rows[r], g, err_msg=f"row {r}")
+        if h.size:
+            np.testing.assert_array_equal(h_rows[r], h, err_msg=f"row {r}")
+
+
+@pytest.mark.parametrize("width", [1, 3, 10, _config.NARROW_MAX_WIDTH, _config.NARROW_MAX_WIDTH + 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_tile_boundary_against_the_reference(width, dtype, cpu_backend, rng):
+    """Row counts around whole tiles (of :func:`narrow_rows` rows), with sample weights,
+    against the float64 reference; the two backends run the same tiles."""
+    per = _config.narrow_rows(width)
+    for rows in (1, per - 1, per, per + 1, 2 * per + 3):
+        z = rng.normal(scale=2.0, size=(rows, width)).astype(dtype)
+        labels = rng.integers(0, width, rows)
+        w = rng.uniform(-0.5, 2.0, rows)
+        res = fl.sparse_softmax_cross_entropy(z, labels, sample_weight=w, reduction="none",
+                                              label_smoothing=0.1)
+        z64 = z.astype(np.float64)
+        per_row = ref_sparse_ce(z64, labels, label_smoothing=0.1)
+        prob = np.exp(z64 - z64.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        grad = prob - 0.1 / width
+        grad[np.arange(rows), labels] -= 0.9
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(res.loss, w * per_row, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(res.grad, w[:, None] * grad, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("width", [4, 10, 40])
+def test_backends_give_the_same_bits(width, rng):
+    if "cython" not in fl.backends():
+        pytest.skip("the Cython extension is not built")
+    rows = 3 * _config.narrow_rows(width) + 5
+    z = rng.normal(scale=4.0, size=(rows, width)).astype(np.float32)
+    labels = rng.integers(0, width, rows)
+    cw = rng.uniform(0.5, 2.0, width)
+    kw = dict(class_weight=cw, label_smoothing=0.05, ignore_index=2, hessian=True)
+    a = fl.sparse_softmax_cross_entropy(z, labels, backend="numba", **kw)
+    b = fl.sparse_softmax_cross_entropy(z, labels, backend="cython", **kw)
+    assert a.loss.tobytes() == b.loss.tobytes()
+    assert a.grad.tobytes() == b.grad.tobytes()
+    assert a.hess.tobytes() == b.hess.tobytes()
+
+
+def test_large_narrow_input_runs_in_parallel_chunks_with_the_same_bits(rng, monkeypatch):
+    """Chunks of narrow rows, serial and parallel, on both backends: the same bits."""
+    rows = _config.PARALLEL_MIN_SIZE // 10 + 999
+    z = rng.normal(size=(rows, 10))
+    labels = rng.integers(0, 10, rows)
+    first = fl.sparse_softmax_cross_entropy(z, labels)
+    monkeypatch.setattr(_config, "PARALLEL_MIN_SIZE", math.inf)
+    for backend in fl.backends():
+        if backend == "cuda":
+            continue
+        again = fl.sparse_softmax_cross_entropy(z, labels, backend=backend)
+        assert again.loss.tobytes() == first.loss.tobytes(), backend
+        assert again.grad.tobytes() == first.grad.tobytes(), backend
