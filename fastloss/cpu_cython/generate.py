@@ -464,23 +464,31 @@ cdef inline void _lane_sum(double* v, Py_ssize_t k, double* lanes) noexcept nogi
             lanes[l] += v[g * LANES + l]
 
 
-def elementary_map(str name, double[::1] x, double[::1] out):
-    """out = f(x) for f the exp, log or log1p of fastloss.math.elementary, as compiled here
-    (the tests' window onto the C translation)."""
+def elementary_map(str name, double[::1] x, double[::1] out, double[::1] g=None):
+    """out = f(x) for f the exp, expm1, log or log1p of fastloss.math.elementary, or
+    out = pow_nonneg(x, g), as compiled here (the tests' window onto the C translation)."""
     cdef Py_ssize_t i
     cdef Py_ssize_t n = x.shape[0]
-    if name not in ("exp", "log", "log1p"):
+    if name not in ("exp", "expm1", "log", "log1p", "pow_nonneg"):
         raise ValueError(f"no elementary function {name!r}")
+    if name == "pow_nonneg" and (g is None or g.shape[0] != n):
+        raise ValueError("pow_nonneg needs exponents g shaped like x")
     with nogil:
         if name == "exp":
             for i in range(n):
                 out[i] = elementary__exp(x[i])
+        elif name == "expm1":
+            for i in range(n):
+                out[i] = elementary__expm1(x[i])
         elif name == "log":
             for i in range(n):
                 out[i] = elementary__log(x[i])
-        else:
+        elif name == "log1p":
             for i in range(n):
                 out[i] = elementary__log1p(x[i])
+        else:
+            for i in range(n):
+                out[i] = elementary__pow_nonneg(x[i], g[i])
 
 
 cdef inline void _store(floating* out, double* v, Py_ssize_t k, double scale) noexcept nogil:
