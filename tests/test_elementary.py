@@ -364,29 +364,69 @@ def test_numba_loops_vectorise(name):
     assert_simd(loop.inspect_asm(loop.signatures[0]), name, packed=10)
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
-def test_loss_kernels_vectorise():
-    """The Numba element-wise block of sigmoid BCE and the row kernel of sparse softmax CE
-    are SIMD code (their math is exp/log1p and lane sums). Compiled afresh: a kernel loaded
-    from Numba's cache has no assembly to show."""
+def _fresh(math_fn, family):
+    """The Numba block kernel of a loss, compiled afresh: a kernel loaded from Numba's
+    cache has no assembly to show."""
     from fastloss import cpu_numba
-    from fastloss.losses import binary, softmax
 
-    def fresh(math_fn, family):
-        cached = cpu_numba.kernel(math_fn, family, "block")
-        return numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))(cached.py_func)
+    cached = cpu_numba.kernel(math_fn, family, "block")
+    return numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))(cached.py_func)
 
-    block = fresh(binary.sigmoid_binary_cross_entropy, "elementwise")
+
+def _element_block_asm(math_fn, params):
+    block = _fresh(math_fn, "elementwise")
     x = np.zeros(4, np.float32)
     e = np.empty(0, np.float32)
-    block(x, x, x, np.empty(0), (0.0, 1.0, 0.0), 1.0, e, x.copy(), e, e)
-    assert len(PACKED_DOUBLE.findall(block.inspect_asm(block.signatures[0]))) > 20
-    row = fresh(softmax.sparse_softmax_cross_entropy, "rowwise")
+    block(x, x, x, np.empty(0), params, 1.0, e, x.copy(), e, e)
+    return block.inspect_asm(block.signatures[0])
+
+
+def _row_block_asm(math_fn, params, labels=False, grads=1):
+    block = _fresh(math_fn, "rowwise")
     z = np.zeros((2, 3), np.float32)
     none = np.empty((2, 0), np.float32)
-    row(z, np.zeros(2, np.intp), z, np.empty(0), np.empty(0), (0.0, 0.0, 0.0), 1.0, np.empty(0, np.float32),
-        z.copy(), none, none, none)
-    assert len(PACKED_DOUBLE.findall(row.inspect_asm(row.signatures[0]))) > 20
+    y = np.zeros(2, np.intp) if labels else z
+    g = [z.copy() if k < grads else none for k in range(3)]
+    block(z, y, z, np.empty(0), np.empty(0), params, 1.0, np.empty(0, np.float32), *g, none)
+    return block.inspect_asm(block.signatures[0])
+
+
+def _loss_kernels():
+    from fastloss.losses import binary, embedding, generative, regression, softmax
+
+    return {
+        "sigmoid_binary_cross_entropy": lambda: _element_block_asm(binary.sigmoid_binary_cross_entropy,
+                                                                   (0.0, 1.0, 0.0)),
+        "log_cosh": lambda: _element_block_asm(regression.log_cosh, ()),
+        "sigmoid_focal_loss": lambda: _element_block_asm(binary.sigmoid_focal_loss, (0.25, 2.0, 1.0)),
+        "sparse_softmax_cross_entropy": lambda: _row_block_asm(softmax.sparse_softmax_cross_entropy,
+                                                               (0.0, 0.0, 0.0), labels=True),
+        "softmax_focal_loss": lambda: _row_block_asm(softmax.softmax_focal_loss, (0.25, 2.0)),
+        "vae_kl_divergence": lambda: _row_block_asm(generative.vae_kl_divergence, (), grads=2),
+        "triplet_margin_loss": lambda: _row_block_asm(embedding.triplet_margin_loss, (1.0, 3.0, 1e-6, 0.0), grads=3),
+    }
+
+
+#: Loss kernels whose math has no libm call but whose loops stay scalar: the triplet
+#: loss sums each distance in one running sum (its max and p-norm loops are reductions
+#: that need a lane array, which distance() does not have yet).
+SCALAR_LOOPS = {"triplet_margin_loss"}
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
+@pytest.mark.parametrize("name", list(_loss_kernels()))
+def test_loss_kernels_vectorise(name):
+    """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
+    blocks of sigmoid BCE, log-cosh (exp/expm1/log1p) and the sigmoid focal loss
+    (pow_nonneg), the row kernels of sparse softmax CE and the softmax focal loss, and the
+    VAE's KL term (expm1, summed in lanes). The triplet loss with p = 3 calls no libm
+    ``pow`` (its loops are not vectorised: :data:`SCALAR_LOOPS`)."""
+    asm = _loss_kernels()[name]()
+    if name in SCALAR_LOOPS:
+        calls = sorted(set(SCALAR_CALL.findall(asm)))
+        assert not calls, f"{name}: scalar calls {calls}"
+    else:
+        assert_simd(asm, name)
 
 
 def lane_order_sum(values):
@@ -455,13 +495,33 @@ def _disassembly(symbol_part):
     return functions
 
 
+CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "softmax__sum_exp_into",
+               "_block__regression__log_cosh", "_block__binary__sigmoid_focal_loss",
+               "_block__softmax__softmax_focal_loss", "generative__vae_kl_row"]
+#: Any call of a libm function from the extension's code (through the PLT).
+PLT_LIBM = re.compile(r"call\w*\s+\S+\s+<(exp|exp2|expm1|log|log1p|log2|pow|sinh|cosh|tanh|hypot)(@plt)?>")
+
+
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
-@pytest.mark.parametrize("symbol", ["_block__binary__sigmoid_binary_cross_entropy", "softmax__sum_exp_into"])
+@pytest.mark.parametrize("symbol", CYTHON_SIMD)
 def test_cython_kernels_vectorise(symbol):
     """GCC turned the loss math into SIMD code in the built extension: packed float64
-    arithmetic in the element-wise block of sigmoid BCE and the row sum of exponentials."""
+    arithmetic in the element-wise blocks of sigmoid BCE, log-cosh and the sigmoid focal
+    loss, the row sum of exponentials, the softmax focal loss's row block and the VAE's
+    KL row, and none of them calls libm."""
     functions = _disassembly(symbol)
     assert functions, f"no function {symbol} in the extension"
     for name, lines in functions.items():
         packed = sum(bool(PACKED_DOUBLE.search(line)) for line in lines)
         assert packed > 20, f"{name}: {packed} packed float64 instructions"
+        calls = sorted({m.group(1) for line in lines for m in [PLT_LIBM.search(line)] if m})
+        assert not calls, f"{name}: calls {calls}"
+
+
+def test_cython_extension_calls_no_libm_math():
+    """No function of the extension calls a libm exp, log, pow or hyperbolic function: all
+    of them are the portable math's own (sqrt is an instruction)."""
+    functions = _disassembly("")
+    calls = sorted({m.group(1) for lines in functions.values() for line in lines
+                    for m in [PLT_LIBM.search(line)] if m})
+    assert not calls, f"the extension calls {calls}"

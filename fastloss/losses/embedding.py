@@ -2,6 +2,7 @@
 
 import math
 
+from ..math.elementary import pow_nonneg
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, sign, wide
 
@@ -11,7 +12,8 @@ def distance(a, b, eps, norm_p, squared):
     """||a - b + eps||_p as in PyTorch ``pairwise_distance``; ``squared``: sum (a - b)^2.
 
     The p-norm is taken of the coordinates divided by the largest, then scaled back, so no
-    power overflows or underflows where the norm itself is representable.
+    power overflows or underflows where the norm itself is representable. Powers other
+    than 1 and 2 are :func:`~fastloss.math.elementary.pow_nonneg` (no libm call).
     """
     if squared:
         s = 0.0
@@ -34,12 +36,12 @@ def distance(a, b, eps, norm_p, squared):
         elif norm_p == 1.0:
             s += t
         else:
-            s += t**norm_p
+            s += pow_nonneg(t, norm_p)
     if norm_p == 1.0:
         return big * s
     if norm_p == 2.0:
         return big * math.sqrt(s)
-    return big * s ** (1.0 / norm_p)
+    return big * pow_nonneg(s, 1.0 / norm_p)
 
 
 @portable
@@ -54,7 +56,7 @@ def distance_grad(t, dist, norm_p, squared):
         return 0.0
     if norm_p == 2.0:
         return t / dist
-    return sign(t) * (abs(t) / dist) ** (norm_p - 1.0)
+    return sign(t) * pow_nonneg(abs(t) / dist, norm_p - 1.0)
 
 
 @portable
