@@ -407,26 +407,15 @@ def _loss_kernels():
     }
 
 
-#: Loss kernels whose math has no libm call but whose loops stay scalar: the triplet
-#: loss sums each distance in one running sum (its max and p-norm loops are reductions
-#: that need a lane array, which distance() does not have yet).
-SCALAR_LOOPS = {"triplet_margin_loss"}
-
-
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
 @pytest.mark.parametrize("name", list(_loss_kernels()))
 def test_loss_kernels_vectorise(name):
     """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
     blocks of sigmoid BCE, log-cosh (exp/expm1/log1p) and the sigmoid focal loss
-    (pow_nonneg), the row kernels of sparse softmax CE and the softmax focal loss, and the
-    VAE's KL term (expm1, summed in lanes). The triplet loss with p = 3 calls no libm
-    ``pow`` (its loops are not vectorised: :data:`SCALAR_LOOPS`)."""
-    asm = _loss_kernels()[name]()
-    if name in SCALAR_LOOPS:
-        calls = sorted(set(SCALAR_CALL.findall(asm)))
-        assert not calls, f"{name}: scalar calls {calls}"
-    else:
-        assert_simd(asm, name)
+    (pow_nonneg), the row kernels of sparse softmax CE and the softmax focal loss, the
+    VAE's KL term (expm1, summed in lanes) and the triplet loss (its distances and
+    gradient rows in lanes; compiled with p = 3, the kernel holds every norm's loops)."""
+    assert_simd(_loss_kernels()[name](), name)
 
 
 def lane_order_sum(values):
@@ -497,7 +486,8 @@ def _disassembly(symbol_part):
 
 CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "softmax__sum_exp_into",
                "_block__regression__log_cosh", "_block__binary__sigmoid_focal_loss",
-               "_block__softmax__softmax_focal_loss", "generative__vae_kl_row"]
+               "_block__softmax__softmax_focal_loss", "generative__vae_kl_row", "embedding__distance",
+               "embedding__triplet_grads"]
 #: Any call of a libm function from the extension's code (through the PLT).
 PLT_LIBM = re.compile(r"call\w*\s+\S+\s+<(exp|exp2|expm1|log|log1p|log2|pow|sinh|cosh|tanh|hypot)(@plt)?>")
 
@@ -507,8 +497,8 @@ PLT_LIBM = re.compile(r"call\w*\s+\S+\s+<(exp|exp2|expm1|log|log1p|log2|pow|sinh
 def test_cython_kernels_vectorise(symbol):
     """GCC turned the loss math into SIMD code in the built extension: packed float64
     arithmetic in the element-wise blocks of sigmoid BCE, log-cosh and the sigmoid focal
-    loss, the row sum of exponentials, the softmax focal loss's row block and the VAE's
-    KL row, and none of them calls libm."""
+    loss, the row sum of exponentials, the softmax focal loss's row block, the VAE's KL
+    row and the triplet loss's distance and gradient rows, and none of them calls libm."""
     functions = _disassembly(symbol)
     assert functions, f"no function {symbol} in the extension"
     for name, lines in functions.items():

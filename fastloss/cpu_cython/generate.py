@@ -20,7 +20,8 @@ The portable math is a small subset of Python, and the translation is mechanical
 * the array parameters of a loss's math follow the conventions of
   :mod:`fastloss.losses`: arrays of the input dtype (the fused type ``floating``), except
   the per-class array ``c`` of a row function, which is ``double``;
-* tuple returns become C tuples; ``math.f`` becomes libc's ``f``; ``x ** y`` ``pow``.
+* tuple returns become C tuples, a function without ``return`` a ``void`` one;
+  ``math.f`` becomes libc's ``f``; ``x ** y`` ``pow``.
 
 Usage: ``python fastloss/cpu_cython/generate.py`` (setup.py calls :func:`write`).
 """
@@ -124,12 +125,17 @@ class Function:
         return types
 
     def _return_arity(self):
-        arity = {len(r.value.elts) if isinstance(r.value, ast.Tuple) else 1
+        """How many values the function returns (0: it returns nothing; it fills arrays)."""
+        arity = {0 if r.value is None else len(r.value.elts) if isinstance(r.value, ast.Tuple) else 1
                  for r in ast.walk(self.node) if isinstance(r, ast.Return)}
+        if not arity:
+            return 0
         assert len(arity) == 1, f"{self.cname}: returns of different arities"
         return arity.pop()
 
     def c_return(self):
+        if self.returns == 0:
+            return "void"
         return "double" if self.returns == 1 else "(" + ", ".join(["double"] * self.returns) + ")"
 
     def c_params(self):
