@@ -68,6 +68,25 @@ def _arch_flags():
     return [flag] if ok else []
 
 
+def _inline_flags():
+    """GCC's inliner limits raised so that the portable math inlines into every element loop
+    (a call left in a loop keeps it scalar): ``pow_nonneg`` (log and exp with error terms,
+    some 200 statements) exceeds the default size for an ``inline`` function, and once
+    it inlines, the default growth budget of the whole (large) unit runs out before every
+    loop has its ``exp`` and ``log``. A compiler that refuses the flags gets none."""
+    flags = ["--param=max-inline-insns-single=400", "--param=inline-unit-growth=100"]
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    with tempfile.TemporaryDirectory() as d:
+        src = pathlib.Path(d, "inline.c")
+        src.write_text("int main(void) { return 0; }\n")
+        try:
+            result = subprocess.run(cc.split() + ["-Werror", *flags, str(src), "-o", str(pathlib.Path(d, "inline"))],
+                                    capture_output=True)
+        except OSError:
+            return []
+    return flags if result.returncode == 0 else []
+
+
 def extensions():
     pyx = _generate_kernels()
     openmp = _has_openmp()
@@ -75,7 +94,7 @@ def extensions():
     # libm need not set errno, and FP exceptions do not trap (so branches can become selects).
     # No fused multiply-adds but those the math writes as fma(): a loop's SIMD body and its
     # scalar remainder would fuse differently (fastloss/math/elementary.py says more).
-    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", *_arch_flags()]
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", *_arch_flags(), *_inline_flags()]
     if openmp:
         flags.append("-fopenmp")
     else:

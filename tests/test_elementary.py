@@ -1,6 +1,7 @@
-"""The vectorisable exp, log and log1p of fastloss.math.elementary, and the lane sums of
-fastloss.math.reductions: accuracy in ulp over dense grids against an extended-precision
-reference, every special input, SIMD code really emitted, and the one summation order.
+"""The vectorisable exp, expm1, log, log1p and pow_nonneg of fastloss.math.elementary, and
+the lane sums of fastloss.math.reductions: accuracy in ulp over dense grids against an
+extended-precision reference, every special input, SIMD code really emitted (in the
+functions' own loops and in the loss kernels that use them), and the one summation order.
 
 The reference is NumPy's long double (x87 80-bit: 11 bits more than float64), checked
 against mpmath on a sample; on platforms whose long double is just a double, mpmath alone
@@ -21,10 +22,11 @@ numba = pytest.importorskip("numba")
 
 from fastloss.cpu_numba.jit import FASTMATH, compile_math  # noqa: E402
 
-FUNCTIONS = ("exp", "exp_nonpositive", "log", "log1p")
+FUNCTIONS = ("exp", "exp_nonpositive", "expm1", "log", "log1p")
 EXTENDED = np.finfo(np.longdouble).nmant >= 63
 #: The largest error measured (ulp of the float64 result); the test fails above it.
-MAX_ULP = {"exp": 1.0, "exp_nonpositive": 1.0, "log": 1.0, "log1p": 1.5}
+#: (expm1: 0.80 measured over its grid below.)
+MAX_ULP = {"exp": 1.0, "exp_nonpositive": 1.0, "expm1": 1.0, "log": 1.0, "log1p": 1.5}
 
 
 def _loop(fn):
@@ -38,21 +40,32 @@ def _loop(fn):
     return loop
 
 
+def _loop2(fn):
+    compiled = compile_math(fn)
+
+    @numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))
+    def loop(x, g, out):
+        for i in range(x.shape[0]):
+            out[i] = compiled(x[i], g[i])
+
+    return loop
+
+
 LOOPS = {}
 
 
-def numba_map(name, x):
+def numba_map(name, x, g=None):
     if name not in LOOPS:
-        LOOPS[name] = _loop(getattr(elementary, name))
+        LOOPS[name] = (_loop if g is None else _loop2)(getattr(elementary, name))
     out = np.empty_like(x)
-    LOOPS[name](x, out)
+    LOOPS[name](x, out) if g is None else LOOPS[name](x, g, out)
     return out
 
 
-def cython_map(name, x):
+def cython_map(name, x, g=None):
     kernels = pytest.importorskip("fastloss.cpu_cython._kernels")
     out = np.empty_like(x)
-    kernels.elementary_map(name, x, out)
+    kernels.elementary_map(name, x, out, g)
     return out
 
 
@@ -68,6 +81,13 @@ def grid(name, rng):
         parts = [np.linspace(-745.2, 0.0, 400_001), -rng.uniform(0, 1, 100_000),
                  -np.ldexp(rng.uniform(0, 1, 50_000), rng.integers(-60, 0, 50_000)),
                  elementary.EXP_FLUSH + rng.uniform(-1e-9, 1e-9, 20_000)]
+    elif name == "expm1":  # near 0 (subnormals included), both sides of +-ln2/2, -1 and overflow
+        half_ln2 = math.log(2.0) / 2
+        parts = [np.linspace(-60, 709.78, 400_001), rng.uniform(-1, 1, 100_000),
+                 np.ldexp(rng.uniform(-1, 1, 50_000), rng.integers(-1074, 0, 50_000)),
+                 rng.uniform(half_ln2 - 1e-3, half_ln2 + 1e-3, 20_000),
+                 rng.uniform(-half_ln2 - 1e-3, -half_ln2 + 1e-3, 20_000),
+                 rng.uniform(-800, -30, 20_000), rng.uniform(700, 709.78, 20_000)]
     elif name == "log":
         parts = [np.exp(np.linspace(-744, 709, 400_001)), rng.uniform(0.5, 2.0, 100_000),
                  1.0 + np.ldexp(rng.uniform(-1, 1, 50_000), rng.integers(-52, -1, 50_000)),
@@ -116,7 +136,8 @@ def test_extended_reference_agrees_with_mpmath(name, rng):
     compiled function directly against mpmath, where long double is not extended)."""
     x = rng.choice(grid(name, rng), 300, replace=False)
     x[:3] = (-1.0, 0.0, 1e-300) if name == "log1p" else x[:3]
-    f = {"exp": mpmath.exp, "exp_nonpositive": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p}[name]
+    f = {"exp": mpmath.exp, "exp_nonpositive": mpmath.exp, "expm1": mpmath.expm1, "log": mpmath.log,
+         "log1p": mpmath.log1p}[name]
     with np.errstate(divide="ignore"):
         got = numba_map(name, x)
     with mpmath.workdps(40):
@@ -144,6 +165,14 @@ SPECIAL = {
         (0.0, 1.0), (-0.0, 1.0), (-math.inf, 0.0), (math.nan, math.nan), (-1e-300, 1.0), (-5e-324, 1.0),
         (-708.3964185322641, math.exp(-708.3964185322641)), (-708.3964185322642, 0.0), (-708.4, 0.0),
         (-745.2, 0.0), (-746.0, 0.0), (-1e300, 0.0), (-700.0, math.exp(-700.0)), (-1.0, math.exp(-1.0))],
+    "expm1": [(0.0, 0.0), (-0.0, -0.0), (math.inf, math.inf), (-math.inf, -1.0), (math.nan, math.nan),
+              (709.782712893384, 1.7976931348622732e308), (709.7827128933841, math.inf), (710.0, math.inf),
+              (800.0, math.inf), (1e300, math.inf), (-1e300, -1.0), (-745.2, -1.0), (-64.0, -1.0), (-38.0, -1.0),
+              (-37.0, math.expm1(-37.0)), (5e-324, 5e-324), (-5e-324, -5e-324), (1e-300, 1e-300),
+              (-1e-300, -1e-300), (1e-17, 1e-17), (-1e-17, -1e-17), (1e-10, math.expm1(1e-10)),
+              (-1e-10, math.expm1(-1e-10)), (math.log(2.0) / 2, math.expm1(math.log(2.0) / 2)),
+              (-math.log(2.0) / 2, math.expm1(-math.log(2.0) / 2)), (1.0, 1.718281828459045),
+              (700.0, math.expm1(700.0)), (-20.0, math.expm1(-20.0))],
     "log": [(1.0, 0.0), (0.0, -math.inf), (-0.0, -math.inf), (-1.0, math.nan), (-math.inf, math.nan),
             (math.inf, math.inf), (math.nan, math.nan), (5e-324, math.log(5e-324)),
             (2.2250738585072014e-308, math.log(2.2250738585072014e-308)),
@@ -183,42 +212,224 @@ def test_python_reference_is_the_same_math(name, rng):
     np.testing.assert_allclose(got, numba_map(name, x), rtol=4e-16, atol=0)
 
 
+# --- pow_nonneg: u^g = e^(g log u) for u >= 0 ---------------------------------------------
+
+
+def pow_grid(case, rng):
+    """(u, g) over the ranges the losses use, and beyond.
+
+    focal: (1 - p_t)^gamma and (1 - p)^gamma, u in [0, 1] (down to subnormals, and up to
+    1 - 2^-53), gamma in [0, 5]; triplet: |t|^p (t in [0, 1] after the norm's scaling, and
+    raw up to 1e30), s^(1/p) (s in [1, 1e6]) and (|t| / d)^(p - 1), p in [1, 10];
+    large: |g| up to 1000, where the error of log u grows by |g| (see MAX_ULP_POW).
+    """
+    n = 200_000
+
+    def log_uniform(lo, hi, k):
+        return np.exp(rng.uniform(math.log(lo), math.log(hi), k))
+
+    if case == "focal":
+        u = np.concatenate([rng.uniform(0, 1, n), log_uniform(1e-300, 1, n),
+                            1 - np.ldexp(rng.uniform(0.5, 1, n), rng.integers(-53, -1, n)),
+                            np.ldexp(rng.uniform(0.5, 1, n // 4), rng.integers(-1074, -1022, n // 4))])
+        g = np.concatenate([rng.uniform(0, 5, 3 * n), rng.uniform(0.5, 1, n // 4)])
+        fixed = rng.choice([0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0], n)
+        return np.concatenate([u, log_uniform(1e-300, 1, n)]), np.concatenate([g, fixed])
+    if case == "triplet":
+        u = np.concatenate([rng.uniform(0, 1, n), log_uniform(1e-30, 1e30, n), log_uniform(1, 1e6, n),
+                            log_uniform(1e-30, 1, n)])
+        g = np.concatenate([rng.uniform(1, 10, 2 * n), 1 / rng.uniform(1, 10, n), rng.uniform(0, 9, n)])
+        return u, g
+    u = rng.uniform(0.5, 2, n)
+    return u, rng.uniform(-1000, 1000, n)
+
+
+#: The largest error allowed (ulp of the float64 result, over normal results). Measured:
+#: 1.04 (focal) and 1.004 (triplet), exp's own ulp; with |g| up to 1000, 8.2 ulp: the
+#: error of log u (2^-58.2 relative, from its s^3 P(s^2) term, see log_parts) grows by |g|.
+MAX_ULP_POW = {"focal": 1.1, "triplet": 1.1, "large": 10.0}
+
+
+def pow_reference(u, g):
+    with np.errstate(all="ignore"):
+        return np.power(u.astype(np.longdouble), g.astype(np.longdouble))
+
+
+@pytest.mark.skipif(not EXTENDED, reason="long double is no wider than double here")
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("case", list(MAX_ULP_POW))
+def test_pow_accuracy_over_dense_grids(case, backend, rng):
+    u, g = pow_grid(case, rng)
+    got = MAPS[backend]("pow_nonneg", u, g)
+    ref = pow_reference(u, g)
+    with np.errstate(over="ignore"):
+        normal = np.abs(ref.astype(np.float64)) >= np.finfo(np.float64).tiny  # subnormal results lose bits
+    err = ulp_errors(got[normal], ref[normal])
+    worst = float(err.max())
+    at = np.argmax(err)
+    where = f"u={u[normal][at]!r}, g={g[normal][at]!r}"
+    assert worst <= MAX_ULP_POW[case], f"{case} on {backend}: {worst:.3f} ulp at {where}"
+
+
+def test_pow_against_mpmath(rng):
+    """pow_nonneg (and the long-double reference) against mpmath on a sample of each grid."""
+    for case in MAX_ULP_POW:
+        u, g = pow_grid(case, rng)
+        pick = rng.choice(u.size, 200, replace=False)
+        u, g = u[pick], g[pick]
+        got = numba_map("pow_nonneg", u, g)
+        ref = pow_reference(u, g)
+        with mpmath.workdps(60):
+            for gu, rl, uu, gg in zip(got, ref, u, g):
+                exact = mpmath.power(mpmath.mpf(float(uu)), mpmath.mpf(float(gg)))
+                if exact == 0 or abs(exact) < np.finfo(np.float64).tiny or abs(exact) > np.finfo(np.float64).max:
+                    continue
+                assert abs(mpmath.mpf(float(gu)) - exact) <= MAX_ULP_POW[case] * np.spacing(abs(float(exact))), (uu, gg)
+                if EXTENDED:
+                    assert abs(mpmath.mpf(np.format_float_scientific(rl, unique=True)) - exact) <= abs(exact) * 2.0**-58
+
+
+POW_SPECIAL = [  # (u, g, u^g): C's pow for u >= 0, 0^0 = 1 as in PyTorch
+    (0.0, 0.0, 1.0), (-0.0, 0.0, 1.0), (0.0, 2.0, 0.0), (0.0, 0.5, 0.0), (-0.0, 3.0, 0.0), (0.0, -1.0, math.inf),
+    (0.0, -0.5, math.inf), (1.0, math.nan, 1.0), (1.0, math.inf, 1.0), (1.0, -math.inf, 1.0), (1.0, 1e300, 1.0),
+    (math.nan, 0.0, 1.0), (math.nan, 2.0, math.nan), (0.5, math.nan, math.nan), (0.0, math.nan, math.nan),
+    (math.inf, 2.0, math.inf), (math.inf, -2.0, 0.0), (math.inf, 0.0, 1.0), (0.5, math.inf, 0.0),
+    (0.5, -math.inf, math.inf), (2.0, math.inf, math.inf), (2.0, -math.inf, 0.0), (0.0, math.inf, 0.0),
+    (2.0, 1024.0, math.inf), (2.0, 1023.0, 2.0**1023), (2.0, -1022.0, 2.0**-1022), (2.0, -1075.5, 0.0),
+    (1e300, 2.0, math.inf), (1e-300, 2.0, 0.0), (1e-300, 1.0, 1e-300), (5e-324, 1.0, 5e-324),
+    (1e-320, 0.5, math.sqrt(1e-320)), (0.5, 1.0, 0.5), (3.0, 2.0, 9.0), (10.0, 10.0, 1e10), (9.0, 0.5, 3.0),
+    (0.7, 2.0, 0.7 * 0.7), (1e30, 10.0, 1e300), (1.0000000000000002, 1e16, 9.21143870499353),
+    (-1.0, 2.0, math.nan), (-2.0, 0.0, 1.0),
+]
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython", "python"])
+def test_pow_special_inputs(backend):
+    u = np.array([v for v, _, _ in POW_SPECIAL])
+    g = np.array([v for _, v, _ in POW_SPECIAL])
+    if backend == "python":
+        got = np.array([elementary.pow_nonneg(float(a), float(b)) for a, b in zip(u, g)])
+    else:
+        got = MAPS[backend]("pow_nonneg", u, g)
+    for (a, b, e), r in zip(POW_SPECIAL, got):
+        if math.isnan(e):
+            assert math.isnan(r), (a, b, r)
+        elif e == 0 or math.isinf(e):
+            assert r == e, (a, b, r)
+        else:
+            assert abs(r - e) <= np.spacing(abs(e)), (a, b, r, e)
+
+
+def test_pow_python_reference_is_the_same_math(rng):
+    u, g = pow_grid("focal", rng)
+    pick = rng.choice(u.size, 1000, replace=False)
+    u, g = u[pick], g[pick]
+    got = np.array([elementary.pow_nonneg(float(a), float(b)) for a, b in zip(u, g)])
+    np.testing.assert_allclose(got, numba_map("pow_nonneg", u, g), rtol=4e-16, atol=0)
+
+
+def test_polynomial_coefficients_are_ours():
+    """expm1's Q and log_parts's P are our own Chebyshev fits (mpmath.chebyfit at 40
+    digits): recomputed here, they match the constants in elementary.py."""
+    with mpmath.workdps(40):
+        half = mpmath.log(2) / 2 * (1 + mpmath.mpf(2) ** -40)
+        q = mpmath.chebyfit(lambda r: (mpmath.expm1(r) - r) / r**2 if r else mpmath.mpf(1) / 2, [-half, half], 11)
+        smax = (mpmath.sqrt(2) - 1) / (mpmath.sqrt(2) + 1) * (1 + mpmath.mpf(2) ** -40)
+
+        def atanh_tail(z):
+            if z == 0:
+                return mpmath.mpf(2) / 3
+            s = mpmath.sqrt(z)
+            return 2 * (mpmath.atanh(s) / s - 1) / z
+
+        p = mpmath.chebyfit(atanh_tail, [0, smax**2], 8)
+    ours_q = [getattr(elementary, f"EQ{i}") for i in range(10, -1, -1)]
+    ours_p = [getattr(elementary, f"LP{i}") for i in range(7, -1, -1)]
+    np.testing.assert_allclose([float(c) for c in q], ours_q, rtol=1e-12)
+    np.testing.assert_allclose([float(c) for c in p], ours_p, rtol=1e-12)
+
+
 PACKED_DOUBLE = re.compile(r"\bv?(fn?m(add|sub)\d+|mul|add|sub|div)pd\b")
 
 
+#: A call of a libm function, or of one of ours left out of line (which keeps the loop
+#: scalar too). Numba reaches external symbols through a register (``movabsq $exp, %rax``
+#: then ``callq *%rax``), so the symbol is looked for where it is loaded as well.
+SCALAR_CALL = re.compile(r"(?:call\w*\s+|movabsq\s+\$)(\w*8fastloss4math10elementary\w*|"
+                         r"(?:exp|exp2|expm1|log|log1p|log2|pow|sinh|cosh|tanh|hypot)\b)")
+
+
+def assert_simd(asm, what, packed=20):
+    """``asm`` holds packed float64 arithmetic and calls no scalar exp/log/pow."""
+    count = len(PACKED_DOUBLE.findall(asm))
+    assert count > packed, f"{what}: {count} packed float64 instructions"
+    calls = sorted(set(SCALAR_CALL.findall(asm)))
+    assert not calls, f"{what}: scalar calls {calls}"
+
+
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
-@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("name", FUNCTIONS + ("pow_nonneg",))
 def test_numba_loops_vectorise(name):
-    numba_map(name, np.ones(8))
+    if name == "pow_nonneg":
+        numba_map(name, np.ones(8), np.ones(8))
+    else:
+        numba_map(name, np.ones(8))
     loop = LOOPS[name]
-    asm = loop.inspect_asm(loop.signatures[0])
-    assert len(PACKED_DOUBLE.findall(asm)) > 10, f"{name}: no packed float64 arithmetic in the loop"
-    assert not re.search(r"call\w*\s+\S*(exp|log)", asm), f"{name}: the loop calls a scalar libm function"
+    assert_simd(loop.inspect_asm(loop.signatures[0]), name, packed=10)
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
-def test_loss_kernels_vectorise():
-    """The Numba element-wise block of sigmoid BCE and the row kernel of sparse softmax CE
-    are SIMD code (their math is exp/log1p and lane sums). Compiled afresh: a kernel loaded
-    from Numba's cache has no assembly to show."""
+def _fresh(math_fn, family):
+    """The Numba block kernel of a loss, compiled afresh: a kernel loaded from Numba's
+    cache has no assembly to show."""
     from fastloss import cpu_numba
-    from fastloss.losses import binary, softmax
 
-    def fresh(math_fn, family):
-        cached = cpu_numba.kernel(math_fn, family, "block")
-        return numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))(cached.py_func)
+    cached = cpu_numba.kernel(math_fn, family, "block")
+    return numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))(cached.py_func)
 
-    block = fresh(binary.sigmoid_binary_cross_entropy, "elementwise")
+
+def _element_block_asm(math_fn, params):
+    block = _fresh(math_fn, "elementwise")
     x = np.zeros(4, np.float32)
     e = np.empty(0, np.float32)
-    block(x, x, x, np.empty(0), (0.0, 1.0, 0.0), 1.0, e, x.copy(), e, e)
-    assert len(PACKED_DOUBLE.findall(block.inspect_asm(block.signatures[0]))) > 20
-    row = fresh(softmax.sparse_softmax_cross_entropy, "rowwise")
+    block(x, x, x, np.empty(0), params, 1.0, e, x.copy(), e, e)
+    return block.inspect_asm(block.signatures[0])
+
+
+def _row_block_asm(math_fn, params, labels=False, grads=1):
+    block = _fresh(math_fn, "rowwise")
     z = np.zeros((2, 3), np.float32)
     none = np.empty((2, 0), np.float32)
-    row(z, np.zeros(2, np.intp), z, np.empty(0), np.empty(0), (0.0, 0.0, 0.0), 1.0, np.empty(0, np.float32),
-        z.copy(), none, none, none)
-    assert len(PACKED_DOUBLE.findall(row.inspect_asm(row.signatures[0]))) > 20
+    y = np.zeros(2, np.intp) if labels else z
+    g = [z.copy() if k < grads else none for k in range(3)]
+    block(z, y, z, np.empty(0), np.empty(0), params, 1.0, np.empty(0, np.float32), *g, none)
+    return block.inspect_asm(block.signatures[0])
+
+
+def _loss_kernels():
+    from fastloss.losses import binary, embedding, generative, regression, softmax
+
+    return {
+        "sigmoid_binary_cross_entropy": lambda: _element_block_asm(binary.sigmoid_binary_cross_entropy,
+                                                                   (0.0, 1.0, 0.0)),
+        "log_cosh": lambda: _element_block_asm(regression.log_cosh, ()),
+        "sigmoid_focal_loss": lambda: _element_block_asm(binary.sigmoid_focal_loss, (0.25, 2.0, 1.0)),
+        "sparse_softmax_cross_entropy": lambda: _row_block_asm(softmax.sparse_softmax_cross_entropy,
+                                                               (0.0, 0.0, 0.0), labels=True),
+        "softmax_focal_loss": lambda: _row_block_asm(softmax.softmax_focal_loss, (0.25, 2.0)),
+        "vae_kl_divergence": lambda: _row_block_asm(generative.vae_kl_divergence, (), grads=2),
+        "triplet_margin_loss": lambda: _row_block_asm(embedding.triplet_margin_loss, (1.0, 3.0, 1e-6, 0.0), grads=3),
+    }
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
+@pytest.mark.parametrize("name", list(_loss_kernels()))
+def test_loss_kernels_vectorise(name):
+    """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
+    blocks of sigmoid BCE, log-cosh (exp/expm1/log1p) and the sigmoid focal loss
+    (pow_nonneg), the row kernels of sparse softmax CE and the softmax focal loss, the
+    VAE's KL term (expm1, summed in lanes) and the triplet loss (its distances and
+    gradient rows in lanes; compiled with p = 3, the kernel holds every norm's loops)."""
+    assert_simd(_loss_kernels()[name](), name)
 
 
 def lane_order_sum(values):
@@ -287,13 +498,34 @@ def _disassembly(symbol_part):
     return functions
 
 
+CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "softmax__sum_exp_into",
+               "_block__regression__log_cosh", "_block__binary__sigmoid_focal_loss",
+               "_block__softmax__softmax_focal_loss", "generative__vae_kl_row", "embedding__distance",
+               "embedding__triplet_grads"]
+#: Any call of a libm function from the extension's code (through the PLT).
+PLT_LIBM = re.compile(r"call\w*\s+\S+\s+<(exp|exp2|expm1|log|log1p|log2|pow|sinh|cosh|tanh|hypot)(@plt)?>")
+
+
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
-@pytest.mark.parametrize("symbol", ["_block__binary__sigmoid_binary_cross_entropy", "softmax__sum_exp_into"])
+@pytest.mark.parametrize("symbol", CYTHON_SIMD)
 def test_cython_kernels_vectorise(symbol):
     """GCC turned the loss math into SIMD code in the built extension: packed float64
-    arithmetic in the element-wise block of sigmoid BCE and the row sum of exponentials."""
+    arithmetic in the element-wise blocks of sigmoid BCE, log-cosh and the sigmoid focal
+    loss, the row sum of exponentials, the softmax focal loss's row block, the VAE's KL
+    row and the triplet loss's distance and gradient rows, and none of them calls libm."""
     functions = _disassembly(symbol)
     assert functions, f"no function {symbol} in the extension"
     for name, lines in functions.items():
         packed = sum(bool(PACKED_DOUBLE.search(line)) for line in lines)
         assert packed > 20, f"{name}: {packed} packed float64 instructions"
+        calls = sorted({m.group(1) for line in lines for m in [PLT_LIBM.search(line)] if m})
+        assert not calls, f"{name}: calls {calls}"
+
+
+def test_cython_extension_calls_no_libm_math():
+    """No function of the extension calls a libm exp, log, pow or hyperbolic function: all
+    of them are the portable math's own (sqrt is an instruction)."""
+    functions = _disassembly("")
+    calls = sorted({m.group(1) for lines in functions.values() for line in lines
+                    for m in [PLT_LIBM.search(line)] if m})
+    assert not calls, f"the extension calls {calls}"

@@ -5,6 +5,7 @@
 ``dy`` is unused (0).
 """
 
+from ..math.elementary import pow_nonneg
 from ..math.portable import portable
 from ..math.primitives import clamp_min_grad, clip, clip_grad, logistic, xdivy, xlog1py, xlogy
 
@@ -73,7 +74,8 @@ def sigmoid_focal_loss(x, y, c, p):
     cancellation. With dq/dx = (1 - 2y) sigmoid(x) sigmoid(-x) the gradient is
     alpha_t q^gamma (dBCE + gamma BCE dq / q): the factor q^(gamma - 1) of the textbook
     form never appears, so gamma in [0, 1) and saturated logits stay finite
-    (where q = 0 the loss and gradient are 0).
+    (where q = 0 the loss and gradient are 0). q^gamma is
+    :func:`~fastloss.math.elementary.pow_nonneg` (q^0 = 1, also at q = 0).
     """
     alpha = p[0]
     gamma = p[1]
@@ -82,6 +84,6 @@ def sigmoid_focal_loss(x, y, c, p):
     dbce = (1.0 - y) * s_pos - y * s_neg
     q = y * s_neg + (1.0 - y) * s_pos
     alpha_t = alpha * y + (1.0 - alpha) * (1.0 - y) if p[2] != 0.0 else 1.0
-    mod = q**gamma
+    mod = pow_nonneg(q, gamma)
     ratio = (1.0 - 2.0 * y) * s_pos * s_neg / q if q > 0.0 else 0.0
     return alpha_t * mod * bce, alpha_t * mod * (dbce + gamma * bce * ratio), 0.0, 0.0

@@ -2,17 +2,15 @@
 
 import math
 
+from ..math.elementary import pow_nonneg
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, sign, wide
+from ..math.reductions import LANES, lane_max, lane_total, lanes
 
 
 @portable
-def distance(a, b, eps, norm_p, squared):
-    """||a - b + eps||_p as in PyTorch ``pairwise_distance``; ``squared``: sum (a - b)^2.
-
-    The p-norm is taken of the coordinates divided by the largest, then scaled back, so no
-    power overflows or underflows where the norm itself is representable.
-    """
+def distance_serial(a, b, eps, norm_p, squared):
+    """:func:`distance` in plain loops (a GPU thread's version: no lane arrays)."""
     if squared:
         s = 0.0
         for j in range(a.shape[0]):
@@ -20,11 +18,14 @@ def distance(a, b, eps, norm_p, squared):
             s += t * t
         return s
     big = 0.0
+    bad = 0.0
     for j in range(a.shape[0]):
         t = abs(wide(a[j]) - wide(b[j]) + eps)
-        if not t <= big:  # a NaN coordinate makes the norm NaN
-            big = t
-    if big == 0.0 or big == math.inf or big != big:
+        bad += 0.0 if t == t else 1.0
+        big = t if t > big else big
+    if bad != 0.0:
+        return math.nan
+    if big == 0.0 or big == math.inf:
         return big
     s = 0.0
     for j in range(a.shape[0]):
@@ -34,12 +35,96 @@ def distance(a, b, eps, norm_p, squared):
         elif norm_p == 1.0:
             s += t
         else:
-            s += t**norm_p
+            s += pow_nonneg(t, norm_p)
     if norm_p == 1.0:
         return big * s
     if norm_p == 2.0:
         return big * math.sqrt(s)
-    return big * s ** (1.0 / norm_p)
+    return big * pow_nonneg(s, 1.0 / norm_p)
+
+
+@portable(cuda=distance_serial, inline=False)
+def distance(a, b, eps, norm_p, squared):
+    """||a - b + eps||_p as in PyTorch ``pairwise_distance``; ``squared``: sum (a - b)^2.
+
+    The p-norm is taken of the coordinates divided by the largest, then scaled back, so no
+    power overflows or underflows where the norm itself is representable; a NaN coordinate
+    makes it NaN. Powers other than 1 and 2 are
+    :func:`~fastloss.math.elementary.pow_nonneg` (no libm call). The maximum and the sums
+    run in SIMD lanes (:mod:`fastloss.math.reductions`), a block of LANES coordinates at a
+    time: the terms into a lane-sized buffer first, then the power that ``norm_p`` asks
+    for in a loop of its own (so p = 2 never pays for a ``pow``).
+    """
+    n = a.shape[0]
+    whole = n - n % LANES
+    buf = lanes(None)
+    if squared:
+        s = 0.0
+        if whole > 0:
+            acc = lanes(0.0)
+            for g in range(whole // LANES):
+                for lane in range(LANES):
+                    t = wide(a[g * LANES + lane]) - wide(b[g * LANES + lane])
+                    acc[lane] += t * t
+            s = lane_total(acc)
+        for i in range(n - whole):
+            t = wide(a[whole + i]) - wide(b[whole + i])
+            buf[i] = t * t
+        for i in range(n - whole):
+            s += buf[i]
+        return s
+    big = 0.0
+    bad = 0.0
+    if whole > 0:
+        top = lanes(0.0)
+        nan = lanes(0.0)
+        for g in range(whole // LANES):
+            for lane in range(LANES):
+                t = abs(wide(a[g * LANES + lane]) - wide(b[g * LANES + lane]) + eps)
+                nan[lane] += 0.0 if t == t else 1.0
+                top[lane] = t if t > top[lane] else top[lane]
+        big = lane_max(top)
+        bad = lane_total(nan)
+    for j in range(whole, n):
+        t = abs(wide(a[j]) - wide(b[j]) + eps)
+        bad += 0.0 if t == t else 1.0
+        big = t if t > big else big
+    if bad != 0.0:
+        return math.nan
+    if big == 0.0 or big == math.inf:
+        return big
+    s = 0.0
+    if whole > 0:
+        acc = lanes(0.0)
+        for g in range(whole // LANES):
+            for lane in range(LANES):
+                buf[lane] = abs(wide(a[g * LANES + lane]) - wide(b[g * LANES + lane]) + eps) / big
+            if norm_p == 2.0:
+                for lane in range(LANES):
+                    acc[lane] += buf[lane] * buf[lane]
+            elif norm_p == 1.0:
+                for lane in range(LANES):
+                    acc[lane] += buf[lane]
+            else:
+                for lane in range(LANES):
+                    acc[lane] += pow_nonneg(buf[lane], norm_p)
+        s = lane_total(acc)
+    rest = n - whole
+    for i in range(rest):
+        buf[i] = abs(wide(a[whole + i]) - wide(b[whole + i]) + eps) / big
+    if norm_p == 2.0:
+        for i in range(rest):
+            buf[i] = buf[i] * buf[i]
+    elif norm_p != 1.0:
+        for i in range(rest):
+            buf[i] = pow_nonneg(buf[i], norm_p)
+    for i in range(rest):
+        s += buf[i]
+    if norm_p == 1.0:
+        return big * s
+    if norm_p == 2.0:
+        return big * math.sqrt(s)
+    return big * pow_nonneg(s, 1.0 / norm_p)
 
 
 @portable
@@ -54,7 +139,70 @@ def distance_grad(t, dist, norm_p, squared):
         return 0.0
     if norm_p == 2.0:
         return t / dist
-    return sign(t) * (abs(t) / dist) ** (norm_p - 1.0)
+    return sign(t) * pow_nonneg(abs(t) / dist, norm_p - 1.0)
+
+
+@portable
+def triplet_grads_serial(a, pos, neg, ga, gp, gn, active, shift, d_pos, d_neg, norm_p, squared):
+    """:func:`triplet_grads` in one plain loop (a GPU thread's version)."""
+    for j in range(a.shape[0]):
+        aj = wide(a[j])
+        g_pos = active * distance_grad(aj - wide(pos[j]) + shift, d_pos, norm_p, squared)
+        g_neg = active * distance_grad(aj - wide(neg[j]) + shift, d_neg, norm_p, squared)
+        ga[j] = g_pos - g_neg
+        gp[j] = -g_pos
+        gn[j] = g_neg
+
+
+@portable(cuda=triplet_grads_serial, inline=False)
+def triplet_grads(a, pos, neg, ga, gp, gn, active, shift, d_pos, d_neg, norm_p, squared):
+    """The three gradient rows of the triplet loss: with g+ = active d d_pos / d a_j and
+    g- = active d d_neg / d a_j (:func:`distance_grad`), ga = g+ - g-, gp = -g+, gn = g-.
+
+    A block of LANES coordinates at a time: the differences t = a_j - b_j (+ eps) into
+    lane-sized buffers, their derivatives in a loop of the one kind ``squared`` and
+    ``norm_p`` ask for (branches outside the loops, so that each loop vectorises and p = 2
+    pays for no ``pow``), then the three rows. Every coordinate of a block is read before
+    any is written, so the rows may be the inputs themselves (in place).
+    """
+    n = a.shape[0]
+    t_plus = lanes(None)
+    t_minus = lanes(None)
+    # A distance is 0 only where every t is 0: dividing by 1 there gives the gradient 0
+    # that distance_grad selects, without a select in the loops.
+    dp = 1.0 if d_pos == 0.0 else d_pos
+    dn = 1.0 if d_neg == 0.0 else d_neg
+    for block in range((n + LANES - 1) // LANES):
+        lo = block * LANES
+        k = n - lo if n - lo < LANES else LANES
+        for i in range(k):
+            aj = wide(a[lo + i])
+            t_plus[i] = aj - wide(pos[lo + i]) + shift
+            t_minus[i] = aj - wide(neg[lo + i]) + shift
+        if squared:
+            for i in range(k):
+                t_plus[i] = 2.0 * t_plus[i]
+                t_minus[i] = 2.0 * t_minus[i]
+        elif norm_p == 1.0:
+            for i in range(k):
+                t_plus[i] = sign(t_plus[i])
+                t_minus[i] = sign(t_minus[i])
+        elif norm_p == 2.0:
+            for i in range(k):
+                t_plus[i] = t_plus[i] / dp
+                t_minus[i] = t_minus[i] / dn
+        else:
+            for i in range(k):
+                t = t_plus[i]
+                t_plus[i] = sign(t) * pow_nonneg(abs(t) / dp, norm_p - 1.0)
+                t = t_minus[i]
+                t_minus[i] = sign(t) * pow_nonneg(abs(t) / dn, norm_p - 1.0)
+        for i in range(k):
+            g_plus = active * t_plus[i]
+            g_minus = active * t_minus[i]
+            ga[lo + i] = g_plus - g_minus
+            gp[lo + i] = -g_plus
+            gn[lo + i] = g_minus
 
 
 @portable
@@ -73,13 +221,6 @@ def triplet_margin_loss(a, pos, neg, c, ga, gp, gn, h, gs, p):
     d_neg = distance(a, neg, eps, norm_p, squared)
     inner = d_pos - d_neg + margin
     if ga.shape[0] != 0:
-        active = gs * clamp_min_grad(inner, 0.0)
         shift = 0.0 if squared else eps
-        for j in range(a.shape[0]):
-            aj = wide(a[j])
-            g_pos = active * distance_grad(aj - wide(pos[j]) + shift, d_pos, norm_p, squared)
-            g_neg = active * distance_grad(aj - wide(neg[j]) + shift, d_neg, norm_p, squared)
-            ga[j] = g_pos - g_neg
-            gp[j] = -g_pos
-            gn[j] = g_neg
+        triplet_grads(a, pos, neg, ga, gp, gn, gs * clamp_min_grad(inner, 0.0), shift, d_pos, d_neg, norm_p, squared)
     return clamp_min(inner, 0.0)

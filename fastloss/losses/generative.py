@@ -1,9 +1,9 @@
 """Losses of generative models: the GAN pair (element-wise) and the VAE's KL term (row-wise)."""
 
-import math
-
+from ..math.elementary import expm1
 from ..math.portable import portable
 from ..math.primitives import sigmoid, softplus, wide
+from ..math.reductions import LANES, lane_total, lanes
 
 
 @portable
@@ -26,20 +26,64 @@ def gan_generator(x, y, c, p):
 
 
 @portable
-def vae_kl_divergence(mu, logvar, v, c, gmu, glogvar, gv, h, gs, p):
-    """-0.5 sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)) over the row (Kingma and Welling).
-
-    Written as 0.5 sum_j (mu_j^2 + expm1(logvar_j) - logvar_j); gradients mu and
-    0.5 expm1(logvar).
-    """
+def vae_kl_row_serial(mu, logvar, gmu, glogvar, gs):
+    """:func:`vae_kl_row` in one plain loop (a GPU thread's version: no lane array)."""
     total = 0.0
     want = gmu.shape[0] != 0
     for j in range(mu.shape[0]):
         m = wide(mu[j])
         lv = wide(logvar[j])
-        e = math.expm1(lv)
+        e = expm1(lv)
         total += 0.5 * (m * m + (e - lv))
         if want:
             gmu[j] = gs * m
             glogvar[j] = gs * 0.5 * e
     return total
+
+
+@portable(cuda=vae_kl_row_serial, inline=False)
+def vae_kl_row(mu, logvar, gmu, glogvar, gs):
+    """sum_j 0.5 (mu_j^2 + expm1(logvar_j) - logvar_j), summed in SIMD lanes
+    (:mod:`fastloss.math.reductions`), with the gradients gs mu_j and gs 0.5 expm1(logvar_j)
+    stored as it goes (when ``gmu`` is not empty). Each element is read before its
+    gradient is written."""
+    n = mu.shape[0]
+    whole = n - n % LANES
+    want = gmu.shape[0] != 0
+    total = 0.0
+    if whole > 0:
+        acc = lanes(0.0)
+        for g in range(whole // LANES):
+            for lane in range(LANES):
+                j = g * LANES + lane
+                m = wide(mu[j])
+                lv = wide(logvar[j])
+                e = expm1(lv)
+                acc[lane] += 0.5 * (m * m + (e - lv))
+                if want:
+                    gmu[j] = gs * m
+                    glogvar[j] = gs * 0.5 * e
+        total = lane_total(acc)
+    rest = lanes(None)  # the rest's terms first: a loop without a running sum vectorises
+    for i in range(n - whole):
+        j = whole + i
+        m = wide(mu[j])
+        lv = wide(logvar[j])
+        e = expm1(lv)
+        rest[i] = 0.5 * (m * m + (e - lv))
+        if want:
+            gmu[j] = gs * m
+            glogvar[j] = gs * 0.5 * e
+    for i in range(n - whole):
+        total += rest[i]
+    return total
+
+
+@portable
+def vae_kl_divergence(mu, logvar, v, c, gmu, glogvar, gv, h, gs, p):
+    """-0.5 sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)) over the row (Kingma and Welling).
+
+    Written as 0.5 sum_j (mu_j^2 + expm1(logvar_j) - logvar_j) (:func:`vae_kl_row`);
+    gradients mu and 0.5 expm1(logvar).
+    """
+    return vae_kl_row(mu, logvar, gmu, glogvar, gs)

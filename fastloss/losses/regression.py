@@ -4,12 +4,9 @@
 ``c``. ``p`` holds the options in the order the registry lists them.
 """
 
-import math
-
 from ..math.elementary import exp, log1p
 from ..math.portable import portable
-from ..math.primitives import clamp_min, clamp_min_grad, hypot1, sech2, sign, xdivy, xlogy
-from ..math.primitives import log_cosh as _log_cosh
+from ..math.primitives import clamp_min, clamp_min_grad, cosh_terms, hypot1, sign, xdivy, xlogy
 
 
 @portable
@@ -81,9 +78,10 @@ def pseudo_huber(x, y, c, p):
 
 @portable
 def log_cosh(x, y, c, p):
-    """log(cosh(r)); gradient tanh(r); hessian sech(r)^2. Keras ``log_cosh``."""
-    r = x - y
-    return _log_cosh(r), math.tanh(r), 0.0, sech2(r)
+    """log(cosh(r)); gradient tanh(r); hessian sech(r)^2. Keras ``log_cosh``. All three
+    from one expm1(|r|) (:func:`~fastloss.math.primitives.cosh_terms`)."""
+    loss, grad, hess = cosh_terms(x - y)
+    return loss, grad, 0.0, hess
 
 
 @portable

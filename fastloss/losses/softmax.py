@@ -11,7 +11,7 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 
 import math
 
-from ..math.elementary import exp, exp_nonpositive, log, log1p
+from ..math.elementary import exp, exp_nonpositive, expm1, log, log1p, pow_nonneg
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, wide, xdivy, xlogy
 from ..math.reductions import LANES, lane_max, lane_total, lanes, scratch
@@ -559,8 +559,8 @@ def focal_term(log_p, gamma):
     g never forms u^(gamma - 1): gamma in [0, 1) and saturated logits stay finite.
     """
     prob = exp_nonpositive(log_p)
-    u = -math.expm1(log_p)
-    mod = u**gamma
+    u = -expm1(log_p)
+    mod = pow_nonneg(u, gamma)
     ratio = log_p / u if u != 0.0 else -1.0
     g = mod * (1.0 - gamma * prob * ratio) if prob != 0.0 else mod
     return mod * log_p, g

@@ -1,4 +1,5 @@
-"""exp, log and log1p in float64, written so that a compiler vectorises the loops that call them.
+"""exp (and its softmax form exp_nonpositive), expm1, log, log1p and a power of a
+nonnegative base in float64, written so that a compiler vectorises the loops that call them.
 
 A C library's ``exp`` is an opaque scalar call: a loop that calls it runs one element at a
 time. These are the same functions as straight-line arithmetic: range reduction, a
@@ -8,8 +9,8 @@ and no data-dependent branch (special inputs are handled by selects at the end),
 one ulp over its whole domain; ``tests/test_elementary.py`` measures the error against
 mpmath on dense grids and checks that the compiled loops really are vectorised.
 
-The CUDA backend keeps the device's own ``exp``/``log``/``log1p`` (``@portable(cuda=...)``):
-the GPU has no libm call to get rid of.
+The CUDA backend keeps the device's own ``exp``/``expm1``/``log``/``log1p``/``pow``
+(``@portable(cuda=...)``): the GPU has no libm call to get rid of.
 
 The two bit casts and the fused multiply-add below are the operations Python's
 arithmetic cannot spell; each target supplies its own (an LLVM ``bitcast`` and
@@ -50,6 +51,34 @@ MANTISSA = 0x000FFFFFFFFFFFFF
 SMALLEST_NORMAL = 2.2250738585072014e-308
 TWO_54 = 18014398509481984.0
 
+# expm1: Q(r) = (expm1(r) - r) / r^2 on |r| <= ln2 / 2, our Chebyshev fit of degree 10
+# (mpmath.chebyfit at 40 digits, tests/test_elementary.py recomputes it): 1.4e-18 from Q,
+# so expm1(r) = r + r^2 Q(r) is off by 5e-19 |r| at most.
+EQ0 = 0.5
+EQ1 = 0.1666666666666667
+EQ2 = 0.04166666666666667
+EQ3 = 0.008333333333326141
+EQ4 = 0.0013888888888883752
+EQ5 = 0.00019841269874800493
+EQ6 = 2.4801587325533363e-05
+EQ7 = 2.7557255425746435e-06
+EQ8 = 2.7557273661348637e-07
+EQ9 = 2.5105206373957107e-08
+EQ10 = 2.0914679376584005e-09
+
+# log_parts: log(1 + f) = 2 atanh(s) = 2 s + s^3 P(s^2), s = f / (2 + f), |s| <= 0.1716;
+# P(z) = 2 (atanh(sqrt z) / sqrt z - 1) / z by our Chebyshev fit of degree 7 on
+# [0, 0.02944] (mpmath.chebyfit; recomputed by the tests): 2.1e-18 from P, 3e-20 relative
+# to log(1 + f).
+LP0 = 0.6666666666666666
+LP1 = 0.4000000000000088
+LP2 = 0.28571428570803614
+LP3 = 0.22222222391713917
+LP4 = 0.18181795640132906
+LP5 = 0.15386239702814666
+LP6 = 0.1326877313865664
+LP7 = 0.13086626147842664
+
 
 @native
 def as_int64(x):
@@ -72,12 +101,43 @@ def fma(a, b, c):
     return float(Fraction(a) * Fraction(b) + Fraction(c))
 
 
+@portable
+def exp_taylor(r):
+    """e^r for |r| <= ln2 / 2: the Taylor polynomial of degree 13 in Horner form, in fused
+    multiply-adds (truncation below 6e-18 relative)."""
+    p = 1.0 / 6227020800.0
+    p = fma(p, r, 1.0 / 479001600.0)
+    p = fma(p, r, 1.0 / 39916800.0)
+    p = fma(p, r, 1.0 / 3628800.0)
+    p = fma(p, r, 1.0 / 362880.0)
+    p = fma(p, r, 1.0 / 40320.0)
+    p = fma(p, r, 1.0 / 5040.0)
+    p = fma(p, r, 1.0 / 720.0)
+    p = fma(p, r, 1.0 / 120.0)
+    p = fma(p, r, 1.0 / 24.0)
+    p = fma(p, r, 1.0 / 6.0)
+    p = fma(p, r, 0.5)
+    p = fma(p, r, 1.0)
+    return fma(p, r, 1.0)
+
+
+@portable
+def exp_reduced(x, t, r):
+    """e^x from its reduction (see :func:`exp`): k = round(x / ln2) in the low bits of
+    ``t`` = x log2(e) + ROUND, and r = x - k ln2 (|r| <= ln2 / 2, plus any correction).
+    e^r by :func:`exp_taylor`, and 2^k applied as two factors 2^(k//2) 2^(k - k//2) so
+    that results down in the subnormal range round once. A NaN ``x`` is returned as it is."""
+    p = exp_taylor(r)
+    k = as_int64(t) - ROUND_BITS
+    k1 = k >> 1
+    e = p * as_float64((k1 + 1023) << 52) * as_float64((k - k1 + 1023) << 52)
+    return e if x == x else x
+
+
 @portable(cuda=math.exp, inline=False)
 def exp(x):
-    """e^x to about 1 ulp: e^x = 2^k e^r with k = round(x / ln2), r = x - k ln2 (Cody-Waite),
-    e^r by its Taylor polynomial of degree 13 (truncation below 6e-18 relative for
-    |r| <= ln2 / 2), and 2^k applied as two factors 2^(k//2) 2^(k - k//2) so that results
-    down in the subnormal range round once. x is clamped to [-746, 710] first (exp
+    """e^x to about 1 ulp: e^x = 2^k e^r with k = round(x / ln2), r = x - k ln2
+    (Cody-Waite), finished by :func:`exp_reduced`. x is clamped to [-746, 710] first (exp
     overflows to inf and underflows to 0 beyond), which keeps every integer in range; a
     NaN is clamped too, for the same reason, and restored at the end.
     """
@@ -85,11 +145,7 @@ def exp(x):
     xc = 710.0 if xc > 710.0 else xc
     t = fma(xc, LOG2E, ROUND)
     kf = t - ROUND
-    p = exp_taylor(fma(-kf, LN2_LO, fma(-kf, LN2_HI, xc)))
-    k = as_int64(t) - ROUND_BITS
-    k1 = k >> 1
-    e = p * as_float64((k1 + 1023) << 52) * as_float64((k - k1 + 1023) << 52)
-    return e if x == x else x
+    return exp_reduced(x, t, fma(-kf, LN2_LO, fma(-kf, LN2_HI, xc)))
 
 
 @portable(cuda=math.exp, inline=False)
@@ -110,23 +166,68 @@ def exp_nonpositive(x):
 
 
 @portable
-def exp_taylor(r):
-    """e^r for |r| <= ln2 / 2: the Taylor polynomial of degree 13 in Horner form, in fused
-    multiply-adds (truncation below 6e-18 relative)."""
-    p = 1.0 / 6227020800.0
-    p = fma(p, r, 1.0 / 479001600.0)
-    p = fma(p, r, 1.0 / 39916800.0)
-    p = fma(p, r, 1.0 / 3628800.0)
-    p = fma(p, r, 1.0 / 362880.0)
-    p = fma(p, r, 1.0 / 40320.0)
-    p = fma(p, r, 1.0 / 5040.0)
-    p = fma(p, r, 1.0 / 720.0)
-    p = fma(p, r, 1.0 / 120.0)
-    p = fma(p, r, 1.0 / 24.0)
-    p = fma(p, r, 1.0 / 6.0)
-    p = fma(p, r, 0.5)
-    p = fma(p, r, 1.0)
-    return fma(p, r, 1.0)
+def exp_sum(x, dx):
+    """e^(x + dx) to about 1 ulp, for a correction ``dx`` below an ulp of x or so (the
+    error term of :func:`pow_nonneg`'s exponent): :func:`exp` with dx added to the reduced
+    argument r, where it is not lost to rounding. |dx| must stay far below 1 (it is not
+    clamped with x)."""
+    xc = x if x >= -746.0 else -746.0
+    xc = 710.0 if xc > 710.0 else xc
+    t = fma(xc, LOG2E, ROUND)
+    kf = t - ROUND
+    return exp_reduced(x, t, fma(-kf, LN2_LO, fma(-kf, LN2_HI, xc)) + dx)
+
+
+@portable(cuda=math.expm1, inline=False)
+def expm1(x):
+    """e^x - 1 to about 1 ulp, with no cancellation near 0.
+
+    The same reduction as :func:`exp`: x = k ln2 + r, |r| <= ln2 / 2, with r's
+    rounding error c kept (Fast2Sum); expm1(r) = r + r^2 Q(r), Q a polynomial. Then
+    expm1(x) = 2^k (1 + expm1(r)) - 1 = (2^k - 1) + 2^k r + 2^k (r^2 Q(r) + c (1 + r)),
+    summed without cancellation: 2^k - 1 and the sum of its first two terms are formed
+    exactly as a rounded value plus its error (Fast2Sum, the larger term first: |2^k - 1|
+    >= |2^k r| for every k), and the small terms are added to the errors before the one
+    last rounding. k = 0 leaves r + r^2 Q(r). x is clamped to [-64, 710]: below, the
+    result rounds to -1; above, it overflows. For k = 1024 (x above 1023.5 ln2) 2^k is
+    not a float64: the sum is formed with 2^1023 and doubled at the end (the -1 it gets
+    wrong is far below an ulp there). expm1(+-0) = +-0, expm1(-inf) = -1, NaN stays NaN.
+    """
+    xc = x if x >= -64.0 else -64.0
+    xc = 710.0 if xc > 710.0 else xc
+    t = fma(xc, LOG2E, ROUND)
+    kf = t - ROUND
+    hi = fma(-kf, LN2_HI, xc)  # exact
+    lo = -kf * LN2_LO
+    r = hi + lo
+    c = (hi - r) + lo  # the rounding error of r
+    q = fma(EQ10, r, EQ9)
+    q = fma(q, r, EQ8)
+    q = fma(q, r, EQ7)
+    q = fma(q, r, EQ6)
+    q = fma(q, r, EQ5)
+    q = fma(q, r, EQ4)
+    q = fma(q, r, EQ3)
+    q = fma(q, r, EQ2)
+    q = fma(q, r, EQ1)
+    q = fma(q, r, EQ0)
+    k = as_int64(t) - ROUND_BITS
+    top = 1 if k > 1023 else 0
+    two_k = as_float64((k - top + 1023) << 52)
+    up = k >= 0
+    a1 = two_k if up else -1.0
+    a2 = -1.0 if up else two_k
+    a = a1 + a2  # 2^k - 1 = a + a_err exactly
+    a_err = a2 - (a - a1)
+    b = two_k * r  # exact
+    s = a + b
+    s_err = b - (s - a)
+    r2 = r * r
+    r2_err = fma(r, r, -r2)  # r^2 = r2 + r2_err exactly
+    e = s + ((s_err + a_err) + two_k * fma(r2, q, fma(r2_err, q, c * (1.0 + r))))
+    e = e * (2.0 if top != 0 else 1.0)
+    e = x if x == 0.0 else e
+    return e if x == x else x
 
 
 @portable(cuda=math.log, inline=False)
@@ -165,3 +266,74 @@ def log1p(x):
     u = 1.0 + x
     c = (x - (u - 1.0)) / u if u > 0.0 and u < math.inf else 0.0
     return log(u) + c if u != 1.0 else x
+
+
+
+@portable
+def log_parts(x):
+    """log x as an unevaluated sum hi + lo, some 2^-58 |log m| + 2^-70 |log x| from the
+    exact value (m the reduced argument below, |log m| <= ln2 / 2): the logarithm that
+    :func:`pow_nonneg` multiplies by its exponent, where an error of one ulp of log x
+    would become |y| ulp of e^y.
+
+    x = 2^k m with m in [sqrt(1/2), sqrt(2)) as in :func:`log`; f = m - 1 (exact),
+    s = f / (2 + f) with its error s_lo (from the exact remainder of the division, by
+    fma), log m = 2 atanh(s + s_lo) = 2 s + s^3 P(s^2) + 2 s_lo (1 + s^2). k ln2 is
+    k LN2_HI (exact) + k LN2_LO; the two large terms k LN2_HI + 2 s are summed exactly
+    (Fast2Sum), the rest is added to the error of that sum, and the result renormalised
+    (hi rounded, |lo| <= half an ulp of hi: Fast2Sum again). log_parts(0) = (-inf, 0),
+    log_parts(inf) = (inf, 0), NaN (and x < 0) give (NaN, 0).
+    """
+    tiny = x < SMALLEST_NORMAL
+    xs = x * TWO_54 if tiny else x
+    ix = as_int64(xs) - SQRT_HALF_BITS
+    k = (ix >> 52) - (54 if tiny else 0)
+    f = as_float64((ix & MANTISSA) + SQRT_HALF_BITS) - 1.0
+    d = 2.0 + f
+    d_lo = f - (d - 2.0)  # exact: 2 + f = d + d_lo
+    s = f / d
+    s_lo = (fma(-s, d, f) - s * d_lo) / d  # f / (2 + f) - s
+    z = s * s
+    poly = fma(z, LP7, LP6)
+    poly = fma(z, poly, LP5)
+    poly = fma(z, poly, LP4)
+    poly = fma(z, poly, LP3)
+    poly = fma(z, poly, LP2)
+    poly = fma(z, poly, LP1)
+    poly = fma(z, poly, LP0)
+    dk = k * 1.0  # the integer k as a float64
+    kh = dk * LN2_HI  # exact
+    head = kh + 2.0 * s  # |kh| >= ln2 > |2 s|, or kh = 0
+    head_err = (kh - head) + 2.0 * s
+    tail = head_err + (dk * LN2_LO + fma(z * s, poly, 2.0 * fma(s_lo, z, s_lo)))
+    total = head + tail
+    lo = (head - total) + tail  # |head| > |tail|: hi + lo = head + tail exactly
+    hi = total if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
+    hi = x if x == math.inf else hi
+    lo = lo if x > 0.0 else 0.0
+    lo = 0.0 if x == math.inf else lo
+    return hi, lo
+
+
+@portable(cuda=math.pow)
+def pow_nonneg(u, g):
+    """u^g for u >= 0 (+-0 included) and any g: e^(g log u), to about 1 ulp for |g| <= 10
+    (measured: 1.04 ulp over the focal and triplet losses' ranges); beyond, the error of
+    log u (2^-58 of log m, see :func:`log_parts`) grows with |g| (8 ulp at |g| = 1000).
+
+    log u comes as hi + lo (:func:`log_parts`), the product g (hi + lo) as yh + yl (the
+    rounding error of g hi by fma, plus g lo), and e^(yh + yl) from :func:`exp_sum`, so
+    that no rounding of g log u (one ulp of a number up to 745 in size) reaches the
+    result. The exact cases are selected at the end, as C's ``pow`` has them: u^0 = 1
+    for every u (0^0 = 1, as in PyTorch and C, and NaN^0 = 1); 1^g = 1 for every g;
+    0^g = 0 for g > 0 and inf for g < 0 (of either zero: the sign of an odd power of -0
+    is not kept); inf^g = inf for g > 0, 0 for g < 0; u < 1 (> 1) to the power +inf is
+    0 (inf); any other NaN gives NaN. u < 0 gives NaN (u^0 = 1 aside).
+    """
+    hi, lo = log_parts(u)
+    yh = g * hi
+    yl = fma(g, hi, -yh) + g * lo
+    yl = yl if abs(yh) < 746.0 else 0.0  # beyond, e^yh is 0 or inf (or NaN) alone
+    e = exp_sum(yh, yl)
+    e = 1.0 if u == 1.0 else e
+    return 1.0 if g == 0.0 else e

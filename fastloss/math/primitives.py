@@ -8,7 +8,7 @@ and so that no intermediate overflows where the result is finite.
 
 import math
 
-from .elementary import exp, log, log1p
+from .elementary import exp, expm1, log, log1p
 from .portable import portable
 
 LOG2 = math.log(2.0)
@@ -135,22 +135,30 @@ def xdivy(x, y):
 
 
 @portable
-def log_cosh(x):
-    """log(cosh(x)): log1p(2 sinh(x/2)^2) near 0 (no cancellation), and
-    |x| + log1p(exp(-2|x|)) - log 2 for |x| > 2 (no overflow)."""
+def cosh_terms(x):
+    """(log cosh x, tanh x, sech(x)^2), all from one e = expm1(|x|) (so e^|x| = 1 + e)::
+
+        log cosh x = log1p(e^2 / (2 (1 + e)))        (cosh x - 1 = e^2 / (2 (1 + e)))
+        tanh |x| = e (e + 2) / ((1 + e) c)            (c = (1 + e) + 1 / (1 + e) = 2 cosh x)
+        sech x = 2 / c
+
+    Every term is a sum of positive numbers, so there is no cancellation: near 0,
+    log cosh x ~ x^2 / 2 and tanh x ~ x come out to a few ulp. For |x| > 20,
+    log cosh x = |x| - log 2 (the log1p(e^(-2|x|)) left out is below 5e-18, under its
+    rounding) and tanh |x| = 1 (tanh(20) rounds to 1). sech^2 is taken as (2 / c)^2, which
+    goes to 0 gracefully; |x| is clamped to 400 for e (sech^2 is 0 from |x| = 373 on), so
+    that e stays finite (a GPU thread in the simulator runs Python's ``math.expm1``, which
+    raises on overflow). tanh has the sign of x (tanh(-0) = +0). NaN gives NaN.
+    """
     a = abs(x)
-    if a > 2.0:
-        return a + log1p(exp(-2.0 * a)) - LOG2
-    s = math.sinh(0.5 * x)
-    return log1p(2.0 * s * s)
-
-
-@portable
-def sech2(x):
-    """1 / cosh(x)^2 = 4 e^{-2|x|} / (1 + e^{-2|x|})^2, accurate where tanh(x)^2 ~ 1."""
-    e = exp(-2.0 * abs(x))
-    d = 1.0 + e
-    return 4.0 * e / (d * d)
+    e = expm1(400.0 if a > 400.0 else a)  # beyond, only sech^2 (0 there) reads it
+    u = 1.0 + e
+    c = u + 1.0 / u
+    big = a > 20.0
+    lc = a - LOG2 if big else log1p(e * e / (2.0 * u))
+    t = 1.0 if big else e * (e + 2.0) / (u * c)
+    sech = 2.0 / c
+    return lc, (-t if x < 0.0 else t), sech * sech
 
 
 @portable
