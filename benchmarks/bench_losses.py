@@ -108,6 +108,20 @@ class TrackBandwidth:
         return moved / best / 1e9
 
 
+class TimeSmallCall:
+    """Issue 3's case end to end: sparse softmax cross-entropy on float32 (256, 10) logits
+    and int64 labels, the call as users write it (the compiled fast path under auto)."""
+
+    def setup(self):
+        rng = np.random.default_rng(0)
+        self.z = rng.normal(size=(256, 10)).astype(np.float32)
+        self.y = rng.integers(0, 10, 256)
+        fl.sparse_softmax_cross_entropy(self.z, self.y)
+
+    def time_sparse_ce_256x10(self):
+        fl.sparse_softmax_cross_entropy(self.z, self.y)
+
+
 def timeraw_import():
     """``import fastloss`` in a fresh interpreter."""
     return "import fastloss"
