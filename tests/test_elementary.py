@@ -378,12 +378,12 @@ def test_numba_loops_vectorise(name):
     assert_simd(loop.inspect_asm(loop.signatures[0]), name, packed=10)
 
 
-def _fresh(math_fn, family):
-    """The Numba block kernel of a loss, compiled afresh: a kernel loaded from Numba's
-    cache has no assembly to show."""
+def _fresh(math_fn, family, narrow=False):
+    """The Numba block kernel of a loss (of its narrow-row form with ``narrow``), compiled
+    afresh: a kernel loaded from Numba's cache has no assembly to show."""
     from fastloss import cpu_numba
 
-    cached = cpu_numba.kernel(math_fn, family, "block")
+    cached = cpu_numba.kernel(math_fn, family, "block", narrow)
     return numba.njit(nogil=True, error_model="numpy", fastmath=set(FASTMATH))(cached.py_func)
 
 
@@ -395,8 +395,8 @@ def _element_block_asm(math_fn, params):
     return block.inspect_asm(block.signatures[0])
 
 
-def _row_block_asm(math_fn, params, labels=False, grads=1):
-    block = _fresh(math_fn, "rowwise")
+def _row_block_asm(math_fn, params, labels=False, grads=1, narrow=False):
+    block = _fresh(math_fn, "rowwise", narrow)
     z = np.zeros((2, 3), np.float32)
     none = np.empty((2, 0), np.float32)
     y = np.zeros(2, np.intp) if labels else z
@@ -415,6 +415,8 @@ def _loss_kernels():
         "sigmoid_focal_loss": lambda: _element_block_asm(binary.sigmoid_focal_loss, (0.25, 2.0, 1.0)),
         "sparse_softmax_cross_entropy": lambda: _row_block_asm(softmax.sparse_softmax_cross_entropy,
                                                                (0.0, 0.0, 0.0), labels=True),
+        "sparse_softmax_cross_entropy narrow rows": lambda: _row_block_asm(
+            softmax.sparse_softmax_cross_entropy, (0.0, 0.0, 0.0), labels=True, narrow=True),
         "softmax_focal_loss": lambda: _row_block_asm(softmax.softmax_focal_loss, (0.25, 2.0)),
         "vae_kl_divergence": lambda: _row_block_asm(generative.vae_kl_divergence, (), grads=2),
         "triplet_margin_loss": lambda: _row_block_asm(embedding.triplet_margin_loss, (1.0, 3.0, 1e-6, 0.0), grads=3),
@@ -426,7 +428,8 @@ def _loss_kernels():
 def test_loss_kernels_vectorise(name):
     """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
     blocks of sigmoid BCE, log-cosh (exp/expm1/log1p) and the sigmoid focal loss
-    (pow_nonneg), the row kernels of sparse softmax CE and the softmax focal loss, the
+    (pow_nonneg), the row kernels of sparse softmax CE (a row at a time, and narrow rows
+    side by side) and the softmax focal loss, the
     VAE's KL term (expm1, summed in lanes) and the triplet loss (its distances and
     gradient rows in lanes; compiled with p = 3, the kernel holds every norm's loops)."""
     assert_simd(_loss_kernels()[name](), name)

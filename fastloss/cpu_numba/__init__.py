@@ -30,19 +30,21 @@ _NO_AUX = np.empty(0, dtype=np.float64)
 _kernels = {}
 
 
-def kernel(math_fn, family, mode):
-    """The compiled ``mode`` ("block", "serial" or "parallel") kernel of ``math_fn``."""
-    key = (math_fn, mode)
+def kernel(math_fn, family, mode, narrow=False):
+    """The compiled ``mode`` ("block", "serial" or "parallel") kernel of ``math_fn``, or
+    of its narrow-row form (:func:`narrow_variant`) with ``narrow``. Each is compiled on
+    first use only: a call on narrow rows never compiles the row function's kernels."""
+    key = (math_fn, mode, narrow)
     k = _kernels.get(key)
     if k is None:
-        if mode == "block":
+        if mode == "block" and narrow:
+            k = drivers.narrow_rowwise_block(compile_math(narrow_variant(math_fn)), math_fn.__name__)
+        elif mode == "block":
             k = _BLOCKS[family](compile_math(math_fn), math_fn.__name__)
-            narrow = narrow_variant(math_fn) if family == "rowwise" else None
-            if narrow is not None:
-                k = drivers.narrow_rowwise_block(k, compile_math(narrow), math_fn.__name__)
         else:
-            block = kernel(math_fn, family, "block")
-            k = _CHUNKED[family](block, math_fn.__name__, mode == "parallel")
+            block = kernel(math_fn, family, "block", narrow)
+            name = math_fn.__name__ + ("_narrow" if narrow else "")
+            k = _CHUNKED[family](block, name, mode == "parallel")
         _kernels[key] = k
     return k
 
@@ -108,9 +110,10 @@ def run(math_fn, family, args):
         args = (*args[:3], _NO_AUX, *args[4:])
     args = (*map(_read_only, args[:n_inputs]), *args[n_inputs:])
     x = args[0]
+    narrow = family == "rowwise" and 0 < x.shape[1] <= config.NARROW_MAX_WIDTH and narrow_variant(math_fn) is not None
     chunk = config.chunk_rows(x)
     if x.shape[0] <= chunk:
-        return kernel(math_fn, family, "block")(*args)
+        return kernel(math_fn, family, "block", narrow)(*args)
     if x.size >= config.PARALLEL_MIN_SIZE and not _serial_only:
-        return _parallel_launch(kernel(math_fn, family, "parallel"), (chunk, *args))
-    return kernel(math_fn, family, "serial")(chunk, *args)
+        return _parallel_launch(kernel(math_fn, family, "parallel", narrow), (chunk, *args))
+    return kernel(math_fn, family, "serial", narrow)(chunk, *args)

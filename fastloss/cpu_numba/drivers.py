@@ -145,18 +145,15 @@ def rowwise_block(row, name):
     return compile_driver(block, f"rowwise_{name}_block")
 
 
-def narrow_rowwise_block(row_block, narrow, name):
-    """Block kernel for a row function with a narrow variant ``narrow(x, labels, c, gx, h,
-    gs, p, loss)`` (see :mod:`fastloss.losses`): rows of at most NARROW_MAX_WIDTH classes
-    go through it in tiles of :func:`fastloss._config.narrow_rows` rows, wider ones to
-    ``row_block``. Same arguments as :func:`rowwise_block`."""
-    max_width = config.NARROW_MAX_WIDTH
+def narrow_rowwise_block(narrow, name):
+    """Block kernel for the narrow form ``narrow(x, labels, c, gx, h, gs, p, loss)`` of a
+    row function (see :mod:`fastloss.losses`), for rows of 1 to NARROW_MAX_WIDTH classes:
+    tiles of :func:`fastloss._config.narrow_rows` rows. Same arguments as
+    :func:`rowwise_block` (``v``, ``gy`` and ``gv`` unused)."""
     tile = config.NARROW_TILE
 
     def block(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h):
         width = x.shape[1]
-        if width > max_width or width == 0:
-            return row_block(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h)
         per = tile // width
         if per >= 8:
             per -= per % 8
