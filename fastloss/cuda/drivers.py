@@ -13,9 +13,24 @@ the same input gives the same bits run after run. Every loss kernel ends with th
 arguments of :func:`grid_finish`: ``counter, factor, total, value``.
 
 - Element-wise: a grid-stride loop, at most ``max_blocks`` blocks of ``threads``.
-- Row-wise: one thread per row, calling the row function of :mod:`fastloss.losses`;
-  the softmax cross-entropies have block-per-row kernels of their own, built from the
-  same formulas.
+- Class-axis (row-wise) losses: a block per row (a warp for rows of at most 128
+  elements, see ``call._row_threads``), each thread taking every ``threads``-th element
+  of the row, the row's reductions in fixed trees in shared memory, the gradient
+  written after them (in place where it is the input), no N x C temporary:
+
+  - :func:`sparse_cross_entropy_rows_kernel`: sparse softmax cross-entropy;
+  - :func:`soft_target_rows_kernel`: softmax cross-entropy with soft targets and softmax
+    KL divergence;
+  - :func:`stats_rows_kernel`: KL divergence, categorical cross-entropy, the VAE's KL
+    term, softmax focal loss (soft targets and integer labels) and Jensen-Shannon
+    divergence (formulas routed through :mod:`.rowmath`);
+  - :func:`categorical_hinge_rows_kernel`: categorical hinge (max with an exact tie
+    count);
+  - :func:`triplet_rows_kernel`: triplet margin loss (three inputs, three gradients).
+
+  Only the first two read and write bfloat16 bits natively; the others get bfloat16
+  through float32 copies. :func:`rowwise_kernel` (one thread per row, calling the CPU
+  row function) is kept for any class-axis loss without a kernel of its own (none today).
 """
 
 import math
