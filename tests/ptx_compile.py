@@ -9,10 +9,15 @@ non-zero if any failed.
 """
 
 import os
+import pathlib
 import sys
 import types
 
 os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+# The checkout this script is in, not whichever copy of fastloss is installed (a script's
+# sys.path starts with its own folder, tests/, so an editable install of another worktree
+# would win).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numba.cuda.dispatcher as cuda_dispatcher  # noqa: E402
 from numba import cuda  # noqa: E402
@@ -62,11 +67,17 @@ def cases():
             if spec.target in ("labels", "float_or_labels"):
                 math_fn = spec.sparse_math or spec.math
                 yield label + " labels", call._loss_kernel(math_fn, "rowwise"), loss_signature(spec, dt, True, False)
-            if spec.math in call._ROW_KERNELS:
-                sparse = spec.target == "labels"
+            row_fns = [(spec.math, spec.target == "labels", "")]
+            if spec.target == "float_or_labels" and spec.sparse_math is not None:
+                row_fns.append((spec.sparse_math, True, " labels"))
+            for math_fn, sparse, suffix in row_fns:
+                if math_fn not in call._ROW_KERNELS:
+                    continue
                 for threads in (32, 256):
-                    yield (f"{label} block-per-row {threads}", call._rows_kernel(spec.math, threads, dt.name),
+                    yield (f"{label}{suffix} block-per-row {threads}", call._rows_kernel(math_fn, threads, dt.name),
                            loss_signature(spec, dt, sparse, False))
+            if spec.math in call._NATIVE_BF16:
+                sparse = spec.target == "labels"
                 if dt is float32:  # bfloat16 logits as int16 bits; losses in float32
                     sig = list(loss_signature(spec, int16, sparse, False))
                     sig[7] = float32[::1]

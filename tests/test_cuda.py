@@ -222,3 +222,127 @@ def test_longer_inputs_take_the_unrolled_loops(name, rng):
         _close(host(gpu.grad), cpu.grad, np.float64)
         if cpu.hess is not None:
             _close(host(gpu.hess), cpu.hess, np.float64)
+
+
+# The class-axis losses whose block-per-row kernels came with issue #5 (item 2), and an
+# option case of each: (name, options); ``labels`` asks for integer labels.
+NEW_ROW_KERNELS = [
+    ("categorical_hinge", {}),
+    ("categorical_cross_entropy", {"label_smoothing": 0.1}),
+    ("kl_divergence", {}),
+    ("js_divergence", {"beta": 0.3}),
+    ("softmax_focal_loss", {"gamma": 0.5}),
+    ("softmax_focal_loss", {"labels": True}),
+    ("triplet_margin_loss", {}),
+    ("triplet_margin_loss", {"p": 3.0}),
+    ("triplet_margin_loss", {"squared": True}),
+    ("vae_kl_divergence", {}),
+]
+NEW_IDS = [f"{n}-{'-'.join(map(str, o.values())) or 'default'}" for n, o in NEW_ROW_KERNELS]
+
+
+def _math_fn(name, options):
+    spec = fl._registry.REGISTRY[name]
+    return spec.sparse_math if options.get("labels") else spec.math
+
+
+def _grads(res):
+    return res.grad if isinstance(res.grad, tuple) else (res.grad,)
+
+
+def _against_cpu(name, arrays, options, **kw):
+    """The loss under both backends, compared; the device result is returned."""
+    cpu = fl.compute(name, *arrays, **options, **kw)
+    gpu = fl.compute(name, *[dev(a) for a in arrays], **options, **kw)
+    _close(host(gpu.loss), cpu.loss, np.float64)
+    for g, c in zip(_grads(gpu), _grads(cpu)):
+        _close(host(g), c, np.float64)
+    return gpu
+
+
+@pytest.mark.parametrize("name,options", NEW_ROW_KERNELS, ids=NEW_IDS)
+def test_class_axis_losses_run_a_block_per_row(name, options):
+    from fastloss.cuda import call
+
+    assert _math_fn(name, options) in call._ROW_KERNELS
+
+
+@pytest.mark.parametrize("width", [5, 53], ids=["narrower-than-the-block", "threads-loop"])
+@pytest.mark.parametrize("name,options", NEW_ROW_KERNELS, ids=NEW_IDS)
+def test_row_kernels_on_narrow_and_wide_rows(name, options, width, rng):
+    """A row narrower than the block (idle threads) and one several times wider (each
+    thread loops over its share), with sample weights, against the CPU."""
+    arrays, options = prepared(name, options, rng, np.float64, shape=(3, width))
+    _against_cpu(name, arrays, options, reduction="none", sample_weight=None)
+    weights = rng.uniform(-0.5, 2.0, size=3)
+    cpu = fl.compute(name, *arrays, **options, sample_weight=weights)
+    gpu = fl.compute(name, *[dev(a) for a in arrays], **options, sample_weight=dev(weights))
+    _close(host(gpu.loss), cpu.loss, np.float64)
+    for g, c in zip(_grads(gpu), _grads(cpu)):
+        _close(host(g), c, np.float64)
+
+
+@pytest.mark.parametrize("name,options", NEW_ROW_KERNELS, ids=NEW_IDS)
+def test_row_kernels_write_their_gradients_in_place(name, options, rng):
+    """out= the differentiable inputs themselves: every element a row's reductions need
+    is read before any thread overwrites it."""
+    arrays, options = prepared(name, options, rng, np.float64, shape=(3, 21))
+    want = fl.compute(name, *arrays, **options, reduction="sum")
+    devs = [dev(a) for a in arrays]
+    outs = tuple(devs[:len(_grads(want))])
+    res = fl.compute(name, *devs, **options, reduction="sum", out=outs[0] if len(outs) == 1 else outs)
+    _close(host(res.loss), want.loss, np.float64)
+    for g, o, c in zip(_grads(res), outs, _grads(want)):
+        assert g is o
+        _close(host(o), c, np.float64)
+
+
+@pytest.mark.parametrize("name,options", NEW_ROW_KERNELS, ids=NEW_IDS)
+def test_row_kernels_give_the_same_bits_every_run(name, options, rng):
+    arrays, options = prepared(name, options, rng, np.float64, shape=(4, 19))
+    runs = [fl.compute(name, *[dev(a) for a in arrays], **options) for _ in range(2)]
+    assert host(runs[0].loss).tobytes() == host(runs[1].loss).tobytes()
+    for a, b in zip(_grads(runs[0]), _grads(runs[1])):
+        assert host(a).tobytes() == host(b).tobytes()
+
+
+def test_categorical_hinge_shares_the_gradient_among_ties():
+    """Ties of the max spread over the threads of the block (8 under the simulator):
+    the merged count must be exact. Rows: a one-hot target whose 0 ties other slots, a
+    soft target with every slot tied, and ties 20 slots apart."""
+    x = np.zeros((3, 21))
+    y = np.zeros((3, 21))
+    x[0, [2, 9, 17]] = 2.0
+    y[0, 5] = 1.0
+    x[1] = 1.5
+    y[1] = 0.25
+    x[2, [0, 20]] = 3.0
+    x[2, 10] = -1.0
+    y[2, 10] = 1.0
+    res = _against_cpu("categorical_hinge", [x, y], {}, reduction="none")
+    g = host(res.grad)
+    np.testing.assert_allclose(g[0, [2, 9, 17]], 1.0 / 3.0, rtol=1e-15)
+    np.testing.assert_allclose(g[2, [0, 20]], 0.5, rtol=1e-15)
+
+
+@pytest.mark.parametrize("eps", [1e-7, 0.0])
+@pytest.mark.parametrize("name", ["kl_divergence", "categorical_cross_entropy"])
+def test_zero_targets_and_clipped_probabilities(name, eps, rng):
+    """Targets of exactly 0 (their terms are 0, never 0 log 0), predictions of 0 and
+    above 1 (clipped, with a zero gradient where the clip holds). With eps = 0 the
+    predictions are 0 only where the targets are (the simulator's Python log raises at 0
+    where a GPU gives -inf)."""
+    p = rng.uniform(0.05, 1.0, size=(3, 11))
+    p[:, 3:5] = 0.0
+    p[1, 8] = 1.5
+    if eps:
+        p[0, :3] = 0.0
+        p[2, :] = 0.0
+        p[2, 6] = 1.0
+    q = rng.uniform(0.0, 1.0, size=(3, 11))
+    q[:, 3:7] = 0.0
+    q /= q.sum(-1, keepdims=True)
+    options = {"eps": eps} if name == "kl_divergence" or eps else {}
+    if name == "categorical_cross_entropy" and eps == 0.0:
+        options = {"eps": 1e-12}
+    _against_cpu(name, [p, q], options, reduction="none")

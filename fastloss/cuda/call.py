@@ -15,8 +15,8 @@ from numba import cuda
 from numba.cuda import config as cuda_config
 
 from .. import _api
-from ..losses import softmax
-from . import drivers, is_device_array
+from ..losses import embedding, generative, softmax
+from . import drivers, is_device_array, rowmath
 from .arrays import adopt
 from .jit import compile_math
 
@@ -72,7 +72,39 @@ _ROW_KERNELS = {
     softmax.softmax_kl_divergence: (
         drivers.soft_target_rows_kernel, (softmax.kl_target, softmax.kl_entropy, softmax.softmax_ce_grad),
         ("softmax_kl_divergence",)),
+    softmax.categorical_hinge: (
+        drivers.categorical_hinge_rows_kernel,
+        (softmax.hinge_slot, softmax.max_count_step, softmax.merge_max_count, softmax.hinge_row,
+         softmax.categorical_hinge_grad), ()),
+    softmax.kl_divergence: (
+        drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.kl_div_term, rowmath.kl_div_grad, rowmath.first_sum),
+        ("none", False, "kl_divergence")),
+    softmax.categorical_cross_entropy: (
+        drivers.stats_rows_kernel, (rowmath.cce_stat, rowmath.cce_row_term, rowmath.cce_row_grad, rowmath.first_sum),
+        ("sum", False, "categorical_cross_entropy")),
+    generative.vae_kl_divergence: (
+        drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.vae_row_term, rowmath.vae_row_grad, rowmath.first_sum),
+        ("none", False, "vae_kl_divergence")),
+    softmax.softmax_focal_loss: (
+        drivers.stats_rows_kernel,
+        (rowmath.no_stat, rowmath.focal_row_term, rowmath.focal_row_grad, rowmath.focal_row_loss),
+        ("softmax", False, "softmax_focal_loss")),
+    softmax.sparse_softmax_focal_loss: (
+        drivers.stats_rows_kernel,
+        (rowmath.no_stat, rowmath.sparse_focal_row_term, rowmath.sparse_focal_row_grad, rowmath.sparse_focal_row_loss),
+        ("softmax", True, "sparse_softmax_focal_loss")),
+    softmax.js_divergence: (
+        drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.js_row_term, rowmath.js_row_grad, rowmath.js_row_loss),
+        ("two_softmax", False, "js_divergence")),
+    embedding.triplet_margin_loss: (
+        drivers.triplet_rows_kernel,
+        (embedding.max_nan_step, embedding.merge_max_nan, embedding.norm_power, embedding.norm_finish,
+         embedding.triplet_row, embedding.triplet_shift, embedding.triplet_element_grads), ()),
 }
+
+#: The row kernels that read and write bfloat16 bits themselves (int16 arrays); the
+#: others get bfloat16 through float32 copies.
+_NATIVE_BF16 = (softmax.sparse_softmax_cross_entropy, softmax.softmax_cross_entropy, softmax.softmax_kl_divergence)
 
 
 def _rows_kernel(math_fn, threads, dtype):
@@ -133,7 +165,7 @@ def _evaluate(spec, caller, natives, common, options):
     math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
     # What kernels read and write: the input's dtype; bfloat16 as float32 copies, except
     # in the cross-entropy kernel, which reads and writes its bits (int16) directly.
-    native_bf16 = dtype is _BFLOAT16 and math_fn in _ROW_KERNELS
+    native_bf16 = dtype is _BFLOAT16 and math_fn in _NATIVE_BF16
     loss_storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)
     storage = np.dtype(np.int16) if native_bf16 else loss_storage
 
@@ -253,8 +285,10 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         c = v(aux) if aux is not None else _empty(np.float64, False, 0)
         threads = _row_threads(shape2d[1])
         partials = caller.empty((count,), np.float64)
+        vv = v(work[2]) if len(work) > 2 else x
+        gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
         _rows_kernel(math_fn, threads, dt)[count, threads, stream](
-            x, y, x, c, w, params, scale, lo, gx, gy, gy, h, v(partials), *tail
+            x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials), *tail
         )
     elif rows:
         blocks = max(1, -(-count // THREADS))

@@ -13,9 +13,24 @@ the same input gives the same bits run after run. Every loss kernel ends with th
 arguments of :func:`grid_finish`: ``counter, factor, total, value``.
 
 - Element-wise: a grid-stride loop, at most ``max_blocks`` blocks of ``threads``.
-- Row-wise: one thread per row, calling the row function of :mod:`fastloss.losses`;
-  the softmax cross-entropies have block-per-row kernels of their own, built from the
-  same formulas.
+- Class-axis (row-wise) losses: a block per row (a warp for rows of at most 128
+  elements, see ``call._row_threads``), each thread taking every ``threads``-th element
+  of the row, the row's reductions in fixed trees in shared memory, the gradient
+  written after them (in place where it is the input), no N x C temporary:
+
+  - :func:`sparse_cross_entropy_rows_kernel`: sparse softmax cross-entropy;
+  - :func:`soft_target_rows_kernel`: softmax cross-entropy with soft targets and softmax
+    KL divergence;
+  - :func:`stats_rows_kernel`: KL divergence, categorical cross-entropy, the VAE's KL
+    term, softmax focal loss (soft targets and integer labels) and Jensen-Shannon
+    divergence (formulas routed through :mod:`.rowmath`);
+  - :func:`categorical_hinge_rows_kernel`: categorical hinge (max with an exact tie
+    count);
+  - :func:`triplet_rows_kernel`: triplet margin loss (three inputs, three gradients).
+
+  Only the first two read and write bfloat16 bits natively; the others get bfloat16
+  through float32 copies. :func:`rowwise_kernel` (one thread per row, calling the CPU
+  row function) is kept for any class-axis loss without a kernel of its own (none today).
 """
 
 import math
@@ -123,9 +138,9 @@ def rowwise_kernel(row, name, threads):
     return compile_kernel(kernel, f"rowwise_{name}")
 
 
-def block_max_sum_exp(threads, merge):
-    """Device function: the block's online log-sum-exp states (m, d) merged into one, in
-    a fixed tree with ``merge`` (:func:`fastloss.losses.softmax.merge_max_sum_exp`)."""
+def block_merge(threads, merge, name):
+    """Device function: the block's pair states (a, b) merged into one, in a fixed tree
+    with ``merge(a1, b1, a2, b2) -> (a, b)``; every thread gets the result."""
 
     def reduce(m, d):
         sm = cuda.shared.array(threads, float64)
@@ -144,7 +159,13 @@ def block_max_sum_exp(threads, merge):
         cuda.syncthreads()
         return m, d
 
-    return compile_device(reduce, f"block_max_sum_exp_{threads}")
+    return compile_device(reduce, f"{name}_{threads}")
+
+
+def block_max_sum_exp(threads, merge):
+    """Device function: the block's online log-sum-exp states (m, d) merged into one, in
+    a fixed tree with ``merge`` (:func:`fastloss.losses.softmax.merge_max_sum_exp`)."""
+    return block_merge(threads, merge, "block_max_sum_exp")
 
 
 def row_max_sum_exp(threads, merge, narrow, load):
@@ -334,6 +355,226 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
         finish(partials, counter, factor, total, value)
 
     return compile_kernel(kernel, f"rows_sparse_softmax_cross_entropy{'_bf16' if bf16 else ''}")
+
+
+def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, mode, sparse, name):
+    """A block per row (a warp for narrow rows) for the class-axis losses whose row is
+    a first pass of row statistics, a second of summed terms, and a third of gradients:
+    KL divergence, categorical cross-entropy, the VAE's KL term, softmax focal loss (soft
+    targets and integer labels) and Jensen-Shannon divergence. Formulas as in
+    :mod:`fastloss.cuda.rowmath`:
+
+    1. ``mode`` "sum": s0 = sum_j stat(x_j, y_j) (a block sum); "softmax": (s0, s1) =
+       (m, log d) of row x (the online log-sum-exp of :func:`row_max_sum_exp`, merged
+       across the block); "two_softmax": also (s2, s3) of row y; "none": nothing;
+    2. u, v = the block sums of ``term``; the reductions' barriers end every thread's
+       reads of other threads' elements;
+    3. each thread writes ``grad`` of its own elements into ``gx`` (and ``gy`` where
+       wanted), reading each element again just before its write: in place with the
+       gradient rows the inputs themselves.
+
+    With ``sparse`` the targets are integer labels and y_j = [j = label]. Exponentials of
+    the log-sum-exp in ``narrow`` precision, every sum and the row's loss in float64.
+    ``bf16`` is not supported here (bfloat16 goes through float32 copies).
+    """
+    if bf16:
+        raise NotImplementedError("stats_rows_kernel reads no bfloat16 bits")
+    load, store = plain_load, plain_store
+    reduce = block_sum(threads)
+    finish = grid_finish(threads)
+    lse = row_max_sum_exp(threads, merge, narrow, load)
+
+    if sparse:
+        def target(y, row, j):
+            """y_j of integer labels: 1 at the row's label, else 0."""
+            return 1.0 if j == y[row] else 0.0
+    else:
+        def target(y, row, j):
+            """y_j of a target row."""
+            return np.float64(y[row, j])
+    target = compile_device(target, f"target_{'labels' if sparse else 'row'}")
+
+    if mode == "sum":
+        stat_sum = block_sum(threads)  # a device function of its own (one linked from two callers is invalid IR)
+
+        def stats(z, y, row, t, n, params):
+            s = 0.0
+            for j in range(t, n, threads):
+                s += stat(load(z[j]), target(y, row, j), params)
+            return stat_sum(s), 0.0, 0.0, 0.0
+    elif mode == "softmax":
+        def stats(z, y, row, t, n, params):
+            m, d = lse(z, t, n)
+            return m, math.log(d), 0.0, 0.0
+    elif mode == "two_softmax":
+        def stats(z, y, row, t, n, params):
+            m, d = lse(z, t, n)
+            mq, dq = lse(y[row], t, n)
+            return m, math.log(d), mq, math.log(dq)
+    else:
+        def stats(z, y, row, t, n, params):
+            return 0.0, 0.0, 0.0, 0.0
+    stats = compile_device(stats, f"row_stats_{name}")
+
+    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
+        row = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        n = x.shape[1]
+        z = x[row]
+        wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
+        gs = scale * wi
+        s0, s1, s2, s3 = stats(z, y, row, t, n, params)
+        width = np.float64(n)
+        u = 0.0
+        vs = 0.0
+        for j in range(t, n, threads):
+            a, b = term(load(z[j]), target(y, row, j), s0, s1, s2, s3, width, params)
+            u += a
+            vs += b
+        u = reduce(u)
+        vs = reduce(vs)
+        if gx.shape[1] != 0:
+            for j in range(t, n, threads):
+                ga, gb = grad(load(z[j]), target(y, row, j), s0, s1, s2, s3, u, vs, width, params, gs)
+                gx[row, j] = store(ga)
+                if gy.shape[1] != 0:
+                    gy[row, j] = store(gb)
+        if t == 0:
+            loss = row_loss(u, vs, params) * wi
+            partials[row] = loss
+            if loss_out.shape[0] != 0:
+                loss_out[row] = loss
+        finish(partials, counter, factor, total, value)
+
+    return compile_kernel(kernel, f"rows_{name}")
+
+
+def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hinge_grad, threads, narrow, bf16):
+    """A block per row (a warp for narrow rows) for Keras's categorical hinge. Pass 1:
+    each thread sums y_j x_j over its share and keeps (max_j (1 - y_j) x_j, the number of
+    slots at that max) (:func:`fastloss.losses.softmax.hinge_slot`, ``max_count_step``);
+    the block merges the sums and the (max, count) states in fixed trees
+    (``merge_max_count``), so ties are counted exactly. Pass 2 writes the gradient
+    (``categorical_hinge_grad``), in place with ``gx`` the predictions (the merges'
+    barriers end every read of other threads' elements). ``merge`` (log-sum-exp's) and
+    ``narrow`` are unused; bfloat16 goes through float32 copies."""
+    if bf16:
+        raise NotImplementedError("categorical_hinge_rows_kernel reads no bfloat16 bits")
+    load, store = plain_load, plain_store
+    reduce = block_sum(threads)
+    max_count = block_merge(threads, merge_count, "block_max_count")
+    finish = grid_finish(threads)
+
+    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
+        row = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        n = x.shape[1]
+        z = x[row]
+        yr = y[row]
+        wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
+        pos = 0.0
+        neg = -math.inf
+        ties = 0.0
+        for j in range(t, n, threads):
+            pj, u = slot(load(z[j]), load(yr[j]))
+            pos += pj
+            neg, ties = step(neg, ties, u)
+        pos = reduce(pos)
+        neg, ties = max_count(neg, ties)
+        loss, a = hinge_row(neg, pos, scale * wi)
+        for j in range(t, gx.shape[1], threads):
+            gx[row, j] = store(hinge_grad(load(z[j]), load(yr[j]), neg, ties, a))
+        if t == 0:
+            loss *= wi
+            partials[row] = loss
+            if loss_out.shape[0] != 0:
+                loss_out[row] = loss
+        finish(partials, counter, factor, total, value)
+
+    return compile_kernel(kernel, "rows_categorical_hinge")
+
+
+def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_row, shift_of, element_grads, threads,
+                        narrow, bf16):
+    """A block per row (a warp for narrow rows) for PyTorch's triplet margin loss, with
+    anchor, positive and negative rows ``x``, ``y``, ``v`` and their gradients ``gx``,
+    ``gy``, ``gv``; ``params = (margin, p, eps, squared)``. The two distances as
+    :func:`fastloss.losses.embedding.distance` takes them:
+
+    1. (p-norm only) each thread keeps (largest |a_j - b_j + eps|, NaN count) of its
+       share for both distances (``max_nan_step``), merged across the block in fixed
+       trees (``merge_max_nan``);
+    2. block sums of (|t_j| / largest)^p (``norm_power``), or of (a_j - b_j)^2 when
+       squared, then ``norm_finish`` and the row (``triplet_row``);
+    3. each thread writes the three gradients of its own coordinates
+       (``triplet_element_grads``), in place with the gradient rows the inputs themselves
+       (the reductions' barriers end every read of other threads' coordinates).
+
+    ``merge`` (log-sum-exp's) and ``narrow`` are unused; bfloat16 goes through float32
+    copies."""
+    if bf16:
+        raise NotImplementedError("triplet_rows_kernel reads no bfloat16 bits")
+    load, store = plain_load, plain_store
+    reduce = block_sum(threads)
+    largest = block_merge(threads, merge_nan, "block_max_nan")
+    finish = grid_finish(threads)
+
+    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
+        row = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        n = x.shape[1]
+        a = x[row]
+        pos = y[row]
+        neg = v[row]
+        margin = params[0]
+        norm_p = params[1]
+        eps = params[2]
+        squared = params[3] != 0.0
+        wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
+        shift = shift_of(eps, squared)
+        big_p = 0.0
+        bad_p = 0.0
+        big_n = 0.0
+        bad_n = 0.0
+        if not squared:
+            for j in range(t, n, threads):
+                aj = load(a[j])
+                big_p, bad_p = max_nan(big_p, bad_p, abs(aj - load(pos[j]) + eps))
+                big_n, bad_n = max_nan(big_n, bad_n, abs(aj - load(neg[j]) + eps))
+            big_p, bad_p = largest(big_p, bad_p)
+            big_n, bad_n = largest(big_n, bad_n)
+        s_p = 0.0
+        s_n = 0.0
+        for j in range(t, n, threads):
+            aj = load(a[j])
+            tp = aj - load(pos[j])
+            tn = aj - load(neg[j])
+            if squared:
+                s_p += tp * tp
+                s_n += tn * tn
+            else:
+                s_p += power(abs(tp + eps) / big_p, norm_p)
+                s_n += power(abs(tn + eps) / big_n, norm_p)
+        s_p = reduce(s_p)
+        s_n = reduce(s_n)
+        d_pos = s_p if squared else finish_norm(big_p, bad_p, s_p, norm_p)
+        d_neg = s_n if squared else finish_norm(big_n, bad_n, s_n, norm_p)
+        loss, active = triplet_row(d_pos, d_neg, margin, scale * wi)
+        if gx.shape[1] != 0:
+            for j in range(t, n, threads):
+                g_a, g_p, g_n = element_grads(load(a[j]), load(pos[j]), load(neg[j]), active, shift, d_pos, d_neg,
+                                              norm_p, squared)
+                gx[row, j] = store(g_a)
+                gy[row, j] = store(g_p)
+                gv[row, j] = store(g_n)
+        if t == 0:
+            loss *= wi
+            partials[row] = loss
+            if loss_out.shape[0] != 0:
+                loss_out[row] = loss
+        finish(partials, counter, factor, total, value)
+
+    return compile_kernel(kernel, "rows_triplet_margin_loss")
 
 
 @cuda.jit(device=True)

@@ -20,22 +20,47 @@ def distance_serial(a, b, eps, norm_p, squared):
     big = 0.0
     bad = 0.0
     for j in range(a.shape[0]):
-        t = abs(wide(a[j]) - wide(b[j]) + eps)
-        bad += 0.0 if t == t else 1.0
-        big = t if t > big else big
+        big, bad = max_nan_step(big, bad, abs(wide(a[j]) - wide(b[j]) + eps))
+    if bad != 0.0 or big == 0.0 or big == math.inf:
+        return norm_finish(big, bad, 0.0, norm_p)
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += norm_power(abs(wide(a[j]) - wide(b[j]) + eps) / big, norm_p)
+    return norm_finish(big, bad, s, norm_p)
+
+
+@portable
+def max_nan_step(big, bad, t):
+    """One |coordinate| ``t`` into a running (largest, number of NaNs) state, (0, 0) at
+    the start."""
+    return (t if t > big else big), bad + (0.0 if t == t else 1.0)
+
+
+@portable
+def merge_max_nan(big1, bad1, big2, bad2):
+    """Merge two (largest, number of NaNs) states of :func:`max_nan_step`."""
+    return (big2 if big2 > big1 else big1), bad1 + bad2
+
+
+@portable
+def norm_power(t, norm_p):
+    """t^p of a coordinate already divided by the largest (no ``pow`` for p = 1, 2)."""
+    if norm_p == 2.0:
+        return t * t
+    if norm_p == 1.0:
+        return t
+    return pow_nonneg(t, norm_p)
+
+
+@portable
+def norm_finish(big, bad, s, norm_p):
+    """The p-norm from the largest |coordinate| ``big``, the NaN count ``bad`` and s =
+    sum_j (|t_j| / big)^p: NaN with a NaN coordinate, ``big`` itself where it is 0 or
+    inf (s is not used then), else big s^(1/p)."""
     if bad != 0.0:
         return math.nan
     if big == 0.0 or big == math.inf:
         return big
-    s = 0.0
-    for j in range(a.shape[0]):
-        t = abs(wide(a[j]) - wide(b[j]) + eps) / big
-        if norm_p == 2.0:
-            s += t * t
-        elif norm_p == 1.0:
-            s += t
-        else:
-            s += pow_nonneg(t, norm_p)
     if norm_p == 1.0:
         return big * s
     if norm_p == 2.0:
@@ -86,13 +111,9 @@ def distance(a, b, eps, norm_p, squared):
         big = lane_max(top)
         bad = lane_total(nan)
     for j in range(whole, n):
-        t = abs(wide(a[j]) - wide(b[j]) + eps)
-        bad += 0.0 if t == t else 1.0
-        big = t if t > big else big
-    if bad != 0.0:
-        return math.nan
-    if big == 0.0 or big == math.inf:
-        return big
+        big, bad = max_nan_step(big, bad, abs(wide(a[j]) - wide(b[j]) + eps))
+    if bad != 0.0 or big == 0.0 or big == math.inf:
+        return norm_finish(big, bad, 0.0, norm_p)
     s = 0.0
     if whole > 0:
         acc = lanes(0.0)
@@ -120,11 +141,7 @@ def distance(a, b, eps, norm_p, squared):
             buf[i] = pow_nonneg(buf[i], norm_p)
     for i in range(rest):
         s += buf[i]
-    if norm_p == 1.0:
-        return big * s
-    if norm_p == 2.0:
-        return big * math.sqrt(s)
-    return big * pow_nonneg(s, 1.0 / norm_p)
+    return norm_finish(big, bad, s, norm_p)
 
 
 @portable
@@ -146,12 +163,22 @@ def distance_grad(t, dist, norm_p, squared):
 def triplet_grads_serial(a, pos, neg, ga, gp, gn, active, shift, d_pos, d_neg, norm_p, squared):
     """:func:`triplet_grads` in one plain loop (a GPU thread's version)."""
     for j in range(a.shape[0]):
-        aj = wide(a[j])
-        g_pos = active * distance_grad(aj - wide(pos[j]) + shift, d_pos, norm_p, squared)
-        g_neg = active * distance_grad(aj - wide(neg[j]) + shift, d_neg, norm_p, squared)
-        ga[j] = g_pos - g_neg
-        gp[j] = -g_pos
-        gn[j] = g_neg
+        g_a, g_p, g_n = triplet_element_grads(
+            wide(a[j]), wide(pos[j]), wide(neg[j]), active, shift, d_pos, d_neg, norm_p, squared
+        )
+        ga[j] = g_a
+        gp[j] = g_p
+        gn[j] = g_n
+
+
+@portable
+def triplet_element_grads(aj, pj, nj, active, shift, d_pos, d_neg, norm_p, squared):
+    """One coordinate's gradients to the anchor, the positive and the negative: with
+    g+ = active d d_pos / d a_j and g- = active d d_neg / d a_j (:func:`distance_grad`),
+    (g+ - g-, -g+, g-)."""
+    g_pos = active * distance_grad(aj - pj + shift, d_pos, norm_p, squared)
+    g_neg = active * distance_grad(aj - nj + shift, d_neg, norm_p, squared)
+    return g_pos - g_neg, -g_pos, g_neg
 
 
 @portable(cuda=triplet_grads_serial, inline=False)
@@ -219,8 +246,21 @@ def triplet_margin_loss(a, pos, neg, c, ga, gp, gn, h, gs, p):
     squared = p[3] != 0.0
     d_pos = distance(a, pos, eps, norm_p, squared)
     d_neg = distance(a, neg, eps, norm_p, squared)
-    inner = d_pos - d_neg + margin
+    loss, active = triplet_row(d_pos, d_neg, margin, gs)
     if ga.shape[0] != 0:
-        shift = 0.0 if squared else eps
-        triplet_grads(a, pos, neg, ga, gp, gn, gs * clamp_min_grad(inner, 0.0), shift, d_pos, d_neg, norm_p, squared)
-    return clamp_min(inner, 0.0)
+        triplet_grads(a, pos, neg, ga, gp, gn, active, triplet_shift(eps, squared), d_pos, d_neg, norm_p, squared)
+    return loss
+
+
+@portable
+def triplet_row(d_pos, d_neg, margin, gs):
+    """A triplet row from its distances: (max(0, d_pos - d_neg + margin), gs times the
+    clamp's derivative, which scales every gradient)."""
+    inner = d_pos - d_neg + margin
+    return clamp_min(inner, 0.0), gs * clamp_min_grad(inner, 0.0)
+
+
+@portable
+def triplet_shift(eps, squared):
+    """What the distance adds to each difference: eps, none for the squared distance."""
+    return 0.0 if squared else eps

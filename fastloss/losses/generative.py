@@ -26,6 +26,21 @@ def gan_generator(x, y, c, p):
 
 
 @portable
+def vae_kl_term(m, lv):
+    """One coordinate of the VAE's KL term: (0.5 (mu^2 + expm1(logvar) - logvar),
+    expm1(logvar))."""
+    e = expm1(lv)
+    return 0.5 * (m * m + (e - lv)), e
+
+
+@portable
+def vae_kl_grads(m, e, gs):
+    """The gradients to mu and logvar of one coordinate, e = expm1(logvar): gs mu and
+    gs 0.5 e."""
+    return gs * m, gs * 0.5 * e
+
+
+@portable
 def vae_kl_row_serial(mu, logvar, gmu, glogvar, gs):
     """:func:`vae_kl_row` in one plain loop (a GPU thread's version: no lane array)."""
     total = 0.0
@@ -33,11 +48,12 @@ def vae_kl_row_serial(mu, logvar, gmu, glogvar, gs):
     for j in range(mu.shape[0]):
         m = wide(mu[j])
         lv = wide(logvar[j])
-        e = expm1(lv)
-        total += 0.5 * (m * m + (e - lv))
+        t, e = vae_kl_term(m, lv)
+        total += t
         if want:
-            gmu[j] = gs * m
-            glogvar[j] = gs * 0.5 * e
+            g_mu, g_lv = vae_kl_grads(m, e, gs)
+            gmu[j] = g_mu
+            glogvar[j] = g_lv
     return total
 
 
@@ -58,22 +74,24 @@ def vae_kl_row(mu, logvar, gmu, glogvar, gs):
                 j = g * LANES + lane
                 m = wide(mu[j])
                 lv = wide(logvar[j])
-                e = expm1(lv)
-                acc[lane] += 0.5 * (m * m + (e - lv))
+                t, e = vae_kl_term(m, lv)
+                acc[lane] += t
                 if want:
-                    gmu[j] = gs * m
-                    glogvar[j] = gs * 0.5 * e
+                    g_mu, g_lv = vae_kl_grads(m, e, gs)
+                    gmu[j] = g_mu
+                    glogvar[j] = g_lv
         total = lane_total(acc)
     rest = lanes(None)  # the rest's terms first: a loop without a running sum vectorises
     for i in range(n - whole):
         j = whole + i
         m = wide(mu[j])
         lv = wide(logvar[j])
-        e = expm1(lv)
-        rest[i] = 0.5 * (m * m + (e - lv))
+        t, e = vae_kl_term(m, lv)
+        rest[i] = t
         if want:
-            gmu[j] = gs * m
-            glogvar[j] = gs * 0.5 * e
+            g_mu, g_lv = vae_kl_grads(m, e, gs)
+            gmu[j] = g_mu
+            glogvar[j] = g_lv
     for i in range(n - whole):
         total += rest[i]
     return total

@@ -374,18 +374,32 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     dot = 0.0
     want_g = gx.shape[0] != 0
     for j in range(n):
-        r = wide(x[j]) / s
-        q = clip(r, eps, 1.0 - eps)
-        tj = wide(y[j]) * (1.0 - ls) + k
-        loss -= xlogy(tj, q)
-        g = -xdivy(tj, q) * clip_grad(r, eps, 1.0 - eps)
+        lj, g, r = cce_term(wide(x[j]), wide(y[j]), s, eps, ls, k)
+        loss += lj
         dot += g * r
         if want_g:
             gx[j] = g
     if want_g:
         for j in range(n):
-            gx[j] = gs * (wide(gx[j]) - dot) / s
+            gx[j] = cce_grad(wide(gx[j]), dot, s, gs)
     return loss
+
+
+@portable
+def cce_term(xj, yj, s, eps, ls, k):
+    """One class of :func:`categorical_cross_entropy` with s = sum_j x_j and k = ls / C:
+    (its loss term -t_j log q_j, g_j = d term / d q_j times the clip's derivative, and
+    r_j = x_j / s)."""
+    r = xj / s
+    q = clip(r, eps, 1.0 - eps)
+    tj = smoothed_target(yj, ls, k)
+    return -xlogy(tj, q), -xdivy(tj, q) * clip_grad(r, eps, 1.0 - eps), r
+
+
+@portable
+def cce_grad(g, dot, s, gs):
+    """d loss / d x_k = gs (g_k - sum_j g_j r_j) / s (the normalisation's chain rule)."""
+    return gs * (g - dot) / s
 
 
 @portable
@@ -401,25 +415,59 @@ def categorical_hinge(x, y, v, c, gx, gy, gv, h, gs, p):
     neg = -math.inf
     ties = 0.0
     for j in range(n):
-        xj = wide(x[j])
-        yj = wide(y[j])
-        pos += yj * xj
-        u = (1.0 - yj) * xj
-        if u > neg:
-            neg = u
-            ties = 1.0
-        elif u == neg:
-            ties += 1.0
-    inner = 1.0 + neg - pos
+        pj, u = hinge_slot(wide(x[j]), wide(y[j]))
+        pos += pj
+        neg, ties = max_count_step(neg, ties, u)
+    loss, a = hinge_row(neg, pos, gs)
     if gx.shape[0] != 0:
-        a = gs * clamp_min_grad(inner, 0.0)
         for j in range(n):
-            yj = wide(y[j])
-            g = -yj
-            if (1.0 - yj) * wide(x[j]) == neg:
-                g += (1.0 - yj) / ties
-            gx[j] = a * g
-    return clamp_min(inner, 0.0)
+            gx[j] = categorical_hinge_grad(wide(x[j]), wide(y[j]), neg, ties, a)
+    return loss
+
+
+@portable
+def hinge_slot(xj, yj):
+    """One class of :func:`categorical_hinge`: (y_j x_j, summed; (1 - y_j) x_j, maximised)."""
+    return yj * xj, (1.0 - yj) * xj
+
+
+@portable
+def hinge_row(neg, pos, gs):
+    """A categorical hinge row from its maximum ``neg`` and sum ``pos``: (its loss
+    max(0, 1 + neg - pos), gs times the clamp's derivative)."""
+    inner = 1.0 + neg - pos
+    return clamp_min(inner, 0.0), gs * clamp_min_grad(inner, 0.0)
+
+
+@portable
+def max_count_step(m, count, u):
+    """One value into a running (maximum, number of values equal to it) state; NaN is
+    skipped. The state of no values is (-inf, 0)."""
+    if u > m:
+        return u, 1.0
+    if u == m:
+        return m, count + 1.0
+    return m, count
+
+
+@portable
+def merge_max_count(m1, c1, m2, c2):
+    """Merge two (maximum, tie count) states of :func:`max_count_step`."""
+    if m2 > m1:
+        return m2, c2
+    if m2 == m1:
+        return m1, c1 + c2
+    return m1, c1
+
+
+@portable
+def categorical_hinge_grad(xj, yj, neg, ties, a):
+    """d loss / d x_j of :func:`categorical_hinge`: a (-y_j + (1 - y_j) / ties at a slot
+    that attains the max ``neg``), a = gs times the clamp's derivative."""
+    g = -yj
+    if (1.0 - yj) * xj == neg:
+        g += (1.0 - yj) / ties
+    return a * g
 
 
 @portable
@@ -431,14 +479,21 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     want_g = gx.shape[0] != 0
     loss = 0.0
     for j in range(x.shape[0]):
-        xj = wide(x[j])
-        q = clip(wide(y[j]), eps, 1.0)
-        r = clip(xj, eps, 1.0)
-        if q != 0.0:
-            loss += q * (log(q) - log(r))
+        lj, g = kl_term(wide(x[j]), wide(y[j]), eps)
+        loss += lj
         if want_g:
-            gx[j] = -gs * xdivy(q, r) * clip_grad(xj, eps, 1.0)
+            gx[j] = gs * g
     return loss
+
+
+@portable
+def kl_term(xj, yj, eps):
+    """One class of :func:`kl_divergence`: (q log(q / r), d/dx_j of it) with q, r the
+    clipped target and prediction; the term is 0 where q = 0."""
+    q = clip(yj, eps, 1.0)
+    r = clip(xj, eps, 1.0)
+    lj = q * (log(q) - log(r)) if q != 0.0 else 0.0
+    return lj, -xdivy(q, r) * clip_grad(xj, eps, 1.0)
 
 
 @portable
@@ -525,27 +580,44 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
     for j in range(n):
         lp = (wide(zp[j]) - mp) - log_dp
         lq = (wide(zq[j]) - mq) - log_dq
-        lm = log_add_exp(log_b + lp, log_1b + lq)
-        pj = exp_nonpositive(lp)
-        qj = exp_nonpositive(lq)
-        if pj != 0.0:
-            t = pj * beta * (lp - lm)
-            loss += t
-            sp += t
-        if qj != 0.0:
-            t = qj * (1.0 - beta) * (lq - lm)
-            loss += t
-            sq += t
+        tp, tq = js_terms(lp, lq, beta, log_b, log_1b)
+        loss += tp
+        loss += tq
+        sp += tp
+        sq += tq
     if want_g:
         for j in range(n):
             lp = (wide(zp[j]) - mp) - log_dp
             lq = (wide(zq[j]) - mq) - log_dq
-            lm = log_add_exp(log_b + lp, log_1b + lq)
-            pj = exp_nonpositive(lp)
-            qj = exp_nonpositive(lq)
-            gp[j] = gs * pj * (beta * (lp - lm) - sp) if pj != 0.0 else 0.0
-            gq[j] = gs * qj * ((1.0 - beta) * (lq - lm) - sq) if qj != 0.0 else 0.0
+            g_p, g_q = js_grads(lp, lq, beta, log_b, log_1b, sp, sq, gs)
+            gp[j] = g_p
+            gq[j] = g_q
     return loss
+
+
+@portable
+def js_terms(lp, lq, beta, log_b, log_1b):
+    """One class of :func:`js_divergence` from its log-probabilities ``lp``, ``lq``
+    (log_b = log beta, log_1b = log(1 - beta)): (P_j a_j, Q_j b_j), each 0 where its
+    probability is 0."""
+    lm = log_add_exp(log_b + lp, log_1b + lq)
+    pj = exp_nonpositive(lp)
+    qj = exp_nonpositive(lq)
+    tp = pj * beta * (lp - lm) if pj != 0.0 else 0.0
+    tq = qj * (1.0 - beta) * (lq - lm) if qj != 0.0 else 0.0
+    return tp, tq
+
+
+@portable
+def js_grads(lp, lq, beta, log_b, log_1b, sp, sq, gs):
+    """d loss / d zp_j and d loss / d zq_j of :func:`js_divergence`, with sp = sum_j P_j a_j
+    and sq = sum_j Q_j b_j."""
+    lm = log_add_exp(log_b + lp, log_1b + lq)
+    pj = exp_nonpositive(lp)
+    qj = exp_nonpositive(lq)
+    gp = gs * pj * (beta * (lp - lm) - sp) if pj != 0.0 else 0.0
+    gq = gs * qj * ((1.0 - beta) * (lq - lm) - sq) if qj != 0.0 else 0.0
+    return gp, gq
 
 
 @portable
@@ -581,20 +653,33 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     loss = 0.0
     s = 0.0
     for j in range(n):
-        yj = wide(y[j])
-        if yj != 0.0:
-            f, g = focal_term((wide(z[j]) - m) - log_d, gamma)
-            loss -= yj * f
-            s += yj * g
+        lj, sj = focal_sums(wide(y[j]), (wide(z[j]) - m) - log_d, gamma)
+        loss += lj
+        s += sj
     if want_g:
         for j in range(n):
-            lp = (wide(z[j]) - m) - log_d
-            yj = wide(y[j])
-            yg = 0.0
-            if yj != 0.0:
-                yg = yj * focal_term(lp, gamma)[1]
-            gz[j] = -alpha * gs * (yg - exp_nonpositive(lp) * s)
+            gz[j] = focal_grad(wide(y[j]), (wide(z[j]) - m) - log_d, gamma, s, alpha, gs)
     return alpha * loss
+
+
+@portable
+def focal_sums(yj, lp, gamma):
+    """One class of :func:`softmax_focal_loss` with log-probability ``lp``: (-y_j f_j,
+    y_j g_j) of :func:`focal_term`, both 0 where y_j = 0."""
+    if yj == 0.0:
+        return 0.0, 0.0
+    f, g = focal_term(lp, gamma)
+    return -yj * f, yj * g
+
+
+@portable
+def focal_grad(yj, lp, gamma, s, alpha, gs):
+    """d loss / d z_k of :func:`softmax_focal_loss`: -alpha gs (y_k g_k - p_k S), S =
+    sum_j y_j g_j."""
+    yg = 0.0
+    if yj != 0.0:
+        yg = yj * focal_term(lp, gamma)[1]
+    return -alpha * gs * (yg - exp_nonpositive(lp) * s)
 
 
 @portable
@@ -611,6 +696,12 @@ def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
     if gz.shape[0] != 0:
         inv_d = 1.0 / d
         for j in range(z.shape[0]):
-            hit = 1.0 if j == label else 0.0
-            gz[j] = -alpha * gs * g * (hit - wide(gz[j]) * inv_d)
+            gz[j] = sparse_focal_grad(1.0 if j == label else 0.0, wide(gz[j]) * inv_d, g, alpha, gs)
     return -alpha * f
+
+
+@portable
+def sparse_focal_grad(hit, pj, g_y, alpha, gs):
+    """d loss / d z_j of :func:`sparse_softmax_focal_loss`: -alpha gs g_y ([j = y] - p_j),
+    ``hit`` 1 at the label, else 0."""
+    return -alpha * gs * g_y * (hit - pj)
