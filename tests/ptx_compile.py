@@ -57,23 +57,18 @@ def cases():
         for dt in (float32, float64, float16):
             label = f"{spec.name} {dt}"
             if spec.family == "elementwise":
-                yield label, call._loss_kernel(spec.math, "elementwise"), loss_signature(spec, dt, False, False)
+                yield label, call._loss_kernel(spec.math), loss_signature(spec, dt, False, False)
                 if spec.aux is not None:
                     sig = loss_signature(spec, dt, False, True)
-                    yield label + " aux", call._loss_kernel(spec.math, "elementwise"), sig
+                    yield label + " aux", call._loss_kernel(spec.math), sig
                 continue
-            if spec.target in ("float", "float_or_labels", "none"):
-                yield label, call._loss_kernel(spec.math, "rowwise"), loss_signature(spec, dt, False, False)
-            if spec.target in ("labels", "float_or_labels"):
-                math_fn = spec.sparse_math or spec.math
-                yield label + " labels", call._loss_kernel(math_fn, "rowwise"), loss_signature(spec, dt, True, False)
             row_fns = [(spec.math, spec.target == "labels", "")]
             if spec.target == "float_or_labels" and spec.sparse_math is not None:
                 row_fns.append((spec.sparse_math, True, " labels"))
             for math_fn, sparse, suffix in row_fns:
                 if math_fn not in call._ROW_KERNELS:
                     continue
-                for threads in (32, 256):
+                for threads in (32, 256) if dt is float32 else (256,):  # a warp's code: once a kernel
                     yield (f"{label}{suffix} block-per-row {threads}", call._rows_kernel(math_fn, threads, dt.name),
                            loss_signature(spec, dt, sparse, False))
             if spec.math in call._NATIVE_BF16:

@@ -42,14 +42,13 @@ def kernel(key, build):
     return k
 
 
-def _loss_kernel(math_fn, family):
-    def build(threads):
-        compiled = compile_math(math_fn)
-        if family == "elementwise":
-            return drivers.elementwise_kernel(compiled, math_fn.__name__, threads)
-        return drivers.rowwise_kernel(compiled, math_fn.__name__, threads)
+def _loss_kernel(math_fn):
+    """The grid-stride kernel of an element-wise loss's math."""
 
-    return kernel((math_fn, family), build)
+    def build(threads):
+        return drivers.elementwise_kernel(compile_math(math_fn), math_fn.__name__, threads)
+
+    return kernel((math_fn, "elementwise"), build)
 
 
 def _row_threads(width):
@@ -275,13 +274,12 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     val = v(value) if reduced else _empty(loss_dtype, False, 0)
     counter = v(caller.zeros((1,), np.int32))  # the last block's ticket (an asynchronous memset)
     tail = (counter, factor, v(total), val)
-    cooperative = math_fn in _ROW_KERNELS  # a block per row
-    if cooperative and count == 0:  # no rows, no blocks: the sum is 0
+    if rows and count == 0:  # no rows, no blocks: the sum is 0
         total = caller.from_host(np.zeros(1))
         if value is not None:
             value = caller.from_host(np.array([0.0 * factor], dtype=loss_dtype))
         return total, value
-    if cooperative:
+    if rows:  # a block per row
         c = v(aux) if aux is not None else _empty(np.float64, False, 0)
         threads = _row_threads(shape2d[1])
         partials = caller.empty((count,), np.float64)
@@ -290,20 +288,11 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         _rows_kernel(math_fn, threads, dt)[count, threads, stream](
             x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials), *tail
         )
-    elif rows:
-        blocks = max(1, -(-count // THREADS))
-        partials = caller.empty((blocks,), np.float64)
-        vv = v(work[2]) if len(work) > 2 else x
-        gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
-        c = v(aux) if aux is not None else _empty(np.float64, False, 0)
-        _loss_kernel(math_fn, spec.family)[blocks, THREADS, stream](
-            x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials), *tail
-        )
     else:
         blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
         partials = caller.empty((blocks,), np.float64)
         c = v(aux) if aux is not None else x
-        _loss_kernel(math_fn, spec.family)[blocks, THREADS, stream](
+        _loss_kernel(math_fn)[blocks, THREADS, stream](
             x, y, c, w, params, scale, lo, gx, gy, h, v(partials), *tail
         )
     return total, value

@@ -29,8 +29,8 @@ arguments of :func:`grid_finish`: ``counter, factor, total, value``.
   - :func:`triplet_rows_kernel`: triplet margin loss (three inputs, three gradients).
 
   Only the first two read and write bfloat16 bits natively; the others get bfloat16
-  through float32 copies. :func:`rowwise_kernel` (one thread per row, calling the CPU
-  row function) is kept for any class-axis loss without a kernel of its own (none today).
+  through float32 copies. Every class-axis loss has one of these kernels (a test checks
+  the registry against ``fastloss.cuda.call._ROW_KERNELS``): none runs a row per thread.
 """
 
 import math
@@ -112,30 +112,6 @@ def elementwise_kernel(elem, name, threads):
         finish(partials, counter, factor, total_out, value)
 
     return compile_kernel(kernel, f"elementwise_{name}")
-
-
-def rowwise_kernel(row, name, threads):
-    """One thread per row for ``row(x, y, v, c, gx, gy, gv, h, gs, p) -> row loss``;
-    arrays as in the CPU row-wise block (unwanted gradients are (rows, 0))."""
-    reduce = block_sum(threads)
-    finish = grid_finish(threads)
-
-    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
-        i = cuda.grid(1)
-        loss = 0.0
-        if i < x.shape[0]:
-            wi = np.float64(w[i]) if w.shape[0] != 0 else 1.0
-            loss = row(x[i], y[i], v[i], c, gx[i], gy[i], gv[i], h[i], scale * wi, params)
-            if w.shape[0] != 0:
-                loss *= wi
-            if loss_out.shape[0] != 0:
-                loss_out[i] = loss
-        block_total = reduce(loss)
-        if cuda.threadIdx.x == 0:
-            partials[cuda.blockIdx.x] = block_total
-        finish(partials, counter, factor, total, value)
-
-    return compile_kernel(kernel, f"rowwise_{name}")
 
 
 def block_merge(threads, merge, name):
