@@ -9,27 +9,6 @@ from ..math.reductions import LANES, lane_max, lane_total, lanes
 
 
 @portable
-def distance_serial(a, b, eps, norm_p, squared):
-    """:func:`distance` in plain loops (a GPU thread's version: no lane arrays)."""
-    if squared:
-        s = 0.0
-        for j in range(a.shape[0]):
-            t = wide(a[j]) - wide(b[j])
-            s += t * t
-        return s
-    big = 0.0
-    bad = 0.0
-    for j in range(a.shape[0]):
-        big, bad = max_nan_step(big, bad, abs(wide(a[j]) - wide(b[j]) + eps))
-    if bad != 0.0 or big == 0.0 or big == math.inf:
-        return norm_finish(big, bad, 0.0, norm_p)
-    s = 0.0
-    for j in range(a.shape[0]):
-        s += norm_power(abs(wide(a[j]) - wide(b[j]) + eps) / big, norm_p)
-    return norm_finish(big, bad, s, norm_p)
-
-
-@portable
 def max_nan_step(big, bad, t):
     """One |coordinate| ``t`` into a running (largest, number of NaNs) state, (0, 0) at
     the start."""
@@ -68,7 +47,7 @@ def norm_finish(big, bad, s, norm_p):
     return big * pow_nonneg(s, 1.0 / norm_p)
 
 
-@portable(cuda=distance_serial, inline=False)
+@portable(inline=False)
 def distance(a, b, eps, norm_p, squared):
     """||a - b + eps||_p as in PyTorch ``pairwise_distance``; ``squared``: sum (a - b)^2.
 
@@ -160,18 +139,6 @@ def distance_grad(t, dist, norm_p, squared):
 
 
 @portable
-def triplet_grads_serial(a, pos, neg, ga, gp, gn, active, shift, d_pos, d_neg, norm_p, squared):
-    """:func:`triplet_grads` in one plain loop (a GPU thread's version)."""
-    for j in range(a.shape[0]):
-        g_a, g_p, g_n = triplet_element_grads(
-            wide(a[j]), wide(pos[j]), wide(neg[j]), active, shift, d_pos, d_neg, norm_p, squared
-        )
-        ga[j] = g_a
-        gp[j] = g_p
-        gn[j] = g_n
-
-
-@portable
 def triplet_element_grads(aj, pj, nj, active, shift, d_pos, d_neg, norm_p, squared):
     """One coordinate's gradients to the anchor, the positive and the negative: with
     g+ = active d d_pos / d a_j and g- = active d d_neg / d a_j (:func:`distance_grad`),
@@ -181,7 +148,7 @@ def triplet_element_grads(aj, pj, nj, active, shift, d_pos, d_neg, norm_p, squar
     return g_pos - g_neg, -g_pos, g_neg
 
 
-@portable(cuda=triplet_grads_serial, inline=False)
+@portable(inline=False)
 def triplet_grads(a, pos, neg, ga, gp, gn, active, shift, d_pos, d_neg, norm_p, squared):
     """The three gradient rows of the triplet loss: with g+ = active d d_pos / d a_j and
     g- = active d d_neg / d a_j (:func:`distance_grad`), ga = g+ - g-, gp = -g+, gn = g-.

@@ -40,24 +40,7 @@ def vae_kl_grads(m, e, gs):
     return gs * m, gs * 0.5 * e
 
 
-@portable
-def vae_kl_row_serial(mu, logvar, gmu, glogvar, gs):
-    """:func:`vae_kl_row` in one plain loop (a GPU thread's version: no lane array)."""
-    total = 0.0
-    want = gmu.shape[0] != 0
-    for j in range(mu.shape[0]):
-        m = wide(mu[j])
-        lv = wide(logvar[j])
-        t, e = vae_kl_term(m, lv)
-        total += t
-        if want:
-            g_mu, g_lv = vae_kl_grads(m, e, gs)
-            gmu[j] = g_mu
-            glogvar[j] = g_lv
-    return total
-
-
-@portable(cuda=vae_kl_row_serial, inline=False)
+@portable(inline=False)
 def vae_kl_row(mu, logvar, gmu, glogvar, gs):
     """sum_j 0.5 (mu_j^2 + expm1(logvar_j) - logvar_j), summed in SIMD lanes
     (:mod:`fastloss.math.reductions`), with the gradients gs mu_j and gs 0.5 expm1(logvar_j)

@@ -17,40 +17,7 @@ from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_ad
 from ..math.reductions import LANES, lane_max, lane_total, lanes, scratch
 
 
-@portable
-def row_max_serial(z):
-    """:func:`row_max` in one plain loop (a GPU thread's version: no lane array)."""
-    m = -math.inf
-    for j in range(z.shape[0]):
-        v = wide(z[j])
-        if v > m:
-            m = v
-    return m
-
-
-@portable
-def sum_exp_into_serial(z, m, e):
-    """:func:`sum_exp_into` in one plain loop (a GPU thread's version)."""
-    d = 0.0
-    store = e.shape[0] != 0
-    for j in range(z.shape[0]):
-        t = exp_nonpositive(wide(z[j]) - m)
-        d += t
-        if store:
-            e[j] = t
-    return d
-
-
-@portable
-def sum_exp_serial(z, m):
-    """:func:`sum_exp` in one plain loop (a GPU thread's version)."""
-    d = 0.0
-    for j in range(z.shape[0]):
-        d += exp_nonpositive(wide(z[j]) - m)
-    return d
-
-
-@portable(cuda=row_max_serial, inline=False)
+@portable(inline=False)
 def row_max(z):
     """max_j z_j, ``-inf`` for an empty or all ``-inf`` row (NaN entries are skipped here;
     they reach the sum of exponentials and make the row NaN there). In SIMD lanes
@@ -71,7 +38,7 @@ def row_max(z):
     return m
 
 
-@portable(cuda=sum_exp_into_serial, inline=False)
+@portable(inline=False)
 def sum_exp_into(z, m, e):
     """sum_j exp(z_j - m), storing each exp(z_j - m) in ``e`` (when ``e`` is not empty).
     Summed in SIMD lanes (:mod:`fastloss.math.reductions`)."""
@@ -99,7 +66,7 @@ def sum_exp_into(z, m, e):
     return d
 
 
-@portable(cuda=sum_exp_serial, inline=False)
+@portable(inline=False)
 def sum_exp(z, m):
     """sum_j exp(z_j - m), in SIMD lanes (:mod:`fastloss.math.reductions`)."""
     n = z.shape[0]

@@ -9,10 +9,10 @@ group after the tree, in order. The order depends only on the length, never on t
 machine, the backend or whether an output aliases an input.
 
 The lane array is a local array, which Python's arithmetic cannot spell: ``lanes``,
-``lane_total`` and ``lane_max`` are natives (and so is ``scratch``, a tile-sized local
-buffer for kernels that work on several narrow rows at once) (a Python reference here; Numba and C
-implementations in the backends). GPU threads use plain loops instead (the
-``@portable(cuda=...)`` overrides of the row reductions in :mod:`fastloss.losses.softmax`).
+``lane_total`` and ``lane_max`` are natives, a Python reference here and Numba and C
+implementations in the backends; so is ``scratch``, a tile-sized local buffer for kernels
+that work on several narrow rows at once. The CPU backends alone use them: the GPU's row
+kernels (:mod:`fastloss.cuda.drivers`) reduce across the threads of a block instead.
 """
 
 import numpy as np
