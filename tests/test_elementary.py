@@ -464,18 +464,22 @@ def test_element_sums_follow_the_lane_order(n, cpu_backend, rng):
 
 @pytest.mark.parametrize("width", [1, 10, 63, 64, 130])
 def test_row_sums_follow_the_lane_order(width, rng):
-    """sum_exp of a row is exactly the lane order's sum of the compiled exps."""
+    """A block's sum of exponentials is exactly the lane order's sum of the compiled exps,
+    from wherever the block starts in its row; the stored exps are those terms."""
     from fastloss.losses import softmax
 
-    z = rng.standard_normal(width)
-    sum_exp = compile_math(softmax.sum_exp)
+    z = rng.standard_normal(width + 3)
+    block_sum_exp = compile_math(softmax.block_sum_exp)
 
     @numba.njit
-    def run(z):
-        return sum_exp(z, 0.5)
+    def run(z, e):
+        return block_sum_exp(z, 3, z.shape[0], 0.5, e, 1.0)
 
-    terms = numba_map("exp", z - 0.5)
-    assert run(z) == lane_order_sum(terms)
+    e = np.zeros(width + 3)
+    terms = numba_map("exp", z[3:] - 0.5)
+    assert run(z, e) == lane_order_sum(terms)
+    np.testing.assert_array_equal(e[3:], terms)
+    assert not e[:3].any()
 
 
 def _disassembly(symbol_part):
@@ -501,7 +505,7 @@ def _disassembly(symbol_part):
     return functions
 
 
-CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "softmax__sum_exp_into",
+CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "softmax__max_sum_exp",
                "_block__regression__log_cosh", "_block__binary__sigmoid_focal_loss",
                "_block__softmax__softmax_focal_loss", "generative__vae_kl_row", "embedding__distance",
                "embedding__triplet_grads"]
@@ -514,7 +518,7 @@ PLT_LIBM = re.compile(r"call\w*\s+\S+\s+<(exp|exp2|expm1|log|log1p|log2|pow|sinh
 def test_cython_kernels_vectorise(symbol):
     """GCC turned the loss math into SIMD code in the built extension: packed float64
     arithmetic in the element-wise blocks of sigmoid BCE, log-cosh and the sigmoid focal
-    loss, the row sum of exponentials, the softmax focal loss's row block, the VAE's KL
+    loss, the online log-sum-exp of a row, the softmax focal loss's row block, the VAE's KL
     row and the triplet loss's distance and gradient rows, and none of them calls libm."""
     functions = _disassembly(symbol)
     assert functions, f"no function {symbol} in the extension"

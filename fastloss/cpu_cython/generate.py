@@ -15,12 +15,15 @@ The portable math is a small subset of Python, and the translation is mechanical
 * a local is a C ``long long`` where its value is integer arithmetic (bit casts, shifts,
   integer constants), else a double (or a ``bint`` for a comparison);
 * a parameter that is indexed or has ``.shape`` is an array, passed as a pointer and a
-  length (``z.shape[0]`` becomes ``z_n``); a parameter used as an index is an integer;
+  length (``z.shape[0]`` becomes ``z_n``); a parameter used in an index or a ``range`` is
+  an integer; a helper's parameter named ``*_lanes`` is a caller's local lane array
+  (``double*``, passed with its length);
   ``p`` is the options (``const double*``); every other value is a C double;
 * the array parameters of a loss's math follow the conventions of
   :mod:`fastloss.losses`: arrays of the input dtype (the fused type ``floating``), except
   the per-class array ``c`` of a row function, which is ``double``;
-* tuple returns become C tuples, a function without ``return`` a ``void`` one;
+* tuple returns become C tuples, a function without ``return`` a ``void`` one, and one
+  that returns integer arithmetic a ``long long`` one;
   ``math.f`` becomes libc's ``f``; ``x ** y`` ``pow``.
 
 Usage: ``python fastloss/cpu_cython/generate.py`` (setup.py calls :func:`write`).
@@ -84,6 +87,8 @@ class Function:
         self.kind = self._kind()
         self.types = self._param_types()
         self.returns = self._return_arity()
+        self._locals = None
+        self._integer_return = None
 
     def _kind(self):
         if self.module not in SCALAR_MODULES and self.name.endswith(ROWS_SUFFIX):
@@ -101,8 +106,15 @@ class Function:
                 arrays.add(n.value.id)
             if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name):
                 arrays.add(n.value.id)
-                if isinstance(n.slice, ast.Name):
-                    indices.add(n.slice.id)
+                indices.update(_names(n.slice))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "range":
+                for arg in n.args:
+                    indices.update(_names(arg))
+            callee = self.resolve.get(n.func.id) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) else None
+            if isinstance(callee, Function):  # what a callee takes as an array is one
+                for arg, pname in zip(n.args, callee.params):
+                    if isinstance(arg, ast.Name) and callee.types[pname] in ARRAY_TYPES:
+                        arrays.add(arg.id)
         return arrays, indices
 
     def _param_types(self):
@@ -124,6 +136,8 @@ class Function:
                     types[name] = "double"
                 else:
                     types[name] = "floating*"
+            elif name.endswith(LANE_PARAM_SUFFIX):
+                types[name] = "double*"
             elif name in indices:
                 types[name] = "index"
             elif name in arrays:
@@ -141,9 +155,20 @@ class Function:
         assert len(arity) == 1, f"{self.cname}: returns of different arities"
         return arity.pop()
 
+    def integer_return(self):
+        """Whether the function returns integer arithmetic (a C ``long long``); memoised,
+        like :meth:`local_types`, before :meth:`cython` rewrites the tree."""
+        if self._integer_return is None:
+            types = self.local_types()
+            self._integer_return = self.returns == 1 and all(
+                self._is_integer(r.value, types) for r in ast.walk(self.node) if isinstance(r, ast.Return))
+        return self._integer_return
+
     def c_return(self):
         if self.returns == 0:
             return "void"
+        if self.integer_return():
+            return "long long"
         return "double" if self.returns == 1 else "(" + ", ".join(["double"] * self.returns) + ")"
 
     def c_params(self):
@@ -166,8 +191,9 @@ class Function:
             return type(node.value) is int
         if isinstance(node, ast.Name):
             target = self.resolve.get(node.id)
-            return types.get(node.id) in INTEGER_TYPES or (
+            return types.get(node.id) in INTEGER_TYPES or self.types.get(node.id) == "index" or (
                 isinstance(target, Native) and target.c_type == "long long") or (
+                isinstance(target, Function) and target is not self and target.integer_return()) or (
                 isinstance(target, str) and target in INTEGER_CONSTANTS)
         if isinstance(node, ast.Call):
             return self._is_integer(node.func, types)
@@ -191,6 +217,12 @@ class Function:
             if isinstance(target, Native) and target.name in LOCAL_ARRAYS:
                 return target.name
         return None
+
+    def local_types(self):
+        """local name -> its C type (memoised)."""
+        if self._locals is None:
+            self._locals = self._local_types()
+        return self._locals
 
     def _local_types(self):
         types = {}
@@ -242,7 +274,7 @@ class Function:
         lines = [f"cdef inline {self.c_return()} {self.cname}({self.c_params()}) noexcept nogil:"]
         lines.insert(0, f"# {self.module}.{self.name} (see its docstring there)")
         by_type = {}
-        for name, t in sorted(self._local_types().items()):
+        for name, t in sorted(self.local_types().items()):
             by_type.setdefault(t, []).append(name)
         arrays = {t: by_type.pop(t) for t in list(by_type) if t.startswith("double[")}
         if arrays:  # local arrays, and the index that fills lane arrays
@@ -333,7 +365,9 @@ class Translator(ast.NodeTransformer):
                 args.append(arg)
                 if callee.types[pname] in ARRAY_TYPES:
                     assert isinstance(arg, ast.Name), f"{self.fn.cname}: array argument must be a name"
-                    args.append(ast.Name(f"{arg.id}_n"))
+                    local = self.fn.local_types().get(arg.id, "")
+                    length = local[7:-1] if local.startswith("double[") else f"{arg.id}_n"
+                    args.append(ast.Name(length))
             return ast.Call(ast.Name(callee.cname), args, [])
         self.generic_visit(node)
         return node
@@ -354,7 +388,13 @@ class Native:
         return f"{head} noexcept nogil"
 
 
+def _names(node):
+    """The names an expression reads."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
 INTEGER_TYPES = ("long long", "Py_ssize_t")
+LANE_PARAM_SUFFIX = "_lanes"  # a helper parameter that receives a caller's local lane array
 ARRAY_TYPES = {"floating*": "floating*", "double*": "double*", "index*": "Py_ssize_t*"}  # parameter -> C
 INTEGER_CONSTANTS = set()  # the C names of integer module constants, filled by parse()
 

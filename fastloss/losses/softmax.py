@@ -5,6 +5,11 @@ row maximum ``m`` out: ``log_softmax(z)_j = (z_j - m) - log(sum_k exp(z_k - m))`
 of any magnitude are safe and ``-inf`` logits (a masked vocabulary) have probability 0.
 A row whose logits are all ``-inf`` has no softmax: its loss and gradient are NaN.
 
+m and ``sum_k exp(z_k - m)`` come from an online log-sum-exp (:func:`softmax_blocks`):
+a wide row is read from memory once, in blocks that stay in the L1 cache, each with its
+own maximum; the losses that keep exp(z_j - m_b) in the gradient row rescale it by
+exp(m_b - m) in their one write pass.
+
 Functions whose docstring says *in place* read every logit they need before they write
 the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 """
@@ -16,74 +21,155 @@ from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, wide, xdivy, xlogy
 from ..math.reductions import LANES, lane_max, lane_total, lanes, scratch
 
+#: Elements per block of the online log-sum-exp (:func:`softmax_blocks`): a block of
+#: float64 logits and its exponentials (32 KB) stay in the L1 cache between the block's
+#: two reads, so a row is read from memory once however wide it is.
+BLOCK = 2048
+
+
+@portable
+def block_size(z):
+    """Elements per block of row ``z``: BLOCK, or a larger multiple of LANES where the row
+    has more than LANES blocks of BLOCK (a lane array keeps each block's maximum)."""
+    n = z.shape[0]
+    size = (n + LANES * LANES - 1) // (LANES * LANES) * LANES
+    return size if size > BLOCK else BLOCK
+
 
 @portable(inline=False)
-def row_max(z):
-    """max_j z_j, ``-inf`` for an empty or all ``-inf`` row (NaN entries are skipped here;
-    they reach the sum of exponentials and make the row NaN there). In SIMD lanes
-    (:mod:`fastloss.math.reductions`)."""
-    n = z.shape[0]
+def block_max(z, lo, hi):
+    """max_j z_j over lo <= j < hi, ``-inf`` for no entries or all ``-inf`` (NaN entries are
+    skipped here; they reach the sum of exponentials and make the row NaN there). In SIMD
+    lanes (:mod:`fastloss.math.reductions`)."""
+    n = hi - lo
     whole = n - n % LANES
     m = -math.inf
     if whole > 0:
         acc = lanes(-math.inf)
         for g in range(whole // LANES):
             for lane in range(LANES):
-                v = wide(z[g * LANES + lane])
+                v = wide(z[lo + g * LANES + lane])
                 acc[lane] = v if v > acc[lane] else acc[lane]
         m = lane_max(acc)
-    for j in range(whole, n):
+    for j in range(lo + whole, hi):
         v = wide(z[j])
         m = v if v > m else m
     return m
 
 
 @portable(inline=False)
-def sum_exp_into(z, m, e):
-    """sum_j exp(z_j - m), storing each exp(z_j - m) in ``e`` (when ``e`` is not empty).
+def block_sum_exp(z, lo, hi, m, e, store):
+    """sum_j exp(z_j - m) over lo <= j < hi, storing each exp(z_j - m) in ``e[j]`` where
+    ``store`` is nonzero and ``e`` is not empty (reading z_j first: ``e`` may be ``z``).
     Summed in SIMD lanes (:mod:`fastloss.math.reductions`)."""
-    n = z.shape[0]
+    keep = store != 0.0 and e.shape[0] != 0
+    n = hi - lo
     whole = n - n % LANES
-    store = e.shape[0] != 0
     d = 0.0
     if whole > 0:
         acc = lanes(0.0)
         for g in range(whole // LANES):
             for lane in range(LANES):
-                j = g * LANES + lane
+                j = lo + g * LANES + lane
                 t = exp_nonpositive(wide(z[j]) - m)
                 acc[lane] += t
-                if store:
+                if keep:
                     e[j] = t
         d = lane_total(acc)
     rest = lanes(None)  # the rest's exps first: a loop without a running sum vectorises
-    for i in range(n - whole):
-        rest[i] = exp_nonpositive(wide(z[whole + i]) - m)
-    for i in range(n - whole):
-        d += rest[i]
-        if store:
-            e[whole + i] = rest[i]
+    for j in range(lo + whole, hi):
+        rest[j - lo - whole] = exp_nonpositive(wide(z[j]) - m)
+    for j in range(lo + whole, hi):
+        d += rest[j - lo - whole]
+        if keep:
+            e[j] = rest[j - lo - whole]
     return d
 
 
 @portable(inline=False)
-def sum_exp(z, m):
-    """sum_j exp(z_j - m), in SIMD lanes (:mod:`fastloss.math.reductions`)."""
+def block_gaps(z, w, a, b, lo, hi, m):
+    """(sum_j t_j (m - z_j), sum_j t_j) over lo <= j < hi, t_j = w_j a + b (w_j = 1 for an
+    empty ``w``), with m the block's maximum: the cross-entropy of targets t against the
+    block's own log-softmax is s + T log d. Terms with t_j = 0 are 0, and so is the gap
+    of a logit equal to the maximum (also where both are infinite)."""
+    weighted = w.shape[0] != 0
+    s = 0.0
+    total = 0.0
+    for j in range(lo, hi):
+        tj = (wide(w[j]) if weighted else 1.0) * a + b
+        zj = wide(z[j])
+        total += tj
+        if tj != 0.0:
+            s += tj * ((m - zj) if zj != m else 0.0)
+    return s, total
+
+
+@portable
+def gap_shift(top, m, total):
+    """(top - m) T: what moving a block's reference maximum from m up to ``top`` adds to
+    its sum_j t_j (m - z_j); 0 where T = 0 or nothing moves (no ``-inf - (-inf)``)."""
+    return (top - m) * total if total != 0.0 and top != m else 0.0
+
+
+@portable
+def merge_gaps(m, s, total, mb, sb, tb):
+    """Merge a block's (sb, tb) of :func:`block_gaps`, taken at its maximum ``mb``, into
+    the running (s, total) taken at the running maximum ``m``: both moved to the larger
+    maximum, so every term stays a sum of nonnegative gaps (no cancellation)."""
+    top = mb if mb > m else m
+    return s + gap_shift(top, m, total) + sb + gap_shift(top, mb, tb), total + tb
+
+
+@portable(inline=False)
+def softmax_blocks(z, e, store, w, a, b, gaps, maxima_lanes):
+    """The online log-sum-exp of row ``z``: (m, d, s, T) with m = max_j z_j and
+    d = sum_j exp(z_j - m), in one pass over the row from memory.
+
+    The row is cut into blocks (:func:`block_size`); a block is read twice while it is
+    in the L1 cache, once for its maximum m_b and once for exp(z_j - m_b), and its
+    (m_b, d_b) merged into the running state (:func:`merge_max_sum_exp`). Where ``store``
+    is nonzero, e_j = exp(z_j - m_b) is written to ``e`` (which may be ``z``) and m_b to
+    ``maxima_lanes[b]``: softmax_j = e_j exp(m_b - m) / d (:func:`block_scale`). Where
+    ``gaps`` is nonzero, s = sum_j t_j (m - z_j) and T = sum_j t_j for the targets
+    t_j = w_j a + b of :func:`block_gaps` (taken before the block is overwritten), else
+    both are 0. A row of one block gives the bits of the plain two-pass form. A row with
+    no finite logit has no softmax: d is NaN (NaN, too, where any logit is NaN).
+    """
     n = z.shape[0]
-    whole = n - n % LANES
+    size = block_size(z)
+    m = -math.inf
     d = 0.0
-    if whole > 0:
-        acc = lanes(0.0)
-        for g in range(whole // LANES):
-            for lane in range(LANES):
-                acc[lane] += exp_nonpositive(wide(z[g * LANES + lane]) - m)
-        d = lane_total(acc)
-    rest = lanes(None)  # the rest's exps first: a loop without a running sum vectorises
-    for i in range(n - whole):
-        rest[i] = exp_nonpositive(wide(z[whole + i]) - m)
-    for i in range(n - whole):
-        d += rest[i]
-    return d
+    s = 0.0
+    total = 0.0
+    for blk in range((n + size - 1) // size):
+        lo = blk * size
+        hi = lo + size if lo + size < n else n
+        mb = block_max(z, lo, hi)
+        if gaps != 0.0:
+            sb, tb = block_gaps(z, w, a, b, lo, hi, mb)
+            s, total = merge_gaps(m, s, total, mb, sb, tb)
+        # A block of -inf (masked) logits adds exps of 0; one with NaN, NaN.
+        db = block_sum_exp(z, lo, hi, mb if mb != -math.inf else 0.0, e, store)
+        maxima_lanes[blk] = mb
+        m, d = merge_max_sum_exp(m, d, mb, db)
+    return m, (d if m != -math.inf else math.nan), s, total
+
+
+@portable
+def block_scale(mb, m, inv_d):
+    """exp(m_b - m) / d: what turns a block's stored exp(z_j - m_b) into softmax_j (1 / d
+    exactly for the block that holds the row's maximum)."""
+    return exp_nonpositive(mb - m) * inv_d
+
+
+@portable
+def max_sum_exp(z, row):
+    """(m, d): the maximum of row ``z`` and sum_j exp(z_j - m), online
+    (:func:`softmax_blocks`). Nothing is stored: ``row`` is any writable row of z's dtype
+    (a gradient row, even of length 0), only to type the unused output."""
+    maxima = lanes(None)
+    m, d, s, total = softmax_blocks(z, row, 0.0, z, 0.0, 0.0, 0.0, maxima)
+    return m, d
 
 
 @portable
@@ -112,44 +198,45 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
         return 0.0
     weighted = cw.shape[0] != 0
     w_y = wide(cw[label]) if weighted else 1.0
-    z_y = wide(z[label])
+    z_y = wide(z[label])  # read before the row (maybe z itself) is overwritten
     k = ls / n
-    m = row_max(z)
-    if not (want_g or want_h):
-        log_d = log(sum_exp(z, m))
-        loss = w_y * (1.0 - ls) * ((m - z_y) + log_d)
-        if ls != 0.0:
-            s = 0.0
-            for j in range(n):
-                s += (wide(cw[j]) if weighted else 1.0) * ((m - wide(z[j])) + log_d)
-            loss += k * s
-        return loss
     s = 0.0
     wsum = 0.0
-    if ls != 0.0:  # read every logit before the gradient row (which may be z) is written
+    if ls != 0.0:  # the smoothing sums read every logit before the row (maybe z) is written
+        m = block_max(z, 0, n)
         for j in range(n):
             wj = wide(cw[j]) if weighted else 1.0
+            zj = wide(z[j])
             wsum += wj
-            s += wj * (m - wide(z[j]))
-    # exp(z_j - m) into the gradient row (or the hessian's, when only it is wanted).
+            if wj != 0.0:  # block_gaps' terms
+                s += wj * ((m - zj) if zj != m else 0.0)
+    # exp(z_j - m_b) into the gradient row (or the hessian's, when only it is wanted).
+    maxima = lanes(None)
     if want_g:
-        d = sum_exp_into(z, m, gz)
+        m, d, s_, t_ = softmax_blocks(z, gz, 1.0, z, 0.0, 0.0, 0.0, maxima)
     else:
-        d = sum_exp_into(z, m, h)
+        m, d, s_, t_ = softmax_blocks(z, h, 1.0 if want_h else 0.0, z, 0.0, 0.0, 0.0, maxima)
     log_d = log(d)
     loss = sparse_ce_row_loss(w_y, ls, k, m, z_y, log_d, s, wsum)
+    if not (want_g or want_h):
+        return loss
     a = w_y * (1.0 - ls) + k * wsum
     inv_d = 1.0 / d
-    if not want_g:
-        for j in range(n):
-            pj = wide(h[j]) * inv_d
-            h[j] = gs * a * pj * (1.0 - pj)
-        return loss
-    for j in range(n):
-        pj = wide(gz[j]) * inv_d
-        if want_h:
-            h[j] = gs * a * pj * (1.0 - pj)
-        gz[j] = sparse_ce_grad(pj, j == label, a, k * (wide(cw[j]) if weighted else 1.0), w_y * (1.0 - ls), gs)
+    size = block_size(z)
+    for blk in range((n + size - 1) // size):
+        lo = blk * size
+        hi = lo + size if lo + size < n else n
+        scale = block_scale(maxima[blk], m, inv_d)
+        if not want_g:
+            for j in range(lo, hi):
+                pj = wide(h[j]) * scale
+                h[j] = gs * a * pj * (1.0 - pj)
+        else:
+            for j in range(lo, hi):
+                pj = wide(gz[j]) * scale
+                if want_h:
+                    h[j] = gs * a * pj * (1.0 - pj)
+                gz[j] = sparse_ce_grad(pj, j == label, a, k * (wide(cw[j]) if weighted else 1.0), w_y * (1.0 - ls), gs)
     return loss
 
 
@@ -216,9 +303,12 @@ def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
             loss[r] = 0.0
         else:
             s = 0.0
-            if ls != 0.0:
+            if ls != 0.0:  # block_gaps' terms, in its order
                 for j in range(n):
-                    s += (wide(cw[j]) if weighted else 1.0) * (m[r] - wide(z[r * n + j]))
+                    wj = wide(cw[j]) if weighted else 1.0
+                    zj = wide(z[r * n + j])
+                    if wj != 0.0:
+                        s += wj * ((m[r] - zj) if zj != m[r] else 0.0)
             loss[r] = sparse_ce_row_loss(w_y, ls, k, m[r], wide(z[r * n + label]), log_d[r], s, wsum)
     if h.shape[0] != 0:
         for j in range(n):
@@ -255,14 +345,15 @@ def sparse_ce_grad(pj, is_label, a, smooth_j, label_weight, gs):
 
 @portable
 def merge_max_sum_exp(m1, d1, m2, d2):
-    """Merge two online log-sum-exp states (m, d = sum exp(z - m)) into one; a state of an
-    empty or all ``-inf`` set is (-inf, 0) and never forms ``-inf - (-inf)``."""
+    """Merge two online log-sum-exp states (m, d = sum exp(z - m)) into one. A state of no
+    finite values has m = ``-inf`` and d = 0 (or NaN, where NaN values were seen): its d
+    is added as it is, so NaN spreads, and ``-inf - (-inf)`` is never formed."""
     if m2 > m1:
         if m1 == -math.inf:
-            return m2, d2
+            return m2, d2 + d1
         return m2, d2 + d1 * exp_nonpositive(m1 - m2)
     if m2 == -math.inf:
-        return m1, d1
+        return m1, d1 + d2
     return m1, d1 + d2 * exp_nonpositive(m2 - m1)
 
 
@@ -281,30 +372,25 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     k = ls / n
     want_g = gz.shape[0] != 0
     want_h = h.shape[0] != 0
-    m = row_max(z)
-    d = 0.0
-    s = 0.0
-    total_t = 0.0
-    for j in range(n):
-        zj = wide(z[j])
-        tj = smoothed_target(wide(y[j]), ls, k)
-        total_t += tj
-        if tj != 0.0:
-            s += tj * (m - zj)
-        e = exp_nonpositive(zj - m)
-        d += e
-        if want_g:
-            gz[j] = e
-        if want_h:
-            h[j] = e
+    # exp(z_j - m_b) into the gradient row (or the hessian's, when only it is wanted).
+    maxima = lanes(None)
+    if want_g:
+        m, d, s, total_t = softmax_blocks(z, gz, 1.0, y, 1.0 - ls, k, 1.0, maxima)
+    else:
+        m, d, s, total_t = softmax_blocks(z, h, 1.0 if want_h else 0.0, y, 1.0 - ls, k, 1.0, maxima)
     log_d = log(d)
     inv_d = 1.0 / d
-    for j in range(n):
-        if want_g:
-            gz[j] = softmax_ce_grad(wide(gz[j]) * inv_d, smoothed_target(wide(y[j]), ls, k), total_t, gs)
-        if want_h:
-            pj = wide(h[j]) * inv_d
-            h[j] = gs * total_t * pj * (1.0 - pj)
+    size = block_size(z)
+    for blk in range((n + size - 1) // size):
+        lo = blk * size
+        hi = lo + size if lo + size < n else n
+        scale = block_scale(maxima[blk], m, inv_d)
+        for j in range(lo, hi):
+            pj = wide(gz[j] if want_g else h[j]) * scale
+            if want_h:
+                h[j] = gs * total_t * pj * (1.0 - pj)
+            if want_g:
+                gz[j] = softmax_ce_grad(pj, smoothed_target(wide(y[j]), ls, k), total_t, gs)
     return s + total_t * log_d
 
 
@@ -473,11 +559,7 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     """
     n = z.shape[0]
     want_g = gz.shape[0] != 0
-    m = row_max(z)
-    d = 0.0
-    for j in range(n):
-        e = exp_nonpositive(wide(z[j]) - m)
-        d += e
+    m, d = max_sum_exp(z, gz)
     log_d = log(d)
     loss = 0.0
     total_q = 0.0
@@ -537,10 +619,10 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
     log_1b = log1p(-beta)
     n = zp.shape[0]
     want_g = gp.shape[0] != 0
-    mp = row_max(zp)
-    mq = row_max(zq)
-    log_dp = log(sum_exp(zp, mp))
-    log_dq = log(sum_exp(zq, mq))
+    mp, dp = max_sum_exp(zp, gp)
+    mq, dq = max_sum_exp(zq, gq)
+    log_dp = log(dp)
+    log_dq = log(dq)
     loss = 0.0
     sp = 0.0
     sq = 0.0
@@ -615,8 +697,8 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     gamma = p[1]
     n = z.shape[0]
     want_g = gz.shape[0] != 0
-    m = row_max(z)
-    log_d = log(sum_exp(z, m))
+    m, d = max_sum_exp(z, gz)
+    log_d = log(d)
     loss = 0.0
     s = 0.0
     for j in range(n):
@@ -655,15 +737,21 @@ def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
     grad_k = -alpha gs g_y ([k = y] - p_k); in place."""
     alpha = p[0]
     gamma = p[1]
-    z_y = wide(z[label])
-    m = row_max(z)
-    d = sum_exp_into(z, m, gz)
+    n = z.shape[0]
+    z_y = wide(z[label])  # read before the row (maybe z itself) is overwritten
+    maxima = lanes(None)
+    m, d, s, t = softmax_blocks(z, gz, 1.0 if gz.shape[0] != 0 else 0.0, z, 0.0, 0.0, 0.0, maxima)
     lp_y = (z_y - m) - log(d)
     f, g = focal_term(lp_y, gamma)
     if gz.shape[0] != 0:
         inv_d = 1.0 / d
-        for j in range(z.shape[0]):
-            gz[j] = sparse_focal_grad(1.0 if j == label else 0.0, wide(gz[j]) * inv_d, g, alpha, gs)
+        size = block_size(z)
+        for blk in range((n + size - 1) // size):
+            lo = blk * size
+            hi = lo + size if lo + size < n else n
+            scale = block_scale(maxima[blk], m, inv_d)
+            for j in range(lo, hi):
+                gz[j] = sparse_focal_grad(1.0 if j == label else 0.0, wide(gz[j]) * scale, g, alpha, gs)
     return -alpha * f
 
 
