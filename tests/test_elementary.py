@@ -350,6 +350,7 @@ def test_polynomial_coefficients_are_ours():
 
 
 PACKED_DOUBLE = re.compile(r"\bv?(fn?m(add|sub)\d+|mul|add|sub|div)pd\b")
+PACKED_SINGLE = re.compile(r"\bv?(fn?m(add|sub)\d+|mul|add|sub|div)ps\b")
 
 
 #: A call of a libm function, or of one of ours left out of line (which keeps the loop
@@ -360,9 +361,10 @@ SCALAR_CALL = re.compile(r"(?:call\w*\s+|movabsq\s+\$)(\w*8fastloss4math10elemen
 
 
 def assert_simd(asm, what, packed=20):
-    """``asm`` holds packed float64 arithmetic and calls no scalar exp/log/pow."""
-    count = len(PACKED_DOUBLE.findall(asm))
-    assert count > packed, f"{what}: {count} packed float64 instructions"
+    """``asm`` holds packed floating-point arithmetic (float64, or float32 where a float32
+    kernel computes in float32) and calls no scalar exp/log/pow."""
+    count = len(PACKED_DOUBLE.findall(asm)) + len(PACKED_SINGLE.findall(asm))
+    assert count > packed, f"{what}: {count} packed floating-point instructions"
     calls = sorted(set(SCALAR_CALL.findall(asm)))
     assert not calls, f"{what}: scalar calls {calls}"
 
@@ -536,3 +538,89 @@ def test_cython_extension_calls_no_libm_math():
     calls = sorted({m.group(1) for lines in functions.values() for line in lines
                     for m in [PLT_LIBM.search(line)] if m})
     assert not calls, f"the extension calls {calls}"
+
+
+# float32: exp_nonpositive_single, the exponential of the softmax of float32 logits.
+
+PACKED_SINGLE_FMA = re.compile(r"\bvfn?m(add|sub)\d+ps\b")
+#: Largest error measured over the grid below: 0.90 ulp of the float32 result.
+MAX_ULP_SINGLE = 1.0
+
+
+def _single_grid():
+    """float32 inputs from -0 down past the flush point: every 61st float32 of [-88, 0]
+    (a grid dense in ulps at every scale), the flush point's neighbours and the specials."""
+    top = np.array(-0.0, np.float32).view(np.uint32)
+    bottom = np.array(-88.0, np.float32).view(np.uint32)
+    x = np.arange(top, bottom, 61, dtype=np.uint32).view(np.float32)
+    flush = elementary.EXP_FLUSH_F
+    edges = [np.nextafter(flush, np.float32(-1.0)), flush, np.nextafter(flush, np.float32(0.0))]
+    return np.concatenate([x, np.array(edges, np.float32), np.float32([0.0, -0.0, -np.inf, np.nan, -1e-45])])
+
+
+def _single_map(backend, x):
+    if backend == "numba":
+        return numba_map("exp_nonpositive_single", x)
+    return cython_map("exp_nonpositive_single", x.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_single_exp_accuracy(backend):
+    """Within MAX_ULP_SINGLE ulp of e^x (float64's exp is the reference: its error is far
+    below a float32 ulp) wherever e^x is a normal float32, exactly 0 below the flush point,
+    and the special inputs."""
+    x = _single_grid()
+    got = _single_map(backend, x)
+    assert got.dtype == np.float32
+    finite = np.isfinite(x)
+    ref = np.exp(x[finite].astype(np.float64))
+    g = got[finite].astype(np.float64)
+    normal = x[finite] >= elementary.EXP_FLUSH_F
+    ulp = np.abs(g[normal] - ref[normal]) / np.spacing(ref[normal].astype(np.float32)).astype(np.float64)
+    assert ulp.max() <= MAX_ULP_SINGLE, f"{backend}: {ulp.max():.3f} ulp at x = {x[finite][normal][ulp.argmax()]!r}"
+    assert np.all(g[~normal] == 0.0)
+    assert np.all(ref[~normal] < 2.0**-126)  # the flush point is where e^x leaves the normals
+    assert np.all(got[x == 0.0] == 1.0)
+    assert got[np.isneginf(x)] == 0.0 and np.isnan(got[np.isnan(x)]).all()
+
+
+def test_single_exp_backends_and_python_agree():
+    """The two compiled translations give the same bits over the whole grid, and the
+    plain Python source (float32 NumPy scalars, fma_single through fractions) the same
+    bits on a sample: every backend rounds every operation to float32 alike."""
+    x = _single_grid()
+    numba_got = _single_map("numba", x)
+    np.testing.assert_array_equal(_single_map("cython", x), numba_got)
+    sample = np.concatenate([x[:: len(x) // 1500], x[-8:]])
+    expected = numba_map("exp_nonpositive_single", sample)
+    python = np.array([elementary.exp_nonpositive_single(v) for v in sample], dtype=np.float32)
+    np.testing.assert_array_equal(python, expected)
+
+
+def test_fma_single_rounds_once():
+    """fma_single's Python reference rounds the exact a * b + c to the nearest float32
+    (ties to even), not through float64: here a * b + c = 1 + 2^-23 + 2^-24 - 2^-60, whose
+    nearest float64 is a float32 tie that rounds up to 1 + 2^-22, while the exact value
+    lies below the tie and rounds down to 1 + 2^-23."""
+    a = np.float32(2.0**-24 * (1 + 2.0**-18))
+    b = np.float32(1 - 2.0**-18)
+    c = np.float32(1 + 2.0**-23)
+    assert np.float32(float(a) * float(b) + float(c)) == np.float32(1 + 2.0**-22)  # through float64
+    assert elementary.fma_single(a, b, c) == np.float32(1 + 2.0**-23)
+    assert elementary.fma_single(np.float32(3.0), np.float32(0.5), np.float32(0.25)) == np.float32(1.75)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
+def test_float32_softmax_kernels_use_float32_simd():
+    """The float32 kernels of sparse softmax cross-entropy (a row at a time, and narrow
+    rows side by side) evaluate their exponentials in packed float32 fused multiply-adds,
+    as does the Cython extension's float32 online log-sum-exp."""
+    kernels = _loss_kernels()
+    for name in ("sparse_softmax_cross_entropy", "sparse_softmax_cross_entropy narrow rows"):
+        count = len(PACKED_SINGLE_FMA.findall(kernels[name]()))
+        assert count >= 7, f"{name}: {count} packed float32 fused multiply-adds"
+    functions = _disassembly("fuse_0__pyx_f_8fastloss_10cpu_cython_8_kernels_softmax__max_sum_exp")
+    assert functions, "no float32 max_sum_exp in the extension"
+    for fname, lines in functions.items():
+        count = sum(bool(PACKED_SINGLE_FMA.search(line)) for line in lines)
+        assert count >= 7, f"{fname}: {count} packed float32 fused multiply-adds"

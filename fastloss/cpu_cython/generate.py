@@ -24,6 +24,11 @@ The portable math is a small subset of Python, and the translation is mechanical
   the per-class array ``c`` of a row function, which is ``double``;
 * tuple returns become C tuples, a function without ``return`` a ``void`` one, and one
   that returns integer arithmetic a ``long long`` one;
+* a function named ``*_single`` computes in float32: its scalar parameters, its return
+  value and its float locals are C ``float``; it may name no float literal and no float64
+  constant (its constants are module constants ``single(...)``, C ``float`` macros), so
+  that C, Numba and Python all round every operation to float32; ``is_single(z)`` is
+  Cython's compile-time ``floating is float``;
   ``math.f`` becomes libc's ``f``; ``x ** y`` ``pow``.
 
 Usage: ``python fastloss/cpu_cython/generate.py`` (setup.py calls :func:`write`).
@@ -33,6 +38,7 @@ import ast
 import hashlib
 import math
 import pathlib
+import struct
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 MODULES = (
@@ -55,6 +61,12 @@ NATIVES = {  # name -> (C return type, C definition); ``lanes`` is a local array
     "as_int64": ("long long", "long long {c}(double x) {{ long long i; memcpy(&i, &x, 8); return i; }}"),
     "as_float64": ("double", "double {c}(long long i) {{ double x; memcpy(&x, &i, 8); return x; }}"),
     "fma": ("double", "double {c}(double a, double b, double c) {{ return fma(a, b, c); }}"),
+    "single": ("float", "float {c}(double x) {{ return (float)x; }}"),
+    "fma_single": ("float", "float {c}(float a, float b, float c) {{ return fmaf(a, b, c); }}"),
+    "as_int32": ("long long", "long long {c}(float x) {{ int i; memcpy(&i, &x, 4); return i; }}"),
+    "as_float32": ("float", "float {c}(long long i) {{ unsigned int u = (unsigned int)i; float x; "
+                            "memcpy(&x, &u, 4); return x; }}"),
+    "is_single": ("bint", None),  # ``floating is float``: see Translator.visit_Call
     "lanes": ("double[]", None),
     "scratch": ("double[]", None),
     "lane_total": ("double", "double {c}(double* acc) {{ for (long w = {lanes} / 2; w > 0; w /= 2) "
@@ -84,6 +96,7 @@ class Function:
         self.cname = f"{module}__{node.name}"
         self.resolve = resolve  # local name -> Function (filled in after parsing)
         self.params = [a.arg for a in node.args.args]
+        self.single = node.name.endswith(SINGLE_SUFFIX)
         self.kind = self._kind()
         self.types = self._param_types()
         self.returns = self._return_arity()
@@ -111,6 +124,8 @@ class Function:
                 for arg in n.args:
                     indices.update(_names(arg))
             callee = self.resolve.get(n.func.id) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) else None
+            if getattr(callee, "name", callee[1] if isinstance(callee, tuple) else None) == "is_single":
+                arrays.update(_names(n.args[0]))  # (imports are resolved after parsing)
             if isinstance(callee, Function):  # what a callee takes as an array is one
                 for arg, pname in zip(n.args, callee.params):
                     if isinstance(arg, ast.Name) and callee.types[pname] in ARRAY_TYPES:
@@ -143,7 +158,7 @@ class Function:
             elif name in arrays:
                 types[name] = "floating*"
             else:
-                types[name] = "double"
+                types[name] = "float" if self.single else "double"
         return types
 
     def _return_arity(self):
@@ -169,6 +184,9 @@ class Function:
             return "void"
         if self.integer_return():
             return "long long"
+        if self.single:
+            assert self.returns == 1, f"{self.cname}: a float32 function returns one value"
+            return "float"
         return "double" if self.returns == 1 else "(" + ", ".join(["double"] * self.returns) + ")"
 
     def c_params(self):
@@ -182,7 +200,7 @@ class Function:
             elif t == "params":
                 out.append(f"const double* {name}")
             else:
-                out.append(f"double {name}")
+                out.append(f"{t} {name}")
         return ", ".join(out)
 
     def _is_integer(self, node, types):
@@ -208,6 +226,35 @@ class Function:
         if isinstance(node, ast.IfExp):
             return self._is_integer(node.body, types) and self._is_integer(node.orelse, types)
         return False
+
+    def _is_float(self, node, types):
+        """Whether ``node`` is float32 arithmetic (so that its local is a C ``float``)."""
+        if isinstance(node, ast.Name):
+            target = self.resolve.get(node.id)
+            return "float" in (types.get(node.id), self.types.get(node.id)) or (
+                isinstance(target, str) and target in FLOAT_CONSTANTS)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            target = self.resolve.get(node.func.id)
+            return (isinstance(target, Native) and target.c_type == "float") or (
+                isinstance(target, Function) and target.single)
+        if isinstance(node, ast.BinOp):
+            return not isinstance(node.op, ast.Pow) and \
+                self._is_float(node.left, types) and self._is_float(node.right, types)
+        if isinstance(node, ast.UnaryOp):
+            return isinstance(node.op, ast.USub) and self._is_float(node.operand, types)
+        if isinstance(node, ast.IfExp):
+            return self._is_float(node.body, types) and self._is_float(node.orelse, types)
+        return False
+
+    def _check_single(self):
+        """A float32 function names no float literal and no float64 constant."""
+        for n in ast.walk(self.node):
+            if isinstance(n, ast.Constant) and type(n.value) is float:
+                raise AssertionError(f"{self.cname}: float literal {n.value!r} in a float32 function")
+            if isinstance(n, ast.Name) and isinstance(self.resolve.get(n.id), str):
+                cname = self.resolve[n.id]
+                assert cname in FLOAT_CONSTANTS or cname in INTEGER_CONSTANTS, \
+                    f"{self.cname}: float64 constant {n.id} in a float32 function"
 
     def _local_array(self, node):
         """The native that ``node`` calls to make a local array (``lanes`` or ``scratch``),
@@ -239,6 +286,8 @@ class Function:
         def note(name, t):
             if name in self.params:
                 return
+            if self.single and t == "double":  # no float64 value exists in a float32 function
+                t = "float"
             old = types.get(name)
             if old in INTEGER_TYPES and t in INTEGER_TYPES:
                 types[name] = "Py_ssize_t" if "Py_ssize_t" in (old, t) else t
@@ -264,6 +313,8 @@ class Function:
                         note(target.id, "Py_ssize_t")
                     elif self._is_integer(n.value, known):
                         note(target.id, "long long")
+                    elif self._is_float(n.value, known):
+                        note(target.id, "float")
                     elif self._local_array(n.value):
                         note(target.id, f"double[{LOCAL_ARRAYS[self._local_array(n.value)]()}]")
                     else:
@@ -271,6 +322,8 @@ class Function:
         return types
 
     def cython(self):
+        if self.single:
+            self._check_single()
         lines = [f"cdef inline {self.c_return()} {self.cname}({self.c_params()}) noexcept nogil:"]
         lines.insert(0, f"# {self.module}.{self.name} (see its docstring there)")
         by_type = {}
@@ -353,6 +406,9 @@ class Translator(ast.NodeTransformer):
 
     def visit_Call(self, node):
         func = node.func
+        target = self.fn.resolve.get(func.id) if isinstance(func, ast.Name) else None
+        if isinstance(target, Native) and target.name == "is_single":  # a compile-time constant
+            return ast.Compare(ast.Name("floating"), [ast.Is()], [ast.Name("float")])
         if isinstance(func, ast.Name) and func.id == "abs":
             self.generic_visit(node)
             return ast.Call(ast.Name("fabs"), node.args, [])
@@ -397,6 +453,8 @@ INTEGER_TYPES = ("long long", "Py_ssize_t")
 LANE_PARAM_SUFFIX = "_lanes"  # a helper parameter that receives a caller's local lane array
 ARRAY_TYPES = {"floating*": "floating*", "double*": "double*", "index*": "Py_ssize_t*"}  # parameter -> C
 INTEGER_CONSTANTS = set()  # the C names of integer module constants, filled by parse()
+FLOAT_CONSTANTS = set()  # the C names of float32 module constants (single(...)), filled by parse()
+SINGLE_SUFFIX = "_single"  # a function computing in float32
 
 
 def _decorator(stmt):
@@ -427,6 +485,8 @@ def parse():
                 table[stmt.targets[0].id] = cname
                 if isinstance(stmt.value, ast.Constant) and type(stmt.value.value) is int:
                     INTEGER_CONSTANTS.add(cname)
+                if _is_single_constant(stmt.value):
+                    FLOAT_CONSTANTS.add(cname)
             elif isinstance(stmt, ast.FunctionDef) and _decorator(stmt) == "native":
                 fn = Native(module, stmt.name)
                 natives.append(fn)
@@ -531,12 +591,12 @@ cdef inline void _lane_sum(double* v, Py_ssize_t k, double* lanes) noexcept nogi
 
 
 def elementary_map(str name, double[::1] x, double[::1] out, double[::1] g=None):
-    """out = f(x) for f the exp, exp_nonpositive, expm1, log or log1p of
-    fastloss.math.elementary, or out = pow_nonneg(x, g), as compiled here (the tests' window
-    onto the C translation)."""
+    """out = f(x) for f the exp, exp_nonpositive, exp_nonpositive_single (of x rounded to
+    float32), expm1, log or log1p of fastloss.math.elementary, or out = pow_nonneg(x, g), as
+    compiled here (the tests' window onto the C translation)."""
     cdef Py_ssize_t i
     cdef Py_ssize_t n = x.shape[0]
-    if name not in ("exp", "exp_nonpositive", "expm1", "log", "log1p", "pow_nonneg"):
+    if name not in ("exp", "exp_nonpositive", "exp_nonpositive_single", "expm1", "log", "log1p", "pow_nonneg"):
         raise ValueError(f"no elementary function {name!r}")
     if name == "pow_nonneg" and (g is None or g.shape[0] != n):
         raise ValueError("pow_nonneg needs exponents g shaped like x")
@@ -547,6 +607,9 @@ def elementary_map(str name, double[::1] x, double[::1] out, double[::1] g=None)
         elif name == "exp_nonpositive":
             for i in range(n):
                 out[i] = elementary__exp_nonpositive(x[i])
+        elif name == "exp_nonpositive_single":
+            for i in range(n):
+                out[i] = elementary__exp_nonpositive_single(<float> x[i])
         elif name == "expm1":
             for i in range(n):
                 out[i] = elementary__expm1(x[i])
@@ -641,7 +704,7 @@ cdef double _chunked__{cname}(floating* x, floating* y, double* c, bint has_c, P
                                gx, want_gx, gy, want_gy, h, want_h)
     partial = <double*> malloc(n_chunks * sizeof(double))
     if threads > 1:
-        for k in prange(n_chunks, schedule="static", num_threads=threads):
+        for k in prange(n_chunks, schedule="dynamic", num_threads=threads):
             partial[k] = _chunk__{cname}(k, chunk, x, y, c, has_c, n, w, has_w, p, scale, loss_out, keep_loss,
                                          gx, want_gx, gy, want_gy, h, want_h)
     else:  # never enters OpenMP (a forked child of a process that used it must not)
@@ -725,7 +788,7 @@ cdef double _chunked__{cname}(floating* x, {ytype} y, floating* v, Py_ssize_t ro
                                gx, gx_w, gy, gy_w, gv, gv_w, h, h_w)
     partial = <double*> malloc(n_chunks * sizeof(double))
     if threads > 1:
-        for k in prange(n_chunks, schedule="static", num_threads=threads):
+        for k in prange(n_chunks, schedule="dynamic", num_threads=threads):
             partial[k] = _chunk__{cname}(k, chunk, x, y, v, rows, width, c, c_n, w, has_w, p, scale, loss_out,
                                          keep_loss, gx, gx_w, gy, gy_w, gv, gv_w, h, h_w)
     else:  # never enters OpenMP (a forked child of a process that used it must not)
@@ -842,8 +905,18 @@ def driver(fn, narrow=None):
     return code
 
 
+def _is_single_constant(value):
+    """Whether a module constant's value is ``single(<constant expression>)``."""
+    return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "single"
+
+
 def _constant(cname, value):
-    """A module constant as a C macro of its value (exact: repr round-trips a double)."""
+    """A module constant as a C macro of its value (exact: repr round-trips a double; a
+    float32 constant ``single(v)`` is v rounded to float32, written as a double)."""
+    if _is_single_constant(value):
+        number = eval(compile(ast.Expression(value.args[0]), cname, "eval"), {"math": math})
+        number = struct.unpack("<f", struct.pack("<f", number))[0]  # rounded to float32
+        return f'cdef extern from *:\n    """\n    #define {cname} ((float){number!r})\n    """\n    float {cname}\n'
     number = eval(compile(ast.Expression(value), cname, "eval"), {"math": math})  # constants only
     if type(number) is int:
         return f'cdef extern from *:\n    """\n    #define {cname} {number}LL\n    """\n    long long {cname}\n'

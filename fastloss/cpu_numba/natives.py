@@ -1,6 +1,7 @@
-"""The Numba implementations of the natives of :mod:`fastloss.math`: the bit casts and
-the fused multiply-add of :mod:`~fastloss.math.elementary` (an LLVM ``bitcast`` and
-``llvm.fma``, which vectorise) and the lane and scratch arrays of
+"""The Numba implementations of the natives of :mod:`fastloss.math`: the bit casts, the
+fused multiply-adds and the float32 rounding of :mod:`~fastloss.math.elementary` (an LLVM
+``bitcast``, ``llvm.fma`` and ``fptrunc``, which vectorise; ``is_single`` is a constant
+of the array type) and the lane and scratch arrays of
 :mod:`~fastloss.math.reductions` (on the stack: a heap array per row would cost more than a
 narrow row's math)."""
 
@@ -12,7 +13,7 @@ from numba.extending import intrinsic
 
 from .. import _config as config
 from ..math import reductions
-from ..math.elementary import as_float64, as_int64, fma
+from ..math.elementary import as_float32, as_float64, as_int32, as_int64, fma, fma_single, is_single, single
 
 
 @intrinsic
@@ -51,9 +52,72 @@ def _fma(typingctx, a, b, c):
     return types.float64(a, b, c), codegen
 
 
+@intrinsic
+def _single(typingctx, x):
+    if not isinstance(x, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], types.float32)
+
+    return types.float32(x), codegen
+
+
+@intrinsic
+def _fma_single(typingctx, a, b, c):
+    if not all(isinstance(t, types.Float) for t in (a, b, c)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b, c = (context.cast(builder, v, t, types.float32) for v, t in zip(args, sig.args))
+        return builder.fma(a, b, c)
+
+    return types.float32(a, b, c), codegen
+
+
+@intrinsic
+def _as_int32(typingctx, x):
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.float32)
+        return builder.bitcast(value, ir.IntType(32))
+
+    return types.int32(x), codegen
+
+
+@intrinsic
+def _as_float32(typingctx, i):
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.int32)  # the low 32 bits
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(i), codegen
+
+
+@intrinsic
+def _is_single(typingctx, z):
+    if not isinstance(z, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.boolean, sig.args[0].dtype == types.float32)
+
+    return types.boolean(z), codegen
+
+
 fma.register("numba", lambda: _fma)
 as_int64.register("numba", lambda: _as_int64)
 as_float64.register("numba", lambda: _as_float64)
+single.register("numba", lambda: _single)
+fma_single.register("numba", lambda: _fma_single)
+as_int32.register("numba", lambda: _as_int32)
+as_float32.register("numba", lambda: _as_float32)
+is_single.register("numba", lambda: _is_single)
 
 
 def _stack_array(size):

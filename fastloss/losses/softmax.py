@@ -16,7 +16,17 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 
 import math
 
-from ..math.elementary import exp, exp_nonpositive, expm1, log, log1p, pow_nonneg
+from ..math.elementary import (
+    exp,
+    exp_difference_single,
+    exp_nonpositive,
+    expm1,
+    is_single,
+    log,
+    log1p,
+    pow_nonneg,
+    single,
+)
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, wide, xdivy, xlogy
 from ..math.reductions import LANES, lane_max, lane_total, lanes, scratch
@@ -61,8 +71,10 @@ def block_max(z, lo, hi):
 def block_sum_exp(z, lo, hi, m, e, store):
     """sum_j exp(z_j - m) over lo <= j < hi, storing each exp(z_j - m) in ``e[j]`` where
     ``store`` is nonzero and ``e`` is not empty (reading z_j first: ``e`` may be ``z``).
-    Summed in SIMD lanes (:mod:`fastloss.math.reductions`)."""
+    Summed in SIMD lanes (:mod:`fastloss.math.reductions`) in float64; float32 logits take
+    their exponentials in float32 (:func:`softmax_exp`)."""
     keep = store != 0.0 and e.shape[0] != 0
+    ms = single(m)
     n = hi - lo
     whole = n - n % LANES
     d = 0.0
@@ -71,19 +83,27 @@ def block_sum_exp(z, lo, hi, m, e, store):
         for g in range(whole // LANES):
             for lane in range(LANES):
                 j = lo + g * LANES + lane
-                t = exp_nonpositive(wide(z[j]) - m)
+                t = softmax_exp(z, z[j], m, ms)
                 acc[lane] += t
                 if keep:
                     e[j] = t
         d = lane_total(acc)
     rest = lanes(None)  # the rest's exps first: a loop without a running sum vectorises
     for j in range(lo + whole, hi):
-        rest[j - lo - whole] = exp_nonpositive(wide(z[j]) - m)
+        rest[j - lo - whole] = softmax_exp(z, z[j], m, ms)
     for j in range(lo + whole, hi):
         d += rest[j - lo - whole]
         if keep:
             e[j] = rest[j - lo - whole]
     return d
+
+
+@portable
+def softmax_exp(z, zj, m, ms):
+    """exp(z_j - m) for a logit z_j of row ``z`` and m >= z_j (``ms``: m as a float32):
+    in float32 (:func:`exp_difference_single`, twice the SIMD lanes) where z holds
+    float32, as PyTorch and XLA do for float32 logits; else in float64."""
+    return exp_difference_single(single(zj), ms) if is_single(z) else exp_nonpositive(wide(zj) - m)
 
 
 @portable(inline=False)
@@ -280,7 +300,7 @@ def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
             m[r] = v if v > m[r] else m[r]
     for j in range(n):
         for r in range(rows):
-            e = exp_nonpositive(t[j * rows + r] - m[r])
+            e = softmax_exp(z, t[j * rows + r], m[r], single(m[r]))
             t[j * rows + r] = e
             d[r] += e
     for r in range(rows):

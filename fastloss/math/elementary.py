@@ -25,6 +25,8 @@ import math
 import struct
 from fractions import Fraction
 
+import numpy as np
+
 from .portable import native, portable
 
 # exp: x = k ln2 + r, |r| <= ln2 / 2; ln2 split in two (Cody and Waite) so that k * LN2_HI
@@ -99,6 +101,99 @@ def fma(a, b, c):
     if not all(math.isfinite(v) for v in (a, b, c)):
         return a * b + c
     return float(Fraction(a) * Fraction(b) + Fraction(c))
+
+
+@native
+def single(x):
+    """``x`` rounded to float32 (once)."""
+    return np.float32(x)
+
+
+@native
+def fma_single(a, b, c):
+    """a * b + c in float32 with one rounding (exact through fractions here, rounded to
+    the nearest float32, ties to even; ``fmaf`` in the compiled backends)."""
+    values = (np.float32(a), np.float32(b), np.float32(c))
+    if not all(math.isfinite(v) for v in values):
+        return values[0] * values[1] + values[2]
+    exact = Fraction(float(values[0])) * Fraction(float(values[1])) + Fraction(float(values[2]))
+    near = np.float32(float(exact))
+    candidates = [np.nextafter(near, np.float32(-math.inf)), near, np.nextafter(near, np.float32(math.inf))]
+    best = min(abs(Fraction(float(v)) - exact) for v in candidates if math.isfinite(v))
+    ties = [v for v in candidates if math.isfinite(v) and abs(Fraction(float(v)) - exact) == best]
+    return min(ties, key=lambda v: int(np.array(v).view(np.int32)) & 1)
+
+
+@native
+def as_int32(x):
+    """The bits of the float32 ``x`` as an integer."""
+    return struct.unpack("<i", struct.pack("<f", x))[0]
+
+
+@native
+def as_float32(i):
+    """The float32 whose bits are the low 32 bits of the integer ``i``."""
+    return np.float32(struct.unpack("<f", struct.pack("<I", i & 0xFFFFFFFF))[0])
+
+
+@native
+def is_single(z):
+    """Whether the array ``z`` holds float32: a constant where compiled, so that a
+    ``... if is_single(z) else ...`` keeps one branch."""
+    return z.dtype == np.float32
+
+
+# exp in float32 (exp_nonpositive_single): Cody-Waite with ln2 split for float32 (k LN2_HI_F
+# is exact for |k| < 2^15); ROUND_F = 1.5 * 2^23 rounds x log2(e) to an integer k, found in
+# the low bits. Every constant of a ``*_single`` function is a float32 (single(...)), so
+# that every backend, Python included, computes in float32.
+LOG2E_F = single(1.4426950408889634)
+LN2_HI_F = single(0.693359375)
+LN2_LO_F = single(-2.12194440e-4)
+ROUND_F = single(12582912.0)
+ROUND_BITS_F = 0x4B400000
+EXP_FLUSH_F = single(-87.33654475055311)  # log(2^-126): e^x is a normal float32 from here up
+ZERO_F = single(0.0)
+ONE_F = single(1.0)
+# 1 / k!, k = 2..7: e^r = 1 + r + r^2/2 + ... + r^7/7!, truncation below 6e-9 for |r| <= ln2 / 2.
+EF2 = single(0.5)
+EF3 = single(1.0 / 6.0)
+EF4 = single(1.0 / 24.0)
+EF5 = single(1.0 / 120.0)
+EF6 = single(1.0 / 720.0)
+EF7 = single(1.0 / 5040.0)
+
+
+@portable
+def exp_nonpositive_single(x):
+    """e^x in float32 for a float32 x <= 0 (or NaN): :func:`exp_nonpositive`'s method in
+    float32 arithmetic, a SIMD vector holding twice the lanes of float64. x = k ln2 + r,
+    e^r by its Taylor polynomial of degree 7, 2^k from integer bits; 0 below EXP_FLUSH_F
+    (results below the smallest normal float32 flush, as SPEC section 4 allows). The
+    softmax of float32 logits takes its exponentials here, as PyTorch and XLA do: the
+    argument z - max z is itself a float32, rounded once.
+    """
+    xc = x if x >= EXP_FLUSH_F else ZERO_F  # NaN too: any argument in range will do
+    t = fma_single(xc, LOG2E_F, ROUND_F)
+    kf = t - ROUND_F
+    r = fma_single(-kf, LN2_LO_F, fma_single(-kf, LN2_HI_F, xc))
+    p = fma_single(EF7, r, EF6)
+    p = fma_single(p, r, EF5)
+    p = fma_single(p, r, EF4)
+    p = fma_single(p, r, EF3)
+    p = fma_single(p, r, EF2)
+    p = fma_single(p, r, ONE_F)
+    p = fma_single(p, r, ONE_F)
+    e = p * as_float32((as_int32(t) - ROUND_BITS_F + 127) << 23)
+    e = e if x >= EXP_FLUSH_F else ZERO_F
+    return e if x == x else x
+
+
+@portable
+def exp_difference_single(a, b):
+    """e^(a - b) in float32 for float32 a <= b: the difference rounded once to float32, then
+    :func:`exp_nonpositive_single`."""
+    return exp_nonpositive_single(a - b)
 
 
 @portable
