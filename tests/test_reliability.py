@@ -129,7 +129,7 @@ import numpy as np, fastloss as fl
 rng = np.random.default_rng(0)
 small = rng.normal(size=(64, 10)).astype(np.float32)
 labels = rng.integers(0, 10, 64)
-big = rng.normal(size=1 << 17).astype(np.float32)
+big = rng.normal(size=fl._config.PARALLEL_MIN_SIZE).astype(np.float32)  # the smallest parallel input
 out_small = np.empty_like(small)
 out_big = np.empty_like(big)
 calls = [
