@@ -46,15 +46,16 @@ def cpu_backend(request, monkeypatch):
 
 # --- out-of-process checks on the idle core ---------------------------------------------
 #
-# Some tests only wait for another process that keeps one core busy (a C compiler, NVVM, a
-# framework's training run) and then check what it printed. The in-process tests leave
-# the second of CI's two cores mostly idle, so such a test names its work
-# ``@pytest.mark.background(job=job)``: when the test loop starts, the jobs of the selected
-# tests run one after another on a thread (the same commands, never two at once), and each
-# test checks its job's result when its turn comes: the ``background`` fixture is a function
-# that returns it (waiting for it if need be). ``job(run)`` runs its commands with ``run(argv, **popen)``,
-# which returns a ``subprocess.CompletedProcess`` with text output (``timeout=`` as for
-# ``subprocess.run``); a job's return value or exception goes to its test.
+# Some tests only wait for another process that keeps one core busy (a C compiler, NVVM,
+# Numba compiling, a framework's training run) and then check what it printed. The
+# in-process tests leave the second of CI's two cores mostly idle, so such a test names
+# its work ``@pytest.mark.background(job=job)``: when the test loop starts, the jobs of the
+# selected tests run one after another on a thread (the same commands, never two at once),
+# and each test checks its job's result when its turn comes: the ``background`` fixture is
+# a function that returns it, waiting for it if need be. ``job(run)`` runs its commands
+# with ``run(argv, **popen)``, which returns a ``subprocess.CompletedProcess`` with text
+# output (``timeout=`` as for ``subprocess.run``). A job's return value or exception goes
+# to its tests; a job that several tests name runs once.
 
 
 def pytest_configure(config):
@@ -65,9 +66,9 @@ def pytest_configure(config):
 
 class _Background:
     def __init__(self):
-        self.jobs = {}
-        self.done = {}
-        self.results = {}
+        self.of = {}  # test id -> its job
+        self.done = {}  # job -> threading.Event, in order of first use
+        self.results = {}  # job -> (value, exception)
         self.lock = threading.Lock()
         self.proc = None
         self.stopping = False
@@ -76,18 +77,18 @@ class _Background:
         for item in items:
             marker = item.get_closest_marker("background")
             if marker is not None:
-                self.jobs[item.nodeid] = marker.kwargs["job"]
-                self.done[item.nodeid] = threading.Event()
-        if self.jobs:
+                job = self.of[item.nodeid] = marker.kwargs["job"]
+                self.done.setdefault(job, threading.Event())  # a job several tests share runs once
+        if self.done:
             threading.Thread(target=self._work, name="background tests", daemon=True).start()
 
     def _work(self):
-        for nodeid, job in self.jobs.items():
+        for job, done in self.done.items():
             try:
-                self.results[nodeid] = (job(self.run), None)
-            except BaseException as exc:  # noqa: BLE001 - raised again in the test
-                self.results[nodeid] = (None, exc)
-            self.done[nodeid].set()
+                self.results[job] = (job(self.run), None)
+            except BaseException as exc:  # noqa: BLE001 - raised again in the tests
+                self.results[job] = (None, exc)
+            done.set()
 
     def run(self, argv, timeout=None, **popen):
         with self.lock:
@@ -107,11 +108,11 @@ class _Background:
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def result(self, node):
-        done = self.done.get(node.nodeid)
-        if done is None:  # not started with the loop: run it now
+        job = self.of.get(node.nodeid)
+        if job is None:  # not started with the loop: run it now
             return node.get_closest_marker("background").kwargs["job"](_run_here)
-        done.wait()
-        value, exc = self.results[node.nodeid]
+        self.done[job].wait()
+        value, exc = self.results[job]
         if exc is not None:
             raise exc
         return value
