@@ -1,4 +1,6 @@
 import os
+import subprocess
+import threading
 import zlib
 
 # CUDA tests run on Numba's CUDA simulator unless told otherwise (NUMBA_ENABLE_CUDASIM=0
@@ -40,3 +42,106 @@ def cpu_backend(request, monkeypatch):
     if forced != "cython":  # the compiled fast path is Cython's
         monkeypatch.setattr(_api, "FAST_CALL", None)
     return forced
+
+
+# --- out-of-process checks on the idle core ---------------------------------------------
+#
+# Some tests only wait for another process that keeps one core busy (a C compiler, NVVM,
+# Numba compiling, a framework's training run) and then check what it printed. The
+# in-process tests leave the second of CI's two cores mostly idle, so such a test names
+# its work ``@pytest.mark.background(job=job)``: when the test loop starts, the jobs of the
+# selected tests run one after another on a thread (the same commands, never two at once),
+# and each test checks its job's result when its turn comes: the ``background`` fixture is
+# a function that returns it, waiting for it if need be. ``job(run)`` runs its commands
+# with ``run(argv, **popen)``, which returns a ``subprocess.CompletedProcess`` with text
+# output (``timeout=`` as for ``subprocess.run``). A job's return value or exception goes
+# to its tests; a job that several tests name runs once.
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "background(job=job): job(run) starts with the test loop, on a thread; the test gets its result "
+        "from the background fixture")
+
+
+class _Background:
+    def __init__(self):
+        self.of = {}  # test id -> its job
+        self.done = {}  # job -> threading.Event, in order of first use
+        self.results = {}  # job -> (value, exception)
+        self.lock = threading.Lock()
+        self.proc = None
+        self.stopping = False
+
+    def start(self, items):
+        for item in items:
+            marker = item.get_closest_marker("background")
+            if marker is not None:
+                job = self.of[item.nodeid] = marker.kwargs["job"]
+                self.done.setdefault(job, threading.Event())  # a job several tests share runs once
+        if self.done:
+            threading.Thread(target=self._work, name="background tests", daemon=True).start()
+
+    def _work(self):
+        for job, done in self.done.items():
+            try:
+                self.results[job] = (job(self.run), None)
+            except BaseException as exc:  # noqa: BLE001 - raised again in the tests
+                self.results[job] = (None, exc)
+            done.set()
+
+    def run(self, argv, timeout=None, **popen):
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("the test session ended before this job ran")
+            proc = self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                **popen)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        finally:
+            with self.lock:
+                self.proc = None
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    def result(self, node):
+        job = self.of.get(node.nodeid)
+        if job is None:  # not started with the loop: run it now
+            return node.get_closest_marker("background").kwargs["job"](_run_here)
+        self.done[job].wait()
+        value, exc = self.results[job]
+        if exc is not None:
+            raise exc
+        return value
+
+    def stop(self):
+        with self.lock:
+            self.stopping = True
+            if self.proc is not None:
+                self.proc.kill()
+
+
+def _run_here(argv, timeout=None, **popen):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+_BACKGROUND = _Background()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session):
+    if not session.config.option.collectonly:
+        _BACKGROUND.start(session.items)
+    try:
+        yield
+    finally:
+        _BACKGROUND.stop()
+
+
+@pytest.fixture
+def background(request):
+    """A function returning the result of this test's ``@pytest.mark.background`` job."""
+    return lambda: _BACKGROUND.result(request.node)

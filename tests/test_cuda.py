@@ -6,6 +6,9 @@ The CPU backend is itself tested against float64 references (test_losses.py), so
 agreement with it, within the dtype's accuracy, is agreement with the references.
 """
 
+import sys
+import threading
+
 import numpy as np
 import pytest
 from conftest import ALL_LOSSES
@@ -18,6 +21,52 @@ from numba import cuda  # noqa: E402
 
 if not cuda.is_available():  # pragma: no cover - a real run on a machine without a GPU
     pytest.skip("no GPU and the CUDA simulator is off", allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_simulator():
+    """The simulator runs a Python thread per GPU thread, and its block manager polls them
+    while holding the GIL: at Python's default switch interval (5 ms) most of a launch is
+    spent waiting for the GIL. A short interval runs the same kernels several times faster.
+    Switching that often exposes a race in the simulator itself (two threads of a block can
+    each allocate their own copy of a ``cuda.shared.array``), closed here with a lock. On a
+    GPU (NUMBA_ENABLE_CUDASIM=0), or with a simulator of another shape, nothing changes."""
+    from numba.cuda import config as cuda_config
+
+    if not cuda_config.ENABLE_CUDASIM:
+        yield
+        return
+    from numba.cuda.simulator import kernelapi
+
+    shared = getattr(kernelapi, "FakeCUDAShared", None)
+    if shared is None or not hasattr(shared(0), "_allocations") or not hasattr(kernelapi, "numpy_support"):
+        yield
+        return
+    original = shared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)  # the simulator's key: the caller's file and line
+        key = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    interval = sys.getswitchinterval()
+    shared.array = array
+    sys.setswitchinterval(1e-4)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        shared.array = original
+
 
 CASES = [(name, i) for name in ALL_LOSSES for i in range(len(OPTION_CASES[name]))]
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=2e-6, atol=1e-6)}

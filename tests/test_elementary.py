@@ -8,9 +8,13 @@ against mpmath on a sample; on platforms whose long double is just a double, mpm
 serves, on a sparser grid.
 """
 
+import json
 import math
+import os
+import pathlib
 import platform
 import re
+import sys
 
 import mpmath
 import numpy as np
@@ -425,16 +429,35 @@ def _loss_kernels():
     }
 
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LOSS_KERNELS_ASM = """
+import json, sys
+sys.path.insert(0, "tests")
+import test_elementary
+print(json.dumps({name: asm() for name, asm in test_elementary._loss_kernels().items()}))
+"""
+
+
+def _compile_loss_kernels(run):
+    """The assembly of every kernel of :func:`_loss_kernels`, compiled in a process of its
+    own (some 25 s of Numba, on the idle core: conftest.py)."""
+    done = run([sys.executable, "-c", LOSS_KERNELS_ASM], cwd=ROOT, timeout=600,
+               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
 @pytest.mark.parametrize("name", list(_loss_kernels()))
-def test_loss_kernels_vectorise(name):
+@pytest.mark.background(job=_compile_loss_kernels)
+def test_loss_kernels_vectorise(name, background):
     """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
     blocks of sigmoid BCE, log-cosh (exp/expm1/log1p) and the sigmoid focal loss
     (pow_nonneg), the row kernels of sparse softmax CE (a row at a time, and narrow rows
     side by side) and the softmax focal loss, the
     VAE's KL term (expm1, summed in lanes) and the triplet loss (its distances and
     gradient rows in lanes; compiled with p = 3, the kernel holds every norm's loops)."""
-    assert_simd(_loss_kernels()[name](), name)
+    assert_simd(background()[name], name)
 
 
 def lane_order_sum(values):

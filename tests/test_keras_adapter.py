@@ -1,6 +1,7 @@
 """fastloss.keras: a seed article's model trains the same with fastloss's loss as with
 Keras's own, on the torch and jax backends (each in a process of its own, since Keras
-chooses its backend at import), and the Loss classes are generated from the registry."""
+chooses its backend at import), and the Loss classes are generated from the registry. The
+subprocesses run in the background (conftest.py)."""
 
 import importlib.util
 import json
@@ -20,12 +21,22 @@ pytest.importorskip("sklearn")
 SCRIPT = pathlib.Path(__file__).with_name("keras_seed.py")
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_seed_model_trains_the_same(backend):
+def _seed_model(backend):
+    def job(run):
+        if importlib.util.find_spec(backend) is None:
+            return None  # the test skips
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        return run([sys.executable, str(SCRIPT), "8"], timeout=300, env=env)
+
+    return job
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.background(job=_seed_model(b)))
+                                     for b in ("torch", "jax")])
+def test_seed_model_trains_the_same(backend, background):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    done = subprocess.run([sys.executable, str(SCRIPT), "8"], capture_output=True, text=True, timeout=300, env=env)
+    done = background()
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == backend
@@ -35,11 +46,16 @@ def test_seed_model_trains_the_same(backend):
     assert ours[-1] < ours[0]
 
 
-def test_classes_are_generated_for_losses_with_targets():
+def _generate_classes(run):
     code = ("import os; os.environ['KERAS_BACKEND'] = 'torch'\n"
             "import fastloss.keras as k\n"
             "print(len(k.__all__), k.SparseSoftmaxCrossEntropy(label_smoothing=0.1).get_config()['label_smoothing'])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return run([sys.executable, "-c", code], timeout=300)
+
+
+@pytest.mark.background(job=_generate_classes)
+def test_classes_are_generated_for_losses_with_targets(background):
+    done = background()
     assert done.returncode == 0, done.stderr[-3000:]
     count, smoothing = done.stdout.split()
     # Every loss with a target to compare with, except RMSE (no per-sample value): 20.
