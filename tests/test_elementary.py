@@ -634,13 +634,13 @@ def test_fma_single_rounds_once():
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
-def test_float32_softmax_kernels_use_float32_simd():
+@pytest.mark.background(job=_compile_loss_kernels)
+def test_float32_softmax_kernels_use_float32_simd(background):
     """The float32 kernels of sparse softmax cross-entropy (a row at a time, and narrow
     rows side by side) evaluate their exponentials in packed float32 fused multiply-adds,
     as does the Cython extension's float32 online log-sum-exp."""
-    kernels = _loss_kernels()
     for name in ("sparse_softmax_cross_entropy", "sparse_softmax_cross_entropy narrow rows"):
-        count = len(PACKED_SINGLE_FMA.findall(kernels[name]()))
+        count = len(PACKED_SINGLE_FMA.findall(background()[name]))
         assert count >= 7, f"{name}: {count} packed float32 fused multiply-adds"
     functions = _disassembly("fuse_0__pyx_f_8fastloss_10cpu_cython_8_kernels_softmax__max_sum_exp")
     assert functions, "no float32 max_sum_exp in the extension"
