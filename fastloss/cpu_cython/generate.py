@@ -704,7 +704,7 @@ cdef double _chunked__{cname}(floating* x, floating* y, double* c, bint has_c, P
                                gx, want_gx, gy, want_gy, h, want_h)
     partial = <double*> malloc(n_chunks * sizeof(double))
     if threads > 1:
-        for k in prange(n_chunks, schedule="dynamic", num_threads=threads):
+        for k in prange(n_chunks, schedule="static", num_threads=threads):
             partial[k] = _chunk__{cname}(k, chunk, x, y, c, has_c, n, w, has_w, p, scale, loss_out, keep_loss,
                                          gx, want_gx, gy, want_gy, h, want_h)
     else:  # never enters OpenMP (a forked child of a process that used it must not)
@@ -788,7 +788,7 @@ cdef double _chunked__{cname}(floating* x, {ytype} y, floating* v, Py_ssize_t ro
                                gx, gx_w, gy, gy_w, gv, gv_w, h, h_w)
     partial = <double*> malloc(n_chunks * sizeof(double))
     if threads > 1:
-        for k in prange(n_chunks, schedule="dynamic", num_threads=threads):
+        for k in prange(n_chunks, schedule="static", num_threads=threads):
             partial[k] = _chunk__{cname}(k, chunk, x, y, v, rows, width, c, c_n, w, has_w, p, scale, loss_out,
                                          keep_loss, gx, gx_w, gy, gy_w, gv, gv_w, h, h_w)
     else:  # never enters OpenMP (a forked child of a process that used it must not)
