@@ -199,7 +199,7 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, narrow, bf16,
     load, store = (bf16_load, bf16_store) if bf16 else (plain_load, plain_store)
     lse = row_max_sum_exp(threads, merge, narrow, load)
     reduce = block_sum(threads)
-    finish = grid_finish(threads)
+    finish_row = row_finish(threads)
 
     def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
         row = cuda.blockIdx.x
@@ -231,12 +231,7 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, narrow, bf16,
                 if h.shape[1] != 0:
                     h[row, j] = store(gs * total_t * pj * (1.0 - pj))
         s = reduce(s)
-        if t == 0:
-            loss = (s + total_t * log_d) * wi
-            partials[row] = loss
-            if loss_out.shape[0] != 0:
-                loss_out[row] = loss
-        finish(partials, counter, factor, total, value)
+        finish_row(row, (s + total_t * log_d) * wi, loss_out, partials, counter, factor, total, value)
 
     return compile_kernel(kernel, f"rows_{name}{'_bf16' if bf16 else ''}")
 
@@ -276,7 +271,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
 
     element = compile_device(element, f"ce_element_{narrow.__name__}{'_bf16' if bf16 else ''}")
     reduce = block_sum(threads)
-    finish = grid_finish(threads)
+    finish_row = row_finish(threads)
 
     def kernel(x, labels, v, cw, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
         row = cuda.blockIdx.x
@@ -324,11 +319,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
             if ls != 0.0:
                 s = reduce(s)
             loss = row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
-        if t == 0:
-            partials[row] = loss
-            if loss_out.shape[0] != 0:
-                loss_out[row] = loss
-        finish(partials, counter, factor, total, value)
+        finish_row(row, loss, loss_out, partials, counter, factor, total, value)
 
     return compile_kernel(kernel, f"rows_sparse_softmax_cross_entropy{'_bf16' if bf16 else ''}")
 
@@ -357,7 +348,7 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, 
         raise NotImplementedError("stats_rows_kernel reads no bfloat16 bits")
     load, store = plain_load, plain_store
     reduce = block_sum(threads)
-    finish = grid_finish(threads)
+    finish_row = row_finish(threads)
     lse = row_max_sum_exp(threads, merge, narrow, load)
 
     if sparse:
@@ -415,12 +406,7 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, 
                 gx[row, j] = store(ga)
                 if gy.shape[1] != 0:
                     gy[row, j] = store(gb)
-        if t == 0:
-            loss = row_loss(u, vs, params) * wi
-            partials[row] = loss
-            if loss_out.shape[0] != 0:
-                loss_out[row] = loss
-        finish(partials, counter, factor, total, value)
+        finish_row(row, row_loss(u, vs, params) * wi, loss_out, partials, counter, factor, total, value)
 
     return compile_kernel(kernel, f"rows_{name}")
 
@@ -439,7 +425,7 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
     load, store = plain_load, plain_store
     reduce = block_sum(threads)
     max_count = block_merge(threads, merge_count, "block_max_count")
-    finish = grid_finish(threads)
+    finish_row = row_finish(threads)
 
     def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
         row = cuda.blockIdx.x
@@ -460,12 +446,7 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
         loss, a = hinge_row(neg, pos, scale * wi)
         for j in range(t, gx.shape[1], threads):
             gx[row, j] = store(hinge_grad(load(z[j]), load(yr[j]), neg, ties, a))
-        if t == 0:
-            loss *= wi
-            partials[row] = loss
-            if loss_out.shape[0] != 0:
-                loss_out[row] = loss
-        finish(partials, counter, factor, total, value)
+        finish_row(row, loss * wi, loss_out, partials, counter, factor, total, value)
 
     return compile_kernel(kernel, "rows_categorical_hinge")
 
@@ -493,7 +474,7 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
     load, store = plain_load, plain_store
     reduce = block_sum(threads)
     largest = block_merge(threads, merge_nan, "block_max_nan")
-    finish = grid_finish(threads)
+    finish_row = row_finish(threads)
 
     def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
         row = cuda.blockIdx.x
@@ -543,12 +524,7 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
                 gx[row, j] = store(g_a)
                 gy[row, j] = store(g_p)
                 gv[row, j] = store(g_n)
-        if t == 0:
-            loss *= wi
-            partials[row] = loss
-            if loss_out.shape[0] != 0:
-                loss_out[row] = loss
-        finish(partials, counter, factor, total, value)
+        finish_row(row, loss * wi, loss_out, partials, counter, factor, total, value)
 
     return compile_kernel(kernel, "rows_triplet_margin_loss")
 
@@ -612,6 +588,22 @@ def grid_finish(threads):
                 value[0] = s * factor
 
     return compile_device(finish, f"grid_finish_{threads}")
+
+
+def row_finish(threads):
+    """Device function every row kernel's block calls last with its row's weighted loss:
+    thread 0 writes it to ``partials[row]`` (and ``loss_out[row]`` when that is not
+    empty), then :func:`grid_finish`."""
+    finish = grid_finish(threads)
+
+    def finish_row(row, loss, loss_out, partials, counter, factor, total, value):
+        if cuda.threadIdx.x == 0:
+            partials[row] = loss
+            if loss_out.shape[0] != 0:
+                loss_out[row] = loss
+        finish(partials, counter, factor, total, value)
+
+    return compile_device(finish_row, f"row_finish_{threads}")
 
 
 def scale_kernel():
