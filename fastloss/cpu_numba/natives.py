@@ -16,40 +16,47 @@ from ..math import reductions
 from ..math.elementary import as_float32, as_float64, as_int32, as_int64, fma, fma_single, is_single, single
 
 
-@intrinsic
-def _as_int64(typingctx, x):
-    if not isinstance(x, types.Float):
-        return None
+def _bitcast(accepts, source, result, ir_type):
+    """An intrinsic reinterpreting the bits of an argument of a type in ``accepts``, cast
+    first to ``source`` (whose width is ``ir_type``'s), as a ``result``."""
 
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[0], sig.args[0], types.float64)
-        return builder.bitcast(value, ir.IntType(64))
+    @intrinsic
+    def bitcast(typingctx, x):
+        if not isinstance(x, accepts):
+            return None
 
-    return types.int64(x), codegen
+        def codegen(context, builder, sig, args):
+            value = context.cast(builder, args[0], sig.args[0], source)
+            return builder.bitcast(value, ir_type)
 
+        return result(x), codegen
 
-@intrinsic
-def _as_float64(typingctx, i):
-    if not isinstance(i, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[0], sig.args[0], types.int64)
-        return builder.bitcast(value, ir.DoubleType())
-
-    return types.float64(i), codegen
+    return bitcast
 
 
-@intrinsic
-def _fma(typingctx, a, b, c):
-    if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c)):
-        return None
+def _fused(precision):
+    """An intrinsic a * b + c with one rounding (``llvm.fma``) in ``precision``."""
 
-    def codegen(context, builder, sig, args):
-        a, b, c = (context.cast(builder, v, t, types.float64) for v, t in zip(args, sig.args))
-        return builder.fma(a, b, c)
+    @intrinsic
+    def fused(typingctx, a, b, c):
+        if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c)):
+            return None
 
-    return types.float64(a, b, c), codegen
+        def codegen(context, builder, sig, args):
+            a, b, c = (context.cast(builder, v, t, precision) for v, t in zip(args, sig.args))
+            return builder.fma(a, b, c)
+
+        return precision(a, b, c), codegen
+
+    return fused
+
+
+_as_int64 = _bitcast(types.Float, types.float64, types.int64, ir.IntType(64))
+_as_float64 = _bitcast(types.Integer, types.int64, types.float64, ir.DoubleType())
+_as_int32 = _bitcast(types.Float, types.float32, types.int32, ir.IntType(32))
+_as_float32 = _bitcast(types.Integer, types.int32, types.float32, ir.FloatType())  # the low 32 bits
+_fma = _fused(types.float64)
+_fma_single = _fused(types.float32)
 
 
 @intrinsic
@@ -61,42 +68,6 @@ def _single(typingctx, x):
         return context.cast(builder, args[0], sig.args[0], types.float32)
 
     return types.float32(x), codegen
-
-
-@intrinsic
-def _fma_single(typingctx, a, b, c):
-    if not all(isinstance(t, types.Float) for t in (a, b, c)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, b, c = (context.cast(builder, v, t, types.float32) for v, t in zip(args, sig.args))
-        return builder.fma(a, b, c)
-
-    return types.float32(a, b, c), codegen
-
-
-@intrinsic
-def _as_int32(typingctx, x):
-    if not isinstance(x, types.Float):
-        return None
-
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[0], sig.args[0], types.float32)
-        return builder.bitcast(value, ir.IntType(32))
-
-    return types.int32(x), codegen
-
-
-@intrinsic
-def _as_float32(typingctx, i):
-    if not isinstance(i, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[0], sig.args[0], types.int32)  # the low 32 bits
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(i), codegen
 
 
 @intrinsic
