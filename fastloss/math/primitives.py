@@ -70,10 +70,12 @@ def clip(x, lo, hi):
 
 @portable
 def clip_grad(x, lo, hi):
-    """Derivative of :func:`clip`: 1 on the closed interval [lo, hi], 0 outside, NaN for NaN."""
-    if x < lo or x > hi:
-        return 0.0
-    return 1.0 if x >= lo else x
+    """Derivative of :func:`clip`: 1 on the closed interval [lo, hi], 0 outside, NaN for NaN.
+
+    Written as selects between floats, one comparison each: GCC does not vectorise a
+    select between two comparisons, which ``x < lo or x > hi`` becomes once inlined."""
+    low = 1.0 if x >= lo else (0.0 if x < lo else x)  # 1, 0, or NaN for NaN
+    return 0.0 if x > hi else low
 
 
 @portable
