@@ -2,15 +2,18 @@
 
 from ..math.elementary import expm1
 from ..math.portable import portable
-from ..math.primitives import sigmoid, softplus, wide
+from ..math.primitives import logistic, wide
 from ..math.reductions import LANES, lane_total, lanes
 
 
 @portable
 def gan_discriminator(x, y, c, p):
     """softplus(-x) + softplus(y) for real logits ``x`` and fake logits ``y``:
-    -[log D(real) + log(1 - D(fake))]. Gradients -sigmoid(-x) and sigmoid(y)."""
-    return softplus(-x) + softplus(y), -sigmoid(-x), sigmoid(y), 0.0
+    -[log D(real) + log(1 - D(fake))]. Gradients -sigmoid(-x) and sigmoid(y). Each logit's
+    softplus and sigmoid come from one exp (:func:`~fastloss.math.primitives.logistic`)."""
+    _, sp_neg_x, _, s_neg_x = logistic(x)
+    sp_pos_y, _, s_pos_y, _ = logistic(y)
+    return sp_neg_x + sp_pos_y, -s_neg_x, s_pos_y, 0.0
 
 
 @portable
@@ -20,9 +23,10 @@ def gan_generator(x, y, c, p):
     Non-saturating (default): softplus(-x) = -log D(G(z)), gradient -sigmoid(-x).
     Saturating: -softplus(x) = log(1 - D(G(z))), gradient -sigmoid(x) (Goodfellow 2014).
     """
+    sp_pos, sp_neg, s_pos, s_neg = logistic(x)
     if p[0] != 0.0:
-        return -softplus(x), -sigmoid(x), 0.0, 0.0
-    return softplus(-x), -sigmoid(-x), 0.0, 0.0
+        return -sp_pos, -s_pos, 0.0, 0.0
+    return sp_neg, -s_neg, 0.0, 0.0
 
 
 @portable
