@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _config, cpu_cython, cuda
+from . import _buffers, _config, cpu_cython, cuda
 from ._result import LossResult
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -95,10 +95,10 @@ def evaluate(spec, args, kwargs):
             continue
         target = outs[k] if outs is not None else None
         direct = target is not None and _writes_directly(target, k, work, weights, aux, compute, axis, rows)
-        buffers.append(target.reshape(x.shape) if direct else np.empty(x.shape, dtype=compute))
-    hess = np.empty(x.shape, dtype=compute) if hessian else empty
+        buffers.append(target.reshape(x.shape) if direct else _buffers.empty(x.shape, compute))
+    hess = _buffers.empty(x.shape, compute) if hessian else empty
     keep_loss = reduction == "none" and want != "only"
-    loss_out = np.empty(count, dtype=compute) if keep_loss else np.empty(0, dtype=compute)
+    loss_out = _buffers.empty((count,), compute) if keep_loss else np.empty(0, dtype=compute)
 
     denominator = float(count) if spec.denominator is None else spec.denominator(options, arrays)
     scale = 1.0

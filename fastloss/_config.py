@@ -37,6 +37,13 @@ PARALLEL_MIN_SIZE = 1 << 16
 #: throughout; Numba serves where the extension is not built, or when asked for.
 CYTHON_MAX_SIZE = sys.maxsize
 
+#: Output buffers of at least this many bytes are recycled between calls (see
+#: :mod:`fastloss._buffers`): a dropped gradient is handed out again, already mapped.
+RECYCLE_MIN_BYTES = 1 << 22
+#: The recycling pool holds at most this many bytes of buffers no array uses; 0 turns
+#: recycling off.
+RECYCLE_HELD_BYTES = 1 << 29
+
 
 def chunk_rows(x):
     """Samples per chunk for the kernel input ``x`` (1-D: elements, 2-D: rows)."""
