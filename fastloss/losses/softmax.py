@@ -29,7 +29,7 @@ from ..math.elementary import (
 )
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, clip, clip_grad, log_add_exp, wide, xdivy, xlogy
-from ..math.reductions import LANES, lane_max, lane_total, lanes, scratch
+from ..math.reductions import LANES, lane_add, lane_finish, lane_max, lane_total, lanes, scratch
 
 #: Elements per block of the online log-sum-exp (:func:`softmax_blocks`): a block of
 #: float64 logits and its exponentials (32 KB) stay in the L1 cache between the block's
@@ -443,15 +443,24 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     s = 0.0
     for j in range(n):
         s += wide(x[j])
-    loss = 0.0
-    dot = 0.0
     want_g = gx.shape[0] != 0
-    for j in range(n):
-        lj, g, r = cce_term(wide(x[j]), wide(y[j]), s, eps, ls, k)
-        loss += lj
-        dot += g * r
-        if want_g:
-            gx[j] = g
+    acc_loss = lanes(None)  # (lane_add fills it)
+    acc_dot = lanes(None)  # (lane_add fills it)
+    terms_loss = lanes(None)
+    terms_dot = lanes(None)
+    for group in range((n + LANES - 1) // LANES):
+        g = group * LANES
+        count = n - g if n - g < LANES else LANES
+        for lane in range(count):
+            lj, grad, r = cce_term(wide(x[g + lane]), wide(y[g + lane]), s, eps, ls, k)
+            terms_loss[lane] = lj
+            terms_dot[lane] = grad * r
+            if want_g:
+                gx[g + lane] = grad
+        lane_add(acc_loss, terms_loss, count, g)
+        lane_add(acc_dot, terms_dot, count, g)
+    loss = lane_finish(acc_loss, terms_loss, n)
+    dot = lane_finish(acc_dot, terms_dot, n)
     if want_g:
         for j in range(n):
             gx[j] = cce_grad(wide(gx[j]), dot, s, gs)
@@ -549,14 +558,20 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     q = clip(y, eps, 1), r = clip(x, eps, 1), ``p = (eps,)``; gradient -q_j / r_j where
     eps <= x_j <= 1, else 0. Terms with q_j = 0 (possible with eps = 0) are 0."""
     eps = p[0]
+    n = x.shape[0]
     want_g = gx.shape[0] != 0
-    loss = 0.0
-    for j in range(x.shape[0]):
-        lj, g = kl_term(wide(x[j]), wide(y[j]), eps)
-        loss += lj
-        if want_g:
-            gx[j] = gs * g
-    return loss
+    acc = lanes(None)  # (lane_add fills it)
+    terms = lanes(None)
+    for group in range((n + LANES - 1) // LANES):
+        g = group * LANES
+        count = n - g if n - g < LANES else LANES
+        for lane in range(count):
+            lj, grad = kl_term(wide(x[g + lane]), wide(y[g + lane]), eps)
+            terms[lane] = lj
+            if want_g:
+                gx[g + lane] = gs * grad
+        lane_add(acc, terms, count, g)
+    return lane_finish(acc, terms, n)
 
 
 @portable
@@ -581,16 +596,25 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     want_g = gz.shape[0] != 0
     m, d = max_sum_exp(z, gz)
     log_d = log(d)
-    loss = 0.0
-    total_q = 0.0
-    for j in range(n):
-        yj = wide(y[j])
-        q = kl_target(yj, p[0], n)
-        if q != 0.0:
-            loss += kl_entropy(yj, q, p[0]) + q * ((m - wide(z[j])) + log_d)
-        total_q += q
-        if want_g:
-            gz[j] = exp_nonpositive(wide(z[j]) - m) / d
+    acc_loss = lanes(None)  # (lane_add fills it)
+    acc_q = lanes(None)  # (lane_add fills it)
+    terms_loss = lanes(None)
+    terms_q = lanes(None)
+    for group in range((n + LANES - 1) // LANES):
+        g = group * LANES
+        count = n - g if n - g < LANES else LANES
+        for lane in range(count):
+            j = g + lane
+            yj = wide(y[j])
+            q = kl_target(yj, p[0], n)
+            terms_loss[lane] = kl_entropy(yj, q, p[0]) + q * ((m - wide(z[j])) + log_d) if q != 0.0 else 0.0
+            terms_q[lane] = q
+            if want_g:
+                gz[j] = exp_nonpositive(wide(z[j]) - m) / d
+        lane_add(acc_loss, terms_loss, count, g)
+        lane_add(acc_q, terms_q, count, g)
+    loss = lane_finish(acc_loss, terms_loss, n)
+    total_q = lane_finish(acc_q, terms_q, n)
     if want_g:
         for j in range(n):
             gz[j] = softmax_ce_grad(wide(gz[j]), kl_target(wide(y[j]), p[0], n), total_q, gs)
@@ -632,36 +656,42 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
         dloss/dzp_k = P_k (a_k - sum_j P_j a_j),  dloss/dzq_k = Q_k (b_k - sum_j Q_j b_j)
 
     log M is a log-add-exp of log-softmaxes, so nothing underflows before the log; terms
-    with P_j = 0 (or Q_j = 0) are 0.
+    with P_j = 0 (or Q_j = 0) are 0. The sums are taken in SIMD lanes
+    (:func:`~fastloss.math.reductions.lane_add`), so the loop that evaluates the
+    logarithms and exponentials carries no running sum.
     """
     beta = p[0]
     log_b = log(beta)
     log_1b = log1p(-beta)
     n = zp.shape[0]
-    want_g = gp.shape[0] != 0
     mp, dp = max_sum_exp(zp, gp)
     mq, dq = max_sum_exp(zq, gq)
     log_dp = log(dp)
     log_dq = log(dq)
-    loss = 0.0
-    sp = 0.0
-    sq = 0.0
-    for j in range(n):
-        lp = (wide(zp[j]) - mp) - log_dp
-        lq = (wide(zq[j]) - mq) - log_dq
-        tp, tq = js_terms(lp, lq, beta, log_b, log_1b)
-        loss += tp
-        loss += tq
-        sp += tp
-        sq += tq
-    if want_g:
+    acc_p = lanes(None)  # (lane_add fills it)
+    acc_q = lanes(None)  # (lane_add fills it)
+    terms_p = lanes(None)
+    terms_q = lanes(None)
+    for group in range((n + LANES - 1) // LANES):
+        g = group * LANES
+        count = n - g if n - g < LANES else LANES
+        for lane in range(count):
+            j = g + lane
+            tp, tq = js_terms((wide(zp[j]) - mp) - log_dp, (wide(zq[j]) - mq) - log_dq, beta, log_b, log_1b)
+            terms_p[lane] = tp
+            terms_q[lane] = tq
+        lane_add(acc_p, terms_p, count, g)
+        lane_add(acc_q, terms_q, count, g)
+    sp = lane_finish(acc_p, terms_p, n)
+    sq = lane_finish(acc_q, terms_q, n)
+    if gp.shape[0] != 0:
         for j in range(n):
             lp = (wide(zp[j]) - mp) - log_dp
             lq = (wide(zq[j]) - mq) - log_dq
             g_p, g_q = js_grads(lp, lq, beta, log_b, log_1b, sp, sq, gs)
             gp[j] = g_p
             gq[j] = g_q
-    return loss
+    return sp + sq
 
 
 @portable
@@ -719,12 +749,21 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     want_g = gz.shape[0] != 0
     m, d = max_sum_exp(z, gz)
     log_d = log(d)
-    loss = 0.0
-    s = 0.0
-    for j in range(n):
-        lj, sj = focal_sums(wide(y[j]), (wide(z[j]) - m) - log_d, gamma)
-        loss += lj
-        s += sj
+    acc_loss = lanes(None)  # (lane_add fills it)
+    acc_s = lanes(None)  # (lane_add fills it)
+    terms_loss = lanes(None)
+    terms_s = lanes(None)
+    for group in range((n + LANES - 1) // LANES):
+        g = group * LANES
+        count = n - g if n - g < LANES else LANES
+        for lane in range(count):
+            lj, sj = focal_sums(wide(y[g + lane]), (wide(z[g + lane]) - m) - log_d, gamma)
+            terms_loss[lane] = lj
+            terms_s[lane] = sj
+        lane_add(acc_loss, terms_loss, count, g)
+        lane_add(acc_s, terms_s, count, g)
+    loss = lane_finish(acc_loss, terms_loss, n)
+    s = lane_finish(acc_s, terms_s, n)
     if want_g:
         for j in range(n):
             gz[j] = focal_grad(wide(y[j]), (wide(z[j]) - m) - log_d, gamma, s, alpha, gs)

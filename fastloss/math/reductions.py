@@ -18,7 +18,7 @@ kernels (:mod:`fastloss.cuda.drivers`) reduce across the threads of a block inst
 import numpy as np
 
 from .._config import NARROW_TILE
-from .portable import native
+from .portable import native, portable
 
 #: Lanes of a sum: 8 AVX-512 vectors of float64. Fewer would suit narrow rows better, but
 #: LLVM fully unrolls a lane loop of 8 before its loop vectoriser sees it, and Numba runs no
@@ -62,3 +62,31 @@ def lane_max(acc):
 def scratch():
     """A fresh local array of NARROW_TILE (:mod:`fastloss._config`) float64, uninitialised."""
     return np.empty(NARROW_TILE)
+
+
+@portable
+def lane_add(acc_lanes, terms_lanes, count, start):
+    """Add the group of ``count`` terms of a row that starts at element ``start`` (element
+    j in ``terms[j mod LANES]``) into the lanes ``acc`` (uninitialised before the first
+    group) when the group is whole; a partial group, a row's last, stays in ``terms`` for
+    :func:`lane_finish`. A row whose terms are computed group by group into a lane array
+    and summed here has no running sum in the loop that computes them, so that loop
+    vectorises, narrow rows included; the order is the one documented above."""
+    if count == LANES:
+        if start == 0:
+            for lane in range(LANES):
+                acc_lanes[lane] = terms_lanes[lane]
+        else:
+            for lane in range(LANES):
+                acc_lanes[lane] += terms_lanes[lane]
+
+
+@portable
+def lane_finish(acc_lanes, terms_lanes, n):
+    """The sum of a row of ``n`` terms passed group by group to :func:`lane_add`: the
+    lanes' tree (for a row of at least one whole group), then the last partial group's
+    terms in order."""
+    total = lane_total(acc_lanes) if n >= LANES else 0.0
+    for lane in range(n % LANES):
+        total += terms_lanes[lane]
+    return total
