@@ -140,3 +140,16 @@ def test_threads_never_receive_the_same_live_buffer(data):
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_tensor_results_keep_their_buffers(data):
+    """A PyTorch tensor made from a recycled gradient (torch.from_numpy) holds its lease."""
+    torch = pytest.importorskip("torch")
+    x, y = (torch.from_numpy(a) for a in data)
+    grad = fl.mean_squared_error(x, y).grad
+    expected = grad.clone()
+    gc.collect()
+    assert _buffers.idle_bytes() == 0
+    other = fl.mean_squared_error(2.0 * x, y).grad
+    assert other.data_ptr() != grad.data_ptr()
+    assert torch.equal(grad, expected)
