@@ -105,7 +105,7 @@ def evaluate(spec, args, kwargs):
     if reduction == "mean" and spec.finish is None:
         scale = 1.0 / denominator if denominator != 0.0 else 0.0
 
-    math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
+    math_fn = spec.math_for(sparse, options)
     y = work[1] if len(work) > 1 else x
     gy = buffers[1] if spec.grads > 1 else empty
     if rows:

@@ -32,10 +32,10 @@ PARALLEL_MIN_SIZE = 1 << 16
 #: backend="auto" runs inputs of fewer elements on the Cython backend (when it is built),
 #: larger ones on Numba. benchmarks/scripts/crossover.py found no size where Numba was
 #: consistently faster on this project's 2-core machine (2^8 to 2^24 elements, four
-#: losses); over every loss at 4e6 elements Numba led on four, by at most 1.28x (poisson),
-#: and Cython on the rest, by up to 3.1x (the README has both tables). Both backends run
-#: the same chunks, tiles and lanes with the same math, and Cython calls cost less. So auto
-#: uses Cython throughout; Numba serves where the extension is not built, or when asked for.
+#: losses); over every loss at 4e6 elements Numba led on 9 of 52 cases, by at most 1.39x,
+#: and Cython on the rest, by up to 2.5x (the README has both). Both backends run the same
+#: chunks, tiles and lanes with the same math, and Cython calls cost less. So auto uses
+#: Cython throughout; Numba serves where the extension is not built, or when asked for.
 CYTHON_MAX_SIZE = sys.maxsize
 
 #: Output buffers of at least this many bytes are recycled between calls (see

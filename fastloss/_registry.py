@@ -48,12 +48,22 @@ class LossSpec:
     params: Callable = lambda o, a: ()
     hessian: bool = False
     sparse_math: Portable | None = None
+    option_math: tuple = ()  # (option name, Portable): the math for calls with that option set
     aux: Callable | None = None
     denominator: Callable | None = None
     finish: Callable | None = None
     reductions: tuple = ("mean", "sum", "none")
     aliases: tuple = field(default=())
     data_params: bool = False
+
+    def math_for(self, sparse, options):
+        """The loss math of a call: ``sparse_math`` for integer labels, ``option_math``'s
+        function where its option is set, else ``math``."""
+        if sparse and self.sparse_math is not None:
+            return self.sparse_math
+        if self.option_math and options[self.option_math[0]]:
+            return self.option_math[1]
+        return self.math
 
     @property
     def option_names(self):
@@ -176,6 +186,7 @@ SPECS = (
             EPS,
         ),
         params=lambda o, a: (float(o["log_input"]), o["eps"]), hessian=True,
+        option_math=("log_input", regression.poisson_log_rate),
     ),
     # --- binary and multi-label classification ----------------------------------------
     LossSpec(

@@ -58,6 +58,9 @@ def cases():
             label = f"{spec.name} {dt}"
             if spec.family == "elementwise":
                 yield label, call._loss_kernel(spec.math), loss_signature(spec, dt, False, False)
+                if spec.option_math:
+                    yield (f"{label} {spec.option_math[0]}", call._loss_kernel(spec.option_math[1]),
+                           loss_signature(spec, dt, False, False))
                 if spec.aux is not None:
                     sig = loss_signature(spec, dt, False, True)
                     yield label + " aux", call._loss_kernel(spec.math), sig

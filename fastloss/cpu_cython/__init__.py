@@ -78,7 +78,8 @@ ARRAY_OPTIONS = frozenset({"pos_weight", "class_weight", "ignore_index"})
 def fast_params(spec, options, default):
     """The math's parameters for the keyword ``options`` of a call (checked as the general
     path checks them), ``default`` where there are none, or None where the call must take
-    the general path (an option that brings arrays, or any other keyword)."""
+    the general path (an option that brings arrays, one that selects another math
+    function, or any other keyword)."""
     if not options:
         return default
     values = None
@@ -93,6 +94,8 @@ def fast_params(spec, options, default):
         values[key] = option.check(value)
     if values is None:
         return default
+    if spec.option_math and values[spec.option_math[0]]:
+        return None  # another math function than the fast path's
     return tuple(float(v) for v in spec.params(values, None)) or (0.0,)
 
 

@@ -161,7 +161,7 @@ def _evaluate(spec, caller, natives, common, options):
     width = shape[axis] if rows else 1
     count = math.prod(loss_shape)
     shape2d = (count, width) if rows else (count,)
-    math_fn = spec.sparse_math if sparse and spec.sparse_math is not None else spec.math
+    math_fn = spec.math_for(sparse, options)
     # What kernels read and write: the input's dtype; bfloat16 as float32 copies, except
     # in the cross-entropy kernel, which reads and writes its bits (int16) directly.
     native_bf16 = dtype is _BFLOAT16 and math_fn in _NATIVE_BF16

@@ -86,17 +86,22 @@ def log_cosh(x, y, c, p):
 
 @portable
 def poisson(x, y, c, p):
-    """Poisson negative log-likelihood, ``p = (log_input, eps)``. Keras ``poisson``,
-    PyTorch ``poisson_nll_loss(full=False)``.
-
-    log_input = 0: x - y log(x + eps), gradient 1 - y / (x + eps), hessian y / (x + eps)^2;
-    log_input = 1: exp(x) - y x, gradient exp(x) - y, hessian exp(x).
-    ``y log(.)`` is 0 where y = 0 (0 log 0 = 0).
-    """
-    if p[0] != 0.0:
-        e = exp(x)
-        yx = y * x if y != 0.0 else 0.0  # 0 * inf = 0: the target's weight is 0
-        return e - yx, e - y, 0.0, e
+    """Poisson negative log-likelihood of the rate ``x``, ``p = (log_input, eps)`` with
+    log_input 0. Keras ``poisson``, PyTorch ``poisson_nll_loss(log_input=False,
+    full=False)``: x - y log(x + eps), gradient 1 - y / (x + eps), hessian
+    y / (x + eps)^2; ``y log(.)`` is 0 where y = 0 (0 log 0 = 0). The log-rate form is
+    :func:`poisson_log_rate` (a function of its own, so that neither block evaluates the
+    other's branch: GCC if-converts a branch on a parameter rather than unswitch a loop
+    this large)."""
     s = x + p[1]
     q = xdivy(y, s)
     return x - xlogy(y, s), 1.0 - q, 0.0, xdivy(q, s)
+
+
+@portable
+def poisson_log_rate(x, y, c, p):
+    """:func:`poisson` of the log-rate ``x`` (option ``log_input``; PyTorch's default):
+    exp(x) - y x, gradient exp(x) - y, hessian exp(x)."""
+    e = exp(x)
+    yx = y * x if y != 0.0 else 0.0  # 0 * inf = 0: the target's weight is 0
+    return e - yx, e - y, 0.0, e
