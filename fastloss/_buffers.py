@@ -9,8 +9,8 @@ PyTorch's caching allocator does on the GPU.
 
 The rules:
 
-- Buffers under ``_config.RECYCLE_MIN_BYTES`` are plain ``np.empty`` (malloc reuses those
-  without faults).
+- Buffers under ``_config.RECYCLE_MIN_BYTES`` are plain ``np.empty``: the pool is for
+  sizes whose faults cost as much as their kernel.
 - A recycled buffer goes back to the pool only when the last array viewing it is gone;
   no two live arrays ever share memory through the pool.
 - The pool keeps at most ``_config.RECYCLE_HELD_BYTES`` of idle buffers, and reuses only a
