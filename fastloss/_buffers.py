@@ -18,6 +18,7 @@ The rules:
   turns recycling off.
 """
 
+import math
 import threading
 
 import numpy as np
@@ -26,22 +27,17 @@ from . import _config
 
 _lock = threading.RLock()  # re-entrant: a lease dropped by the garbage collector mid-call
 _idle = {}  # bytes -> raw uint8 buffers no array uses, most recently returned last
-_held = [0]  # bytes in _idle
 
 
 def empty(shape, dtype):
     """An uninitialised array of ``shape`` and ``dtype``: recycled when large enough."""
     dtype = np.dtype(dtype)
-    nbytes = dtype.itemsize
-    for n in shape:
-        nbytes *= n
+    nbytes = dtype.itemsize * math.prod(shape)
     if nbytes < _config.RECYCLE_MIN_BYTES or _config.RECYCLE_HELD_BYTES <= 0:
         return np.empty(shape, dtype=dtype)
     with _lock:
         stack = _idle.get(nbytes)
         raw = stack.pop() if stack else None
-        if raw is not None:
-            _held[0] -= nbytes
     if raw is None:
         raw = np.empty(nbytes, dtype=np.uint8)
     return np.asarray(_Lease(raw, tuple(shape), dtype))
@@ -50,23 +46,21 @@ def empty(shape, dtype):
 def release():
     """Free every idle buffer of the pool; returns how many bytes were freed."""
     with _lock:
-        freed = _held[0]
+        freed = idle_bytes()
         _idle.clear()
-        _held[0] = 0
     return freed
 
 
 def idle_bytes():
     """Bytes the pool holds in buffers that no array uses."""
-    return _held[0]
+    with _lock:
+        return sum(size * len(stack) for size, stack in _idle.items())
 
 
 def _give_back(raw):
     with _lock:
-        if _held[0] + raw.nbytes > _config.RECYCLE_HELD_BYTES:
-            return
-        _idle.setdefault(raw.nbytes, []).append(raw)
-        _held[0] += raw.nbytes
+        if idle_bytes() + raw.nbytes <= _config.RECYCLE_HELD_BYTES:
+            _idle.setdefault(raw.nbytes, []).append(raw)
 
 
 class _Lease:
