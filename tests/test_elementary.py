@@ -417,6 +417,8 @@ def _loss_kernels():
     return {
         "sigmoid_binary_cross_entropy": lambda: _element_block_asm(binary.sigmoid_binary_cross_entropy,
                                                                    (0.0, 1.0, 0.0)),
+        "sigmoid_binary_cross_entropy float32 form": lambda: _element_block_asm(
+            binary.sigmoid_binary_cross_entropy_float32, (0.0, 1.0, 0.0)),
         "log_cosh": lambda: _element_block_asm(regression.log_cosh, ()),
         "sigmoid_focal_loss": lambda: _element_block_asm(binary.sigmoid_focal_loss, (0.25, 2.0, 1.0)),
         "sparse_softmax_cross_entropy": lambda: _row_block_asm(softmax.sparse_softmax_cross_entropy,
@@ -452,7 +454,7 @@ def _compile_loss_kernels(run):
 @pytest.mark.background(job=_compile_loss_kernels)
 def test_loss_kernels_vectorise(name, background):
     """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
-    blocks of sigmoid BCE, log-cosh (exp/expm1/log1p) and the sigmoid focal loss
+    blocks of sigmoid BCE (both forms), log-cosh (exp/expm1/log1p) and the sigmoid focal loss
     (pow_nonneg), the row kernels of sparse softmax CE (a row at a time, and narrow rows
     side by side) and the softmax focal loss, the
     VAE's KL term (expm1, summed in lanes) and the triplet loss (its distances and
@@ -705,3 +707,96 @@ def test_float32_softmax_kernels_use_float32_simd(background):
     for fname, lines in functions.items():
         count = sum(bool(PACKED_SINGLE_FMA.search(line)) for line in lines)
         assert count >= 7, f"{fname}: {count} packed float32 fused multiply-adds"
+
+
+# float32: log_single, the logarithm of logistic_single (softplus and sigmoid of float32
+# logits, the float32 form of sigmoid BCE).
+
+#: The test's bound in ulp of the float32 result (0.80 measured over the grid below).
+MAX_ULP_SINGLE_LOG = 1.0
+
+
+def _single_log_grid():
+    """Every 127th positive float32 from the smallest subnormal to the largest finite (a
+    grid dense in ulps at every scale), every 5th float32 of [1, 2] (where logistic_single
+    takes its logs), and the specials."""
+    every = np.arange(1, 0x7F800000, 127, dtype=np.uint32).view(np.float32)
+    unit = np.arange(0x3F800000, 0x40000001, 5, dtype=np.uint32).view(np.float32)
+    specials = np.float32([0.0, -0.0, -1.0, -1e-45, np.inf, -np.inf, np.nan, 1.0, 2.0, 1e-45,
+                           np.finfo(np.float32).max, np.finfo(np.float32).tiny])
+    return np.concatenate([every, unit, specials])
+
+
+def _single_log_map(backend, x):
+    if backend == "numba":
+        return numba_map("log_single", x)
+    return cython_map("log_single", x.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_single_log_accuracy(backend):
+    """Within MAX_ULP_SINGLE_LOG ulp of log x (float64's log is the reference) for every
+    positive float32, subnormals included; log 1 = 0 exactly, and the special inputs."""
+    x = _single_log_grid()
+    got = _single_log_map(backend, x)
+    assert got.dtype == np.float32
+    positive = np.isfinite(x) & (x > 0)
+    ref = np.log(x[positive].astype(np.float64))
+    g = got[positive].astype(np.float64)
+    nonzero = ref != 0.0
+    ulp = np.abs(g[nonzero] - ref[nonzero]) / np.spacing(ref[nonzero].astype(np.float32)).astype(np.float64)
+    worst = x[positive][nonzero][ulp.argmax()]
+    assert ulp.max() <= MAX_ULP_SINGLE_LOG, f"{backend}: {ulp.max():.3f} ulp at x = {worst!r}"
+    assert np.all(g[~nonzero] == 0.0)
+    with np.errstate(invalid="ignore"):
+        assert np.all(got[x == 0.0] == -np.inf)
+        assert np.isnan(got[(x < 0) | np.isnan(x)]).all()
+    assert got[x == np.inf] == np.inf
+
+
+def test_single_log_backends_and_python_agree():
+    """Numba and Cython give the same bits over the whole grid, and the plain Python source
+    the same bits on a sample (subnormals and specials included)."""
+    x = _single_log_grid()
+    numba_got = _single_log_map("numba", x)
+    np.testing.assert_array_equal(_single_log_map("cython", x), numba_got)
+    sample = np.concatenate([x[:: len(x) // 1500], x[-12:]])
+    python = np.array([elementary.log_single(v) for v in sample], dtype=np.float32)
+    np.testing.assert_array_equal(python, numba_map("log_single", sample))
+
+
+def test_single_log_series_is_atanh():
+    """log_single's R is the series of 2 atanh(s) / s - 2, not a fit: coefficients 2 / (2k + 1)
+    rounded to float32, and the rest left out is below 2^-28 of log m (1/16 ulp) on |s| <= 0.1716."""
+    coefficients = [getattr(elementary, f"LT{k}") for k in range(1, 5)]
+    assert coefficients == [np.float32(2.0 / (2 * k + 1)) for k in range(1, 5)]
+    s = (math.sqrt(2.0) - 1) / (math.sqrt(2.0) + 1)
+    rest = sum(2 * s ** (2 * k + 1) / (2 * k + 1) for k in range(5, 30))
+    assert rest < 2.0**-28 * 2 * math.atanh(s)
+
+
+FLOAT32_FORM_BLOCKS = ["_block__binary__sigmoid_binary_cross_entropy_float32",
+                       "_block__generative__gan_generator_float32", "_block__generative__gan_discriminator_float32"]
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
+@pytest.mark.parametrize("symbol", FLOAT32_FORM_BLOCKS)
+def test_cython_float32_forms_use_float32_simd(symbol):
+    """The float32 blocks of the float32 forms (fusion 0: float) evaluate exp and log in
+    packed float32 fused multiply-adds: 7 for the exponential's polynomial, 3 for the
+    logarithm's, per vector of logits."""
+    functions = {k: v for k, v in _disassembly("fuse_0__pyx_f_8fastloss_10cpu_cython_8_kernels_" + symbol).items()
+                 if "chunk" not in k}
+    assert functions, f"no float32 {symbol} in the extension"
+    for name, lines in functions.items():
+        count = sum(bool(PACKED_SINGLE_FMA.search(line)) for line in lines)
+        assert count >= 10, f"{name}: {count} packed float32 fused multiply-adds"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
+@pytest.mark.background(job=_compile_loss_kernels)
+def test_numba_float32_form_uses_float32_simd(background):
+    """The Numba block of sigmoid BCE's float32 form evaluates exp and log in packed
+    float32 fused multiply-adds too."""
+    count = len(PACKED_SINGLE_FMA.findall(background()["sigmoid_binary_cross_entropy float32 form"]))
+    assert count >= 10, f"{count} packed float32 fused multiply-adds"

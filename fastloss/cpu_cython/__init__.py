@@ -12,6 +12,8 @@ other backends still work there.
 import os
 import warnings
 
+import numpy as np
+
 from . import generate
 
 try:
@@ -29,6 +31,7 @@ if _kernels is not None and _kernels.SOURCE_HASH != generate.source_hash():
     _fast = _kernels = None
 
 from .. import _config as config
+from ..losses import float32_form
 
 AVAILABLE = _kernels is not None
 #: Whether the extension was built with OpenMP (without it, large inputs run serially).
@@ -61,9 +64,13 @@ def entry(math_fn):
 
 
 def run(math_fn, family, args):
-    """Run ``math_fn`` on the kernel arguments ``args``; returns the weighted loss sum."""
+    """Run ``math_fn`` on the kernel arguments ``args``; returns the weighted loss sum.
+    A float32 element-wise call runs the loss's float32 form where it has one
+    (:func:`fastloss.losses.float32_form`)."""
     global _used_openmp
     x = args[0]
+    if family == "elementwise" and x.dtype == np.float32:
+        math_fn = float32_form(math_fn) or math_fn
     threads = THREADS if x.size >= config.PARALLEL_MIN_SIZE else 1
     if threads > 1:
         _used_openmp = True
@@ -108,8 +115,10 @@ def fast_spec(spec, result_type):
     defaults = {o.name: o.default for o in spec.options}
     params = tuple(float(v) for v in spec.params(defaults, None)) or (0.0,)
     has_target = spec.target != "none"
+    single = float32_form(spec.math) if spec.family == "elementwise" else None
     return _fast.FastSpec(
         entry(spec.math),
+        entry(single) if single is not None else None,
         entry(spec.sparse_math) if spec.sparse_math is not None else None,
         spec.family == "rowwise",
         spec.target == "labels",

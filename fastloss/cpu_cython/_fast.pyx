@@ -28,6 +28,7 @@ cdef class FastSpec:
     """What the fast path needs of one loss (built by ``fastloss.cpu_cython.fast_spec``)."""
 
     cdef public object kernel         # the _kernels entry of the loss's math
+    cdef public object float32_kernel  # the entry of its float32 form, or None
     cdef public object sparse_kernel  # the entry for integer labels, or None
     cdef public bint rows             # a row-wise (class-axis) loss
     cdef public bint labels_only      # the second input must be integer labels
@@ -37,9 +38,10 @@ cdef class FastSpec:
     cdef public tuple params          # the math's parameters for the default options
     cdef public object result_type
 
-    def __init__(self, kernel, sparse_kernel, rows, labels_only, has_target, n_inputs, grads, params,
+    def __init__(self, kernel, float32_kernel, sparse_kernel, rows, labels_only, has_target, n_inputs, grads, params,
                  result_type):
         self.kernel = kernel
+        self.float32_kernel = float32_kernel
         self.sparse_kernel = sparse_kernel
         self.rows = rows
         self.labels_only = labels_only
@@ -117,6 +119,8 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params):
     typenum = cnp.PyArray_TYPE(x)
     if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or not cnp.PyArray_ISCARRAY_RO(x):
         return None
+    if typenum == cnp.NPY_FLOAT32 and spec.float32_kernel is not None:
+        kernel = spec.float32_kernel
     size = cnp.PyArray_SIZE(x)
     if size >= _config.CYTHON_MAX_SIZE or size >= _config.PARALLEL_MIN_SIZE:
         return None

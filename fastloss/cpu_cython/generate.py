@@ -22,7 +22,8 @@ The portable math is a small subset of Python, and the translation is mechanical
 * the array parameters of a loss's math follow the conventions of
   :mod:`fastloss.losses`: arrays of the input dtype (the fused type ``floating``), except
   the per-class array ``c`` of a row function, which is ``double``;
-* tuple returns become C tuples, a function without ``return`` a ``void`` one, and one
+* tuple returns (or returns of a call to a tuple-returning function of the same module
+  defined above) become C tuples, a function without ``return`` a ``void`` one, and one
   that returns integer arithmetic a ``long long`` one;
 * a function named ``*_single`` computes in float32: its scalar parameters, its return
   value and its float locals are C ``float``; it may name no float literal and no float64
@@ -140,7 +141,7 @@ class Function:
         arrays, indices = self._usage()
         types = {}
         for i, name in enumerate(self.params):
-            if name == "p" and self.kind != "helper":
+            if name == "p":
                 types[name] = "params"
             elif self.kind == "row":
                 if i == 1 and name in indices:
@@ -163,12 +164,24 @@ class Function:
 
     def _return_arity(self):
         """How many values the function returns (0: it returns nothing; it fills arrays)."""
-        arity = {0 if r.value is None else len(r.value.elts) if isinstance(r.value, ast.Tuple) else 1
-                 for r in ast.walk(self.node) if isinstance(r, ast.Return)}
+        arity = {self._arity_of(r.value) for r in ast.walk(self.node) if isinstance(r, ast.Return)}
         if not arity:
             return 0
         assert len(arity) == 1, f"{self.cname}: returns of different arities"
         return arity.pop()
+
+    def _arity_of(self, value):
+        """How many values ``return value`` returns: a tuple's length, or that of a call to
+        a function of this module defined above (``return helper(...)``)."""
+        if value is None:
+            return 0
+        if isinstance(value, ast.Tuple):
+            return len(value.elts)
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+            callee = self.resolve.get(value.func.id)
+            if isinstance(callee, Function):
+                return callee.returns
+        return 1
 
     def integer_return(self):
         """Whether the function returns integer arithmetic (a C ``long long``); memoised,
@@ -184,10 +197,8 @@ class Function:
             return "void"
         if self.integer_return():
             return "long long"
-        if self.single:
-            assert self.returns == 1, f"{self.cname}: a float32 function returns one value"
-            return "float"
-        return "double" if self.returns == 1 else "(" + ", ".join(["double"] * self.returns) + ")"
+        t = "float" if self.single else "double"
+        return t if self.returns == 1 else "(" + ", ".join([t] * self.returns) + ")"
 
     def c_params(self):
         out = []
@@ -591,32 +602,39 @@ cdef inline void _lane_sum(double* v, Py_ssize_t k, double* lanes) noexcept nogi
 
 
 def elementary_map(str name, double[::1] x, double[::1] out, double[::1] g=None):
-    """out = f(x) for f the exp, exp_nonpositive, exp_nonpositive_single (of x rounded to
-    float32), expm1, log or log1p of fastloss.math.elementary, or out = pow_nonneg(x, g), as
-    compiled here (the tests' window onto the C translation)."""
+    """out = f(x) for f the exp, exp_nonpositive, exp_nonpositive_single or log_single (of
+    x rounded to float32), expm1, log or log1p of fastloss.math.elementary, or
+    out = pow_nonneg(x, g), as compiled here (the tests' window onto the C translation)."""
     cdef Py_ssize_t i
     cdef Py_ssize_t n = x.shape[0]
-    if name not in ("exp", "exp_nonpositive", "exp_nonpositive_single", "expm1", "log", "log1p", "pow_nonneg"):
+    cdef int which  # the name, as an index: a str is not compared without the GIL
+    names = ("exp", "exp_nonpositive", "exp_nonpositive_single", "log_single", "expm1", "log", "log1p",
+             "pow_nonneg")
+    if name not in names:
         raise ValueError(f"no elementary function {name!r}")
     if name == "pow_nonneg" and (g is None or g.shape[0] != n):
         raise ValueError("pow_nonneg needs exponents g shaped like x")
+    which = names.index(name)
     with nogil:
-        if name == "exp":
+        if which == 0:
             for i in range(n):
                 out[i] = elementary__exp(x[i])
-        elif name == "exp_nonpositive":
+        elif which == 1:
             for i in range(n):
                 out[i] = elementary__exp_nonpositive(x[i])
-        elif name == "exp_nonpositive_single":
+        elif which == 2:
             for i in range(n):
                 out[i] = elementary__exp_nonpositive_single(<float> x[i])
-        elif name == "expm1":
+        elif which == 3:
+            for i in range(n):
+                out[i] = elementary__log_single(<float> x[i])
+        elif which == 4:
             for i in range(n):
                 out[i] = elementary__expm1(x[i])
-        elif name == "log":
+        elif which == 5:
             for i in range(n):
                 out[i] = elementary__log(x[i])
-        elif name == "log1p":
+        elif which == 6:
             for i in range(n):
                 out[i] = elementary__log1p(x[i])
         else:
@@ -905,6 +923,9 @@ def driver(fn, narrow=None):
     return code
 
 
+_C_NONFINITE = {"inf": "INFINITY", "-inf": "(-INFINITY)", "nan": "NAN"}  # repr -> C
+
+
 def _is_single_constant(value):
     """Whether a module constant's value is ``single(<constant expression>)``."""
     return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "single"
@@ -916,7 +937,8 @@ def _constant(cname, value):
     if _is_single_constant(value):
         number = eval(compile(ast.Expression(value.args[0]), cname, "eval"), {"math": math})
         number = struct.unpack("<f", struct.pack("<f", number))[0]  # rounded to float32
-        return f'cdef extern from *:\n    """\n    #define {cname} ((float){number!r})\n    """\n    float {cname}\n'
+        text = repr(number) if math.isfinite(number) else _C_NONFINITE[repr(number)]
+        return f'cdef extern from *:\n    """\n    #define {cname} ((float){text})\n    """\n    float {cname}\n'
     number = eval(compile(ast.Expression(value), cname, "eval"), {"math": math})  # constants only
     if type(number) is int:
         return f'cdef extern from *:\n    """\n    #define {cname} {number}LL\n    """\n    long long {cname}\n'

@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from .. import _config as config
+from ..losses import float32_form
 from . import drivers
 from .jit import compile_math
 
@@ -100,7 +101,8 @@ def run(math_fn, family, args):
 
     ``args`` are those of every CPU backend: (x, y, c, w, params, scale, loss_out, gx, gy,
     h) element-wise, (x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h) row-wise,
-    with ``c`` None where the loss has no auxiliary array.
+    with ``c`` None where the loss has no auxiliary array. A float32 element-wise call
+    runs the loss's float32 form where it has one (:func:`fastloss.losses.float32_form`).
     """
     n_inputs = 4 if family == "elementwise" else 5  # (x, y, c, w) or (x, y, v, c, w)
     if family == "elementwise":
@@ -110,6 +112,8 @@ def run(math_fn, family, args):
         args = (*args[:3], _NO_AUX, *args[4:])
     args = (*map(_read_only, args[:n_inputs]), *args[n_inputs:])
     x = args[0]
+    if family == "elementwise" and x.dtype == np.float32:
+        math_fn = float32_form(math_fn) or math_fn
     narrow = family == "rowwise" and 0 < x.shape[1] <= config.NARROW_MAX_WIDTH and narrow_variant(math_fn) is not None
     chunk = config.chunk_rows(x)
     if x.shape[0] <= chunk:

@@ -11,6 +11,13 @@ the tuple of the loss's float options. A backend's element-wise driver applies `
 every element and handles weights, reduction and which outputs are stored; values a
 caller does not ask for are dead code that the compiler removes.
 
+An element-wise ``f`` may have a float32 form, ``f_float32`` beside it (today those of
+sigmoid BCE and the GAN losses), with the same arguments and results, which the
+CPU backends run on float32 inputs (a float16 input is computed in float32 too): it takes
+its transcendental functions in float32 arithmetic (``*_single`` primitives, twice the
+SIMD lanes of float64), as PyTorch and XLA do for float32, and must stay within SPEC
+section 4's float32 accuracy. :func:`float32_form` finds it.
+
 Row-wise losses (:mod:`.softmax`, :mod:`.embedding`, the VAE term) are ``@portable``
 functions of one row (the class or feature axis)::
 
@@ -32,3 +39,10 @@ over a tile of rows stored one after another (``x``, ``gx``, ``h`` flat; ``label
 ``gs`` and the written ``loss`` one entry per row). It must give, row by row, the numbers
 of ``f``; it exists because a narrow row alone is too short for SIMD.
 """
+
+import sys
+
+
+def float32_form(math_fn):
+    """The ``<name>_float32`` form of the element-wise loss function ``math_fn``, or None."""
+    return getattr(sys.modules[math_fn.__module__], math_fn.__name__ + "_float32", None)

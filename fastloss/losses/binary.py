@@ -5,9 +5,9 @@
 ``dy`` is unused (0).
 """
 
-from ..math.elementary import pow_nonneg
+from ..math.elementary import pow_nonneg, single
 from ..math.portable import portable
-from ..math.primitives import clamp_min_grad, clip, clip_grad, logistic, xdivy, xlog1py, xlogy
+from ..math.primitives import clamp_min_grad, clip, clip_grad, logistic, logistic_single, xdivy, xlog1py, xlogy
 
 
 @portable
@@ -26,6 +26,19 @@ def binary_cross_entropy(x, y, c, p):
 
 
 @portable
+def sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg):
+    """Loss, gradient and hessian of :func:`sigmoid_binary_cross_entropy` from the logit's
+    softplus(+-x) and sigmoid(+-x)."""
+    ls = p[0]
+    pw = c if p[2] != 0.0 else p[1]
+    t = y * (1.0 - ls) + 0.5 * ls
+    a = pw * t
+    b = 1.0 - t
+    loss = (a * sp_neg if a != 0.0 else 0.0) + (b * sp_pos if b != 0.0 else 0.0)
+    return loss, b * s_pos - a * s_neg, 0.0, (a + b) * s_pos * s_neg
+
+
+@portable
 def sigmoid_binary_cross_entropy(x, y, c, p):
     """w+ y softplus(-x) + (1 - y) softplus(x) for logits ``x``.
 
@@ -36,14 +49,17 @@ def sigmoid_binary_cross_entropy(x, y, c, p):
     (w+ y + 1 - y) sigmoid(x) sigmoid(-x). A term whose weight is 0 contributes 0 even
     where its softplus is infinite.
     """
-    ls = p[0]
-    pw = c if p[2] != 0.0 else p[1]
-    t = y * (1.0 - ls) + 0.5 * ls
-    a = pw * t
-    b = 1.0 - t
     sp_pos, sp_neg, s_pos, s_neg = logistic(x)
-    loss = (a * sp_neg if a != 0.0 else 0.0) + (b * sp_pos if b != 0.0 else 0.0)
-    return loss, b * s_pos - a * s_neg, 0.0, (a + b) * s_pos * s_neg
+    return sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg)
+
+
+@portable
+def sigmoid_binary_cross_entropy_float32(x, y, c, p):
+    """:func:`sigmoid_binary_cross_entropy` for float32 logits: softplus and sigmoid in
+    float32 (:func:`~fastloss.math.primitives.logistic_single`), the weighted sum in
+    float64."""
+    sp_pos, sp_neg, s_pos, s_neg = logistic_single(single(x))
+    return sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg)
 
 
 @portable

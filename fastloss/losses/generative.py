@@ -1,8 +1,8 @@
 """Losses of generative models: the GAN pair (element-wise) and the VAE's KL term (row-wise)."""
 
-from ..math.elementary import expm1
+from ..math.elementary import expm1, single
 from ..math.portable import portable
-from ..math.primitives import logistic, wide
+from ..math.primitives import logistic, logistic_single, wide
 from ..math.reductions import LANES, lane_total, lanes
 
 
@@ -17,6 +17,23 @@ def gan_discriminator(x, y, c, p):
 
 
 @portable
+def gan_discriminator_float32(x, y, c, p):
+    """:func:`gan_discriminator` for float32 logits: softplus and sigmoid in float32
+    (:func:`~fastloss.math.primitives.logistic_single`), their sum in float64."""
+    _, sp_neg_x, _, s_neg_x = logistic_single(single(x))
+    sp_pos_y, _, s_pos_y, _ = logistic_single(single(y))
+    return wide(sp_neg_x) + sp_pos_y, -s_neg_x, s_pos_y, 0.0
+
+
+@portable
+def gan_generator_terms(p, sp_pos, sp_neg, s_pos, s_neg):
+    """Loss and gradient of :func:`gan_generator` from softplus(+-x) and sigmoid(+-x)."""
+    if p[0] != 0.0:
+        return -sp_pos, -s_pos, 0.0, 0.0
+    return sp_neg, -s_neg, 0.0, 0.0
+
+
+@portable
 def gan_generator(x, y, c, p):
     """Generator loss on fake logits ``x``, ``p = (saturating,)``.
 
@@ -24,9 +41,15 @@ def gan_generator(x, y, c, p):
     Saturating: -softplus(x) = log(1 - D(G(z))), gradient -sigmoid(x) (Goodfellow 2014).
     """
     sp_pos, sp_neg, s_pos, s_neg = logistic(x)
-    if p[0] != 0.0:
-        return -sp_pos, -s_pos, 0.0, 0.0
-    return sp_neg, -s_neg, 0.0, 0.0
+    return gan_generator_terms(p, sp_pos, sp_neg, s_pos, s_neg)
+
+
+@portable
+def gan_generator_float32(x, y, c, p):
+    """:func:`gan_generator` for float32 logits, softplus and sigmoid in float32
+    (:func:`~fastloss.math.primitives.logistic_single`)."""
+    sp_pos, sp_neg, s_pos, s_neg = logistic_single(single(x))
+    return gan_generator_terms(p, sp_pos, sp_neg, s_pos, s_neg)
 
 
 @portable

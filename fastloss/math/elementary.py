@@ -189,6 +189,50 @@ def exp_nonpositive_single(x):
     return e if x == x else x
 
 
+# log in float32 (log_single): the reduction of :func:`log` on float32 bits, x = 2^k m with
+# m in [sqrt(1/2), sqrt(2)), and log(m) = 2 atanh(s), s = f / (2 + f), f = m - 1, |s| <= 0.1716.
+# R(z) = 2 atanh(s) / s - 2 = sum_k 2 z^k / (2k + 1), z = s^2, is the series itself,
+# truncated after z^4: the rest, 2 s z^5 / 11 and beyond, is below 2^-28 of log(m)
+SQRT_HALF_BITS_F = 0x3F3504F3  # the bits of sqrt(1/2) rounded to float32
+MANTISSA_F = 0x007FFFFF
+SMALLEST_NORMAL_F = single(2.0**-126)
+TWO_25_F = single(2.0**25)
+HALF_F = single(0.5)
+INF_F = single(math.inf)
+NEG_INF_F = single(-math.inf)
+NAN_F = single(math.nan)
+LT1 = single(2.0 / 3.0)
+LT2 = single(2.0 / 5.0)
+LT3 = single(2.0 / 7.0)
+LT4 = single(2.0 / 9.0)
+
+
+@portable
+def log_single(x):
+    """Natural log of a float32 in float32 arithmetic (:func:`log`'s method, 16 SIMD
+    lanes): x = 2^k m from the bits (subnormal x scaled by 2^25 first), f = m - 1 (exact),
+    s = f / (2 + f), log(m) = f - (f^2/2 - s (f^2/2 + R(s^2))) with R the atanh series
+    (LT1..LT4), and log x = k ln2_hi + (log(m) + k ln2_lo), ln2 split as for
+    :func:`exp_nonpositive_single` (k ln2_hi is exact). log(0) = -inf, log(x < 0) = NaN,
+    log(inf) = inf, log(NaN) = NaN.
+    """
+    tiny = x < SMALLEST_NORMAL_F
+    xs = x * TWO_25_F if tiny else x
+    ix = as_int32(xs) - SQRT_HALF_BITS_F
+    k = (ix >> 23) - (25 if tiny else 0)
+    f = as_float32((ix & MANTISSA_F) + SQRT_HALF_BITS_F) - ONE_F
+    s = f / (ONE_F + ONE_F + f)
+    z = s * s
+    r = z * fma_single(z, fma_single(z, fma_single(z, LT4, LT3), LT2), LT1)
+    hfsq = HALF_F * f * f
+    dk = single(k)
+    y = dk * LN2_HI_F - ((hfsq - (s * (hfsq + r) + dk * LN2_LO_F)) - f)
+    y = x if x == INF_F else y
+    if x > ZERO_F:
+        return y
+    return NEG_INF_F if x == ZERO_F else NAN_F
+
+
 @portable
 def exp_difference_single(a, b):
     """e^(a - b) in float32 for float32 a <= b: the difference rounded once to float32, then

@@ -10,7 +10,9 @@ Python, which keeps the math readable and testable on its own.
 Two escape hatches keep that single source honest where targets really differ:
 
 * ``@portable(cuda=math.exp)`` names what a target uses *instead* of the function (the GPU
-  has its own fast ``exp``; the CPU backends compile our branch-free polynomial);
+  has its own fast ``exp``; the CPU backends compile our branch-free polynomial); the
+  target ``python`` is the function run as plain Python, where NumPy's scalar types
+  need it (``wide``);
 * a :class:`Native` is a primitive that cannot be written in Python's arithmetic (a bit
   cast), given as a plain Python reference plus one implementation per target.
 """
@@ -34,7 +36,7 @@ class Portable:
         self._compiled = {}
 
     def __call__(self, *args):
-        return self.py_func(*args)
+        return self.overrides.get("python", self.py_func)(*args)
 
     def __repr__(self):
         return f"<portable {self.__module__}.{self.__qualname__}>"

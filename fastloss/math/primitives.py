@@ -8,17 +8,20 @@ and so that no intermediate overflows where the result is finite.
 
 import math
 
-from .elementary import exp, expm1, log, log1p
+import numpy as np
+
+from .elementary import ONE_F, ZERO_F, exp, exp_nonpositive, exp_nonpositive_single, expm1, log, log1p, log_single
 from .portable import portable
 
 LOG2 = math.log(2.0)
 
 
-@portable
+@portable(python=np.float64)
 def wide(x):
     """``x`` as a float64: the math runs in float64 for every input dtype, and each result
     is rounded once when it is stored. (The literal 1.0 is a float64, so the product is
-    one; Numba's ``float()`` would keep a float32.)"""
+    one; Numba's ``float()`` would keep a float32. Run as Python, a float32 NumPy scalar
+    times 1.0 stays a float32, so there it is ``np.float64``.)"""
     return x * 1.0
 
 
@@ -96,14 +99,36 @@ def sigmoid(x):
 
 @portable
 def logistic(x):
-    """(softplus(x), softplus(-x), sigmoid(x), sigmoid(-x)) from one exp(-|x|), one log1p
-    and one division: the softpluses differ only in their max(+-x, 0) term, the sigmoids
-    are 1 / (1 + e) and e / (1 + e), swapped by the sign of x."""
-    e = exp(-abs(x))
-    t = log1p(e)
-    r = 1.0 / (1.0 + e)
+    """(softplus(x), softplus(-x), sigmoid(x), sigmoid(-x)) from one e = exp(-|x|), one log
+    and one division: with u = 1 + e and r = 1 / u, log1p(e) = log(u) + (e - (u - 1)) r
+    (the second term corrects the rounding of u, as :func:`log1p` does, with the
+    reciprocal the sigmoids need anyway); the softpluses differ only in their max(+-x, 0)
+    term, the sigmoids are r and e r, swapped by the sign of x. e below the smallest
+    normal number flushes to 0 (SPEC section 4), and so do softplus(-|x|) and
+    sigmoid(-|x|) with it, from |x| = 708.4 on."""
+    e = exp_nonpositive(-abs(x))
+    u = 1.0 + e
+    r = 1.0 / u
+    t = log(u) + (e - (u - 1.0)) * r
     er = e * r
     return clamp_min(x, 0.0) + t, clamp_min(-x, 0.0) + t, (r if x >= 0.0 else er), (er if x >= 0.0 else r)
+
+
+@portable
+def logistic_single(x):
+    """:func:`logistic` of a float32 in float32 arithmetic (twice the SIMD lanes), from
+    :func:`~fastloss.math.elementary.exp_nonpositive_single` and
+    :func:`~fastloss.math.elementary.log_single`: the softpluses within 2 ulp of float32,
+    the sigmoids within 3 (tests/test_float32_forms.py); e = exp(-|x|) flushes to 0 from
+    |x| = 87.3 on (SPEC section 4 lets subnormal results flush)."""
+    e = exp_nonpositive_single(-abs(x))
+    u = ONE_F + e
+    r = ONE_F / u
+    t = log_single(u) + (e - (u - ONE_F)) * r
+    er = e * r
+    pos = ZERO_F if x < ZERO_F else x  # max(x, 0) and max(-x, 0), NaN kept
+    neg = ZERO_F if -x < ZERO_F else -x
+    return pos + t, neg + t, (r if x >= ZERO_F else er), (er if x >= ZERO_F else r)
 
 
 @portable
