@@ -425,6 +425,8 @@ def _loss_kernels():
                                                                (0.0, 0.0, 0.0), labels=True),
         "sparse_softmax_cross_entropy narrow rows": lambda: _row_block_asm(
             softmax.sparse_softmax_cross_entropy, (0.0, 0.0, 0.0), labels=True, narrow=True),
+        "softmax_cross_entropy narrow rows": lambda: _row_block_asm(
+            softmax.softmax_cross_entropy, (0.0,), narrow=True),
         "softmax_focal_loss": lambda: _row_block_asm(softmax.softmax_focal_loss, (0.25, 2.0)),
         "vae_kl_divergence": lambda: _row_block_asm(generative.vae_kl_divergence, (), grads=2),
         "triplet_margin_loss": lambda: _row_block_asm(embedding.triplet_margin_loss, (1.0, 3.0, 1e-6, 0.0), grads=3),
@@ -456,7 +458,7 @@ def test_loss_kernels_vectorise(name, background):
     """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
     blocks of sigmoid BCE (both forms), log-cosh (exp/expm1/log1p) and the sigmoid focal loss
     (pow_nonneg), the row kernels of sparse softmax CE (a row at a time, and narrow rows
-    side by side) and the softmax focal loss, the
+    side by side), dense softmax CE's narrow rows and the softmax focal loss, the
     VAE's KL term (expm1, summed in lanes) and the triplet loss (its distances and
     gradient rows in lanes; compiled with p = 3, the kernel holds every norm's loops)."""
     assert_simd(background()[name], name)
@@ -696,10 +698,11 @@ def test_fma_single_rounds_once():
 @pytest.mark.background(job=_compile_loss_kernels)
 def test_float32_softmax_kernels_use_float32_simd(background):
     """The float32 kernels of sparse softmax cross-entropy (a row at a time, and narrow
-    rows side by side) evaluate their exponentials in packed float32 fused multiply-adds,
-    as does the Cython extension's float32 online log-sum-exp (inlined into the rows of
-    softmax KL)."""
-    for name in ("sparse_softmax_cross_entropy", "sparse_softmax_cross_entropy narrow rows"):
+    rows side by side) and of dense softmax cross-entropy's narrow rows evaluate their
+    exponentials in packed float32 fused multiply-adds, as does the Cython extension's
+    float32 online log-sum-exp (inlined into the rows of softmax KL)."""
+    for name in ("sparse_softmax_cross_entropy", "sparse_softmax_cross_entropy narrow rows",
+                 "softmax_cross_entropy narrow rows"):
         count = len(PACKED_SINGLE_FMA.findall(background()[name]))
         assert count >= 7, f"{name}: {count} packed float32 fused multiply-adds"
     functions = _disassembly("fuse_0__pyx_f_8fastloss_10cpu_cython_8_kernels_softmax__softmax_kl_divergence")

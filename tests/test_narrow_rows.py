@@ -122,3 +122,87 @@ def test_large_narrow_input_runs_in_parallel_chunks_with_the_same_bits(rng, monk
         again = fl.sparse_softmax_cross_entropy(z, labels, backend=backend)
         assert again.loss.tobytes() == first.loss.tobytes(), backend
         assert again.grad.tobytes() == first.grad.tobytes(), backend
+
+
+# softmax_cross_entropy_rows: the same for dense (one-hot or soft) targets.
+
+def _dense_tile(rng, rows, width):
+    z, _ = _tile(rng, rows, width)
+    y = rng.dirichlet(np.ones(width), rows)
+    y[5] = 0.0
+    y[5, 0] = 1.0  # one-hot
+    y[6, :] = 0.0  # no target at all: loss 0, gradient 0
+    y[7, 0] = -0.5  # a negative target weight (any real is accepted)
+    y[1, 0] = 1.0  # a target on a masked (-inf) logit: an infinite loss
+    return z, y
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Python-level NaN and inf arithmetic
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("width", [2, 5, 10])
+@pytest.mark.parametrize("want", ["grad", "hess", "both", "loss"])
+def test_dense_python_rows_match_the_row_function_bit_for_bit(smoothing, width, want, rng):
+    rows = 8
+    z, y = _dense_tile(rng, rows, width)
+    gs = rng.uniform(0.1, 2.0, rows)
+    empty = np.empty((rows, 0))
+    g_rows = np.full((rows, width), 7.0) if want in ("grad", "both") else empty
+    h_rows = np.full((rows, width), 7.0) if want in ("hess", "both") else empty
+    loss = np.empty(rows)
+    softmax.softmax_cross_entropy_rows.py_func(
+        z.reshape(-1), y.reshape(-1), np.empty(0), g_rows.reshape(-1), h_rows.reshape(-1), gs, (smoothing,), loss)
+    for r in range(rows):
+        g = np.full(width, 7.0) if g_rows.size else np.empty(0)
+        h = np.full(width, 7.0) if h_rows.size else np.empty(0)
+        expected = softmax.softmax_cross_entropy.py_func(
+            z[r], y[r], z[r], np.empty(0), g, np.empty(0), np.empty(0), h, gs[r], (smoothing,))
+        np.testing.assert_array_equal(loss[r], expected, err_msg=f"row {r}")
+        if g.size:
+            np.testing.assert_array_equal(g_rows[r], g, err_msg=f"row {r}")
+        if h.size:
+            np.testing.assert_array_equal(h_rows[r], h, err_msg=f"row {r}")
+
+
+@pytest.mark.parametrize("width", [1, 3, 10, _config.NARROW_MAX_WIDTH, _config.NARROW_MAX_WIDTH + 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_tile_boundaries_against_the_reference(width, dtype, cpu_backend, rng):
+    """Soft targets, row counts around whole tiles, sample weights and label smoothing,
+    against a float64 NumPy reference: loss -sum_j t_j log_softmax(z)_j, gradient
+    T softmax - t."""
+    per = _config.narrow_rows(width)
+    for rows in (1, per - 1, per, per + 1, 2 * per + 3):
+        z = rng.normal(scale=2.0, size=(rows, width)).astype(dtype)
+        y = rng.dirichlet(np.ones(width), rows).astype(dtype)
+        w = rng.uniform(-0.5, 2.0, rows)
+        res = fl.softmax_cross_entropy(z, y, sample_weight=w, reduction="none", label_smoothing=0.1,
+                                       backend=cpu_backend)
+        z64 = z.astype(np.float64)
+        t = y.astype(np.float64) * 0.9 + 0.1 / width
+        shifted = z64 - z64.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        grad = t.sum(axis=1, keepdims=True) * np.exp(log_p) - t
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(res.loss, w * -(t * log_p).sum(axis=1), rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(res.grad, w[:, None] * grad, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("width", [4, 10, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_narrow_form_gives_the_row_function_bits_compiled(width, dtype, rng, monkeypatch):
+    """Compiled, the narrow form gives the row function's numbers (Numba with narrow rows
+    turned off runs the row function), and the Cython extension gives them too: the same
+    bits, save the sign of a NaN (the masked and NaN rows), which no compiler keeps."""
+    rows = 3 * _config.narrow_rows(width) + 5
+    z, y = _dense_tile(rng, rows, width)
+    z, y = z.astype(dtype), y.astype(dtype)
+    kw = dict(label_smoothing=0.05, hessian=True, reduction="none")
+    narrow = fl.softmax_cross_entropy(z, y, backend="numba", **kw)
+    with np.errstate(all="ignore"):
+        monkeypatch.setattr(_config, "NARROW_MAX_WIDTH", 0)
+        row_by_row = fl.softmax_cross_entropy(z, y, backend="numba", **kw)
+    for name in ("loss", "grad", "hess"):
+        np.testing.assert_array_equal(getattr(narrow, name), getattr(row_by_row, name), err_msg=name)
+    if "cython" in fl.backends():
+        cython = fl.softmax_cross_entropy(z, y, backend="cython", **kw)
+        for name in ("loss", "grad", "hess"):
+            np.testing.assert_array_equal(getattr(cython, name), getattr(narrow, name), err_msg=name)

@@ -54,7 +54,8 @@ MODULES = (
 )
 ROW_PARAMS = 10  # x, y, v, c, gx, gy, gv, h, gs, p
 ROWS_SUFFIX = "_rows"  # f_rows: the row function f over a tile of narrow rows side by side
-ROWS_TYPES = ("floating*", "index*", "double*", "floating*", "floating*", "double*", "params", "double*")
+#: (x, y, c, gx, h, gs, p, loss); y is integer labels where it is named ``labels``.
+ROWS_TYPES = ("floating*", "floating*", "double*", "floating*", "floating*", "double*", "params", "double*")
 ELEMENT_PARAMS = 4  # x, y, c, p
 LIBC = {"sqrt"}  # what math.f may name: every other function is our own (math/elementary.py)
 SCALAR_MODULES = ("elementary", "reductions", "primitives")  # helpers only; they go to the .pxd
@@ -137,7 +138,10 @@ class Function:
         """param -> "floating*", "double*", "index*", "index", "params" or "double"."""
         if self.kind == "rows":  # (x, labels, c, gx, h, gs, p, loss)
             assert len(self.params) == len(ROWS_TYPES), f"{self.cname}: not (x, y, c, gx, h, gs, p, loss)"
-            return dict(zip(self.params, ROWS_TYPES))
+            types = dict(zip(self.params, ROWS_TYPES))
+            if self.params[1] == "labels":
+                types["labels"] = "index*"
+            return types
         arrays, indices = self._usage()
         types = {}
         for i, name in enumerate(self.params):

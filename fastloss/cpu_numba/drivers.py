@@ -17,6 +17,7 @@ loss is bit-for-bit the same serial or parallel, whatever the number of threads.
 import numba
 import numpy as np
 from numba import prange
+from numba.extending import overload
 
 from .. import _config as config
 from ..math import reductions
@@ -146,8 +147,9 @@ def rowwise_block(row, name):
 
 
 def narrow_rowwise_block(narrow, name):
-    """Block kernel for the narrow form ``narrow(x, labels, c, gx, h, gs, p, loss)`` of a
-    row function (see :mod:`fastloss.losses`), for rows of 1 to NARROW_MAX_WIDTH classes:
+    """Block kernel for the narrow form ``narrow(x, y, c, gx, h, gs, p, loss)`` of a row
+    function (see :mod:`fastloss.losses`; ``y`` the labels or the target rows, flat), for
+    rows of 1 to NARROW_MAX_WIDTH classes:
     tiles of :func:`fastloss._config.narrow_rows` rows. Same arguments as
     :func:`rowwise_block` (``v``, ``gy`` and ``gv`` unused)."""
     tile = config.NARROW_TILE
@@ -168,7 +170,7 @@ def narrow_rowwise_block(narrow, name):
             k = hi - lo
             for i in range(k):
                 gs[i] = scale * (float(w[lo + i]) if has_w else 1.0)
-            narrow(x[lo:hi].reshape(k * width), y[lo:hi], c, gx[lo:hi].reshape(k * gx.shape[1]),
+            narrow(x[lo:hi].reshape(k * width), tile_rows(y, lo, hi), c, gx[lo:hi].reshape(k * gx.shape[1]),
                    h[lo:hi].reshape(k * h.shape[1]), gs[:k], params, tile_loss[:k])
             for i in range(k):
                 loss = tile_loss[i]
@@ -180,6 +182,19 @@ def narrow_rowwise_block(narrow, name):
         return total
 
     return compile_driver(block, f"rowwise_{name}_narrow_block")
+
+
+def tile_rows(y, lo, hi):
+    """Rows lo to hi of ``y`` for a narrow form: the labels themselves (1-D), or the target
+    rows one after another (2-D, C-contiguous). Compiled only, by the overload below,
+    which picks the form by the array's dimensions."""
+
+
+@overload(tile_rows)
+def _tile_rows(y, lo, hi):
+    if y.ndim == 1:
+        return lambda y, lo, hi: y[lo:hi]
+    return lambda y, lo, hi: y[lo:hi].reshape((hi - lo) * y.shape[1])
 
 
 def rowwise_chunked(block, name, parallel):

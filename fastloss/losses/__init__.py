@@ -29,15 +29,17 @@ fill and ``h`` the hessian-diagonal row (each of length 0 when not wanted), ``gs
 factor every gradient of this row is scaled by (sample weight and ``1/count`` for
 ``"mean"``), and ``p`` the options. The function returns the row's unweighted loss.
 
-A row function ``f`` may have a narrow-row form, ``f_rows`` beside it (today
-``sparse_softmax_cross_entropy_rows``), which the CPU backends use for rows of at most
+A row function ``f`` may have a narrow-row form, ``f_rows`` beside it (today those of
+sparse and dense softmax cross-entropy), which the CPU backends use for rows of at most
 ``fastloss._config.NARROW_MAX_WIDTH`` classes::
 
-    f_rows(x, labels, c, gx, h, gs, p, loss) -> None
+    f_rows(x, y, c, gx, h, gs, p, loss) -> None
 
-over a tile of rows stored one after another (``x``, ``gx``, ``h`` flat; ``labels``,
-``gs`` and the written ``loss`` one entry per row). It must give, row by row, the numbers
-of ``f``; it exists because a narrow row alone is too short for SIMD.
+over a tile of rows stored one after another (``x``, ``gx``, ``h`` flat; ``y`` the
+integer labels, one per row, where the parameter is named ``labels``, else the target
+rows, flat like ``x``; ``gs`` and the written ``loss`` one entry per row). It must give,
+row by row, the numbers of ``f``; it exists because a narrow row alone is too short for
+SIMD.
 """
 
 import sys

@@ -398,7 +398,9 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
         m, d, s, total_t = softmax_blocks(z, gz, 1.0, y, 1.0 - ls, k, 1.0, maxima)
     else:
         m, d, s, total_t = softmax_blocks(z, h, 1.0 if want_h else 0.0, y, 1.0 - ls, k, 1.0, maxima)
-    log_d = log(d)
+    loss = s + total_t * log(d)
+    if not (want_g or want_h):
+        return loss
     inv_d = 1.0 / d
     size = block_size(z)
     for blk in range((n + size - 1) // size):
@@ -411,7 +413,7 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
                 h[j] = gs * total_t * pj * (1.0 - pj)
             if want_g:
                 gz[j] = softmax_ce_grad(pj, smoothed_target(wide(y[j]), ls, k), total_t, gs)
-    return s + total_t * log_d
+    return loss
 
 
 @portable
@@ -424,6 +426,82 @@ def smoothed_target(yj, ls, k):
 def softmax_ce_grad(pj, tj, total_t, gs):
     """d loss / d z_j = gs (T softmax_j - t_j), T = sum_j t_j."""
     return gs * (total_t * pj - tj)
+
+
+@portable(inline=False)
+def softmax_cross_entropy_rows(z, y, c, gz, h, gs, p, loss):
+    """:func:`softmax_cross_entropy` of a tile of narrow rows (fewer classes than LANES),
+    row by row the same arithmetic in the same order; in place.
+
+    As :func:`sparse_softmax_cross_entropy_rows` does for labels: ``z``, ``y`` (and
+    ``gz``, ``h`` where wanted) hold the tile's rows one after another, ``gs`` and ``loss``
+    one entry per row. The tile is transposed (``t[j * rows + r]`` is row r's class j), so
+    that each row's maximum, gaps sum_j t_j (m - z_j), target total T and sum of
+    exponentials, each still taken in class order, are element-wise operations on vectors
+    of rows. A row this narrow is one block of :func:`softmax_blocks`, whose merges with
+    the empty state are applied per row as it applies them.
+    """
+    rows = loss.shape[0]
+    n = z.shape[0] // rows
+    ls = p[0]
+    k = ls / n
+    t = scratch()  # the tile, transposed: z, then exp(z - m), then the gradient
+    tt = scratch()  # the targets t_j = y_j (1 - ls) + ls / C, transposed
+    th = scratch()  # the hessian, transposed
+    m = scratch()  # per row: the maximum (the block's)
+    mu = scratch()  # per row: the reference of the exponentials (0 for a row of -inf)
+    d = scratch()  # per row: sum_j exp(z_j - mu)
+    gap = scratch()  # per row: sum_j t_j (m - z_j)
+    total = scratch()  # per row: T
+    scale = scratch()  # per row: what turns exp(z_j - m_b) into softmax_j
+    for r in range(rows):
+        for j in range(n):
+            t[j * rows + r] = wide(z[r * n + j])
+            tt[j * rows + r] = smoothed_target(wide(y[r * n + j]), ls, k)
+    for r in range(rows):
+        m[r] = -math.inf
+        d[r] = 0.0
+        gap[r] = 0.0
+        total[r] = 0.0
+    for j in range(n):
+        for r in range(rows):
+            v = t[j * rows + r]
+            m[r] = v if v > m[r] else m[r]
+    for j in range(n):  # block_gaps, before the exponentials overwrite the logits
+        for r in range(rows):
+            tj = tt[j * rows + r]
+            zj = t[j * rows + r]
+            total[r] += tj
+            gap[r] += tj * ((m[r] - zj) if zj != m[r] else 0.0) if tj != 0.0 else 0.0
+    for r in range(rows):
+        mu[r] = m[r] if m[r] != -math.inf else 0.0
+    for j in range(n):  # block_sum_exp
+        for r in range(rows):
+            e = softmax_exp(z, t[j * rows + r], mu[r], single(mu[r]))
+            t[j * rows + r] = e
+            d[r] += e
+    for r in range(rows):
+        m_row, d_row = merge_max_sum_exp(-math.inf, 0.0, m[r], d[r])
+        d_row = d_row if m_row != -math.inf else math.nan
+        s_row, total_row = merge_gaps(-math.inf, 0.0, 0.0, m[r], gap[r], total[r])
+        loss[r] = s_row + total_row * log(d_row)
+        total[r] = total_row
+        scale[r] = block_scale(m[r], m_row, 1.0 / d_row)
+    if h.shape[0] != 0:
+        for j in range(n):
+            for r in range(rows):
+                pj = t[j * rows + r] * scale[r]
+                th[j * rows + r] = gs[r] * total[r] * pj * (1.0 - pj)
+        for r in range(rows):
+            for j in range(n):
+                h[r * n + j] = th[j * rows + r]
+    if gz.shape[0] != 0:
+        for j in range(n):
+            for r in range(rows):
+                t[j * rows + r] = softmax_ce_grad(t[j * rows + r] * scale[r], tt[j * rows + r], total[r], gs[r])
+        for r in range(rows):
+            for j in range(n):
+                gz[r * n + j] = t[j * rows + r]
 
 
 @portable
