@@ -52,15 +52,24 @@ def test_python_rows_match_the_row_function_bit_for_bit(params, weights, width, 
     empty = np.empty((rows, 0))
     g_rows = np.full((rows, width), 7.0) if want in ("grad", "both") else empty
     h_rows = np.full((rows, width), 7.0) if want in ("hess", "both") else empty
+    # The row function's loss-only path sums in another order.
+    _assert_rows_match(softmax.sparse_softmax_cross_entropy, z, labels, cw, g_rows, h_rows, gs, params,
+                       exact_loss=want != "loss")
+
+
+def _assert_rows_match(row_fn, z, y, c, g_rows, h_rows, gs, params, exact_loss=True):
+    """Run the narrow form of ``row_fn`` (its Python source) on the tile ``z`` and check
+    it against ``row_fn`` row by row: the same bits of loss, gradient and hessian (the
+    wanted ones: ``g_rows`` / ``h_rows`` of width 0 are not wanted)."""
+    rows, width = z.shape
     loss = np.empty(rows)
-    softmax.sparse_softmax_cross_entropy_rows.py_func(
-        z.reshape(-1), labels, cw, g_rows.reshape(-1), h_rows.reshape(-1), gs, params, loss)
+    rows_fn = getattr(softmax, row_fn.__name__ + "_rows")
+    rows_fn.py_func(z.reshape(-1), y.reshape(-1), c, g_rows.reshape(-1), h_rows.reshape(-1), gs, params, loss)
     for r in range(rows):
         g = np.full(width, 7.0) if g_rows.size else np.empty(0)
         h = np.full(width, 7.0) if h_rows.size else np.empty(0)
-        expected = softmax.sparse_softmax_cross_entropy.py_func(
-            z[r], labels[r], z[r], cw, g, np.empty(0), np.empty(0), h, gs[r], params)
-        if want != "loss":  # the row function's loss-only path sums in another order
+        expected = row_fn.py_func(z[r], y[r], z[r], c, g, np.empty(0), np.empty(0), h, gs[r], params)
+        if exact_loss:
             np.testing.assert_array_equal(loss[r], expected, err_msg=f"row {r}")
         else:
             np.testing.assert_allclose(loss[r], expected, rtol=1e-15, err_msg=f"row {r}")
@@ -148,19 +157,7 @@ def test_dense_python_rows_match_the_row_function_bit_for_bit(smoothing, width, 
     empty = np.empty((rows, 0))
     g_rows = np.full((rows, width), 7.0) if want in ("grad", "both") else empty
     h_rows = np.full((rows, width), 7.0) if want in ("hess", "both") else empty
-    loss = np.empty(rows)
-    softmax.softmax_cross_entropy_rows.py_func(
-        z.reshape(-1), y.reshape(-1), np.empty(0), g_rows.reshape(-1), h_rows.reshape(-1), gs, (smoothing,), loss)
-    for r in range(rows):
-        g = np.full(width, 7.0) if g_rows.size else np.empty(0)
-        h = np.full(width, 7.0) if h_rows.size else np.empty(0)
-        expected = softmax.softmax_cross_entropy.py_func(
-            z[r], y[r], z[r], np.empty(0), g, np.empty(0), np.empty(0), h, gs[r], (smoothing,))
-        np.testing.assert_array_equal(loss[r], expected, err_msg=f"row {r}")
-        if g.size:
-            np.testing.assert_array_equal(g_rows[r], g, err_msg=f"row {r}")
-        if h.size:
-            np.testing.assert_array_equal(h_rows[r], h, err_msg=f"row {r}")
+    _assert_rows_match(softmax.softmax_cross_entropy, z, y, np.empty(0), g_rows, h_rows, gs, (smoothing,))
 
 
 @pytest.mark.parametrize("width", [1, 3, 10, _config.NARROW_MAX_WIDTH, _config.NARROW_MAX_WIDTH + 1])
