@@ -427,6 +427,8 @@ def _loss_kernels():
             softmax.sparse_softmax_cross_entropy, (0.0, 0.0, 0.0), labels=True, narrow=True),
         "softmax_cross_entropy narrow rows": lambda: _row_block_asm(
             softmax.softmax_cross_entropy, (0.0,), narrow=True),
+        "softmax_kl_divergence narrow rows": lambda: _row_block_asm(
+            softmax.softmax_kl_divergence, (0.0,), narrow=True),
         "softmax_focal_loss": lambda: _row_block_asm(softmax.softmax_focal_loss, (0.25, 2.0)),
         "vae_kl_divergence": lambda: _row_block_asm(generative.vae_kl_divergence, (), grads=2),
         "triplet_margin_loss": lambda: _row_block_asm(embedding.triplet_margin_loss, (1.0, 3.0, 1e-6, 0.0), grads=3),
@@ -456,11 +458,12 @@ def _compile_loss_kernels(run):
 @pytest.mark.background(job=_compile_loss_kernels)
 def test_loss_kernels_vectorise(name, background):
     """The Numba block kernels are SIMD code without scalar libm calls: the element-wise
-    blocks of sigmoid BCE (both forms), log-cosh (exp/expm1/log1p) and the sigmoid focal loss
-    (pow_nonneg), the row kernels of sparse softmax CE (a row at a time, and narrow rows
-    side by side), dense softmax CE's narrow rows and the softmax focal loss, the
-    VAE's KL term (expm1, summed in lanes) and the triplet loss (its distances and
-    gradient rows in lanes; compiled with p = 3, the kernel holds every norm's loops)."""
+    blocks of sigmoid BCE (both forms), log-cosh (exp/expm1/log1p) and the sigmoid focal
+    loss (pow_nonneg), the row kernels of sparse softmax CE (a row at a time, and narrow
+    rows side by side), the narrow rows of dense softmax CE and softmax KL, the softmax
+    focal loss, the VAE's KL term (expm1, summed in lanes) and the triplet loss (its
+    distances and gradient rows in lanes; compiled with p = 3, the kernel holds every
+    norm's loops)."""
     assert_simd(background()[name], name)
 
 

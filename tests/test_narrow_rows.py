@@ -66,8 +66,8 @@ def _assert_rows_match(row_fn, z, y, c, g_rows, h_rows, gs, params, exact_loss=T
     rows_fn = getattr(softmax, row_fn.__name__ + "_rows")
     rows_fn.py_func(z.reshape(-1), y.reshape(-1), c, g_rows.reshape(-1), h_rows.reshape(-1), gs, params, loss)
     for r in range(rows):
-        g = np.full(width, 7.0) if g_rows.size else np.empty(0)
-        h = np.full(width, 7.0) if h_rows.size else np.empty(0)
+        g = np.full(width, 7.0, g_rows.dtype) if g_rows.size else np.empty(0, g_rows.dtype)
+        h = np.full(width, 7.0, h_rows.dtype) if h_rows.size else np.empty(0, h_rows.dtype)
         expected = row_fn.py_func(z[r], y[r], z[r], c, g, np.empty(0), np.empty(0), h, gs[r], params)
         if exact_loss:
             np.testing.assert_array_equal(loss[r], expected, err_msg=f"row {r}")
@@ -183,23 +183,81 @@ def test_dense_tile_boundaries_against_the_reference(width, dtype, cpu_backend, 
         np.testing.assert_allclose(res.grad, w[:, None] * grad, rtol=rtol, atol=rtol)
 
 
+#: loss -> its options and a hessian flag, for the compiled comparisons below.
+DENSE_NARROW = {
+    "softmax_cross_entropy": dict(label_smoothing=0.05, hessian=True),
+    "softmax_kl_divergence": {},
+    "softmax_kl_divergence log_target": dict(log_target=True),
+}
+
+
+@pytest.mark.parametrize("case", list(DENSE_NARROW))
 @pytest.mark.parametrize("width", [4, 10, 40])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_narrow_form_gives_the_row_function_bits_compiled(width, dtype, rng, monkeypatch):
-    """Compiled, the narrow form gives the row function's numbers (Numba with narrow rows
+def test_dense_narrow_form_gives_the_row_function_bits_compiled(case, width, dtype, rng, monkeypatch):
+    """Compiled, a narrow form gives its row function's numbers (Numba with narrow rows
     turned off runs the row function), and the Cython extension gives them too: the same
     bits, save the sign of a NaN (the masked and NaN rows), which no compiler keeps."""
+    name = case.split()[0]
     rows = 3 * _config.narrow_rows(width) + 5
     z, y = _dense_tile(rng, rows, width)
+    if name == "softmax_kl_divergence":
+        y = np.abs(y)
+        if "log_target" in case:
+            y = np.log(y + 1e-3)
     z, y = z.astype(dtype), y.astype(dtype)
-    kw = dict(label_smoothing=0.05, hessian=True, reduction="none")
-    narrow = fl.softmax_cross_entropy(z, y, backend="numba", **kw)
+    kw = dict(DENSE_NARROW[case], reduction="none")
+    outputs = ("loss", "grad", "hess") if kw.get("hessian") else ("loss", "grad")
+    loss_fn = getattr(fl, name)
     with np.errstate(all="ignore"):
+        narrow = loss_fn(z, y, backend="numba", **kw)
         monkeypatch.setattr(_config, "NARROW_MAX_WIDTH", 0)
-        row_by_row = fl.softmax_cross_entropy(z, y, backend="numba", **kw)
-    for name in ("loss", "grad", "hess"):
-        np.testing.assert_array_equal(getattr(narrow, name), getattr(row_by_row, name), err_msg=name)
-    if "cython" in fl.backends():
-        cython = fl.softmax_cross_entropy(z, y, backend="cython", **kw)
-        for name in ("loss", "grad", "hess"):
-            np.testing.assert_array_equal(getattr(cython, name), getattr(narrow, name), err_msg=name)
+        row_by_row = loss_fn(z, y, backend="numba", **kw)
+        monkeypatch.undo()
+        for out in outputs:
+            np.testing.assert_array_equal(getattr(narrow, out), getattr(row_by_row, out), err_msg=out)
+        if "cython" in fl.backends():
+            cython = loss_fn(z, y, backend="cython", **kw)
+            for out in outputs:
+                np.testing.assert_array_equal(getattr(cython, out), getattr(narrow, out), err_msg=out)
+
+
+@pytest.mark.parametrize("width", [1, 3, 10, _config.NARROW_MAX_WIDTH, _config.NARROW_MAX_WIDTH + 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kl_tile_boundaries_against_the_reference(width, dtype, cpu_backend, rng):
+    """Soft targets, row counts around whole tiles and sample weights, against a float64
+    NumPy reference: loss sum_j q_j (log q_j - log_softmax(z)_j), gradient Q softmax - q."""
+    per = _config.narrow_rows(width)
+    for rows in (1, per - 1, per, per + 1, 2 * per + 3):
+        z = rng.normal(scale=2.0, size=(rows, width)).astype(dtype)
+        q = rng.dirichlet(np.ones(width), rows).astype(dtype)
+        w = rng.uniform(-0.5, 2.0, rows)
+        res = fl.softmax_kl_divergence(z, q, sample_weight=w, reduction="none", backend=cpu_backend)
+        z64, q64 = z.astype(np.float64), q.astype(np.float64)
+        shifted = z64 - z64.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        grad = q64.sum(axis=1, keepdims=True) * np.exp(log_p) - q64
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(res.loss, w * (q64 * (np.log(q64) - log_p)).sum(axis=1), rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(res.grad, w[:, None] * grad, rtol=rtol, atol=rtol)
+
+
+# softmax_kl_divergence_rows: targets q (or log q), one row at a time in the row function.
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Python-level NaN and inf arithmetic
+@pytest.mark.parametrize("log_target", [0.0, 1.0])
+@pytest.mark.parametrize("width", [2, 5, 10])
+@pytest.mark.parametrize("want_grad", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kl_python_rows_match_the_row_function_bit_for_bit(log_target, width, want_grad, dtype, rng):
+    rows = 8
+    z, y = _dense_tile(rng, rows, width)
+    y = np.abs(y)  # probabilities (zeros included: 0 log 0 = 0)
+    if log_target:
+        with np.errstate(divide="ignore"):
+            y = np.log(y)
+    z, y = z.astype(dtype), y.astype(dtype)
+    gs = rng.uniform(0.1, 2.0, rows)
+    g_rows = np.full((rows, width), 7.0, dtype) if want_grad else np.empty((rows, 0), dtype)
+    _assert_rows_match(softmax.softmax_kl_divergence, z, y, np.empty(0), g_rows, np.empty((rows, 0), dtype), gs,
+                       (log_target,))

@@ -699,6 +699,67 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     return loss
 
 
+@portable(inline=False)
+def softmax_kl_divergence_rows(z, y, c, gz, h, gs, p, loss):
+    """:func:`softmax_kl_divergence` of a tile of narrow rows (fewer classes than LANES),
+    row by row the same arithmetic in the same order; in place.
+
+    Laid out as :func:`softmax_cross_entropy_rows`: the tile and its targets transposed,
+    so that each row's maximum, sum of exponentials, loss terms and target total (each in
+    class order, as a row's single partial group of lanes is summed) are vector
+    operations across rows. The softmax is rounded to the input's dtype before the
+    gradient is formed from it, as the row function's store into the gradient row does.
+    """
+    rows = loss.shape[0]
+    n = z.shape[0] // rows
+    t = scratch()  # the tile, transposed: z, then the softmax, then the gradient
+    tq = scratch()  # the targets q_j, transposed
+    m = scratch()  # per row: the maximum
+    mu = scratch()  # per row: the reference of the exponentials (0 for a row of -inf)
+    d = scratch()  # per row: sum_j exp(z_j - mu), then the row's d
+    log_d = scratch()
+    total_q = scratch()  # per row: Q = sum_j q_j
+    for r in range(rows):
+        for j in range(n):
+            t[j * rows + r] = wide(z[r * n + j])
+            tq[j * rows + r] = kl_target(wide(y[r * n + j]), p[0], n)
+    for r in range(rows):
+        m[r] = -math.inf
+        d[r] = 0.0
+        loss[r] = 0.0
+        total_q[r] = 0.0
+    for j in range(n):
+        for r in range(rows):
+            v = t[j * rows + r]
+            m[r] = v if v > m[r] else m[r]
+    for r in range(rows):
+        mu[r] = m[r] if m[r] != -math.inf else 0.0
+    for j in range(n):  # max_sum_exp: block_sum_exp of the row's one block
+        for r in range(rows):
+            d[r] += softmax_exp(z, t[j * rows + r], mu[r], single(mu[r]))
+    for r in range(rows):
+        m_row, d_row = merge_max_sum_exp(-math.inf, 0.0, m[r], d[r])
+        m[r] = m_row
+        d[r] = d_row if m_row != -math.inf else math.nan
+        log_d[r] = log(d[r])
+    for j in range(n):
+        for r in range(rows):
+            q = tq[j * rows + r]
+            yj = wide(y[r * n + j])
+            zj = t[j * rows + r]
+            loss[r] += kl_entropy(yj, q, p[0]) + q * ((m[r] - zj) + log_d[r]) if q != 0.0 else 0.0
+            total_q[r] += q
+    if gz.shape[0] != 0:
+        for j in range(n):
+            for r in range(rows):
+                pj = exp_nonpositive(t[j * rows + r] - m[r]) / d[r]
+                pj = single(pj) if is_single(z) else pj
+                t[j * rows + r] = softmax_ce_grad(pj, tq[j * rows + r], total_q[r], gs[r])
+        for r in range(rows):
+            for j in range(n):
+                gz[r * n + j] = t[j * rows + r]
+
+
 @portable
 def kl_target(yj, log_target, n):
     """q_j from a target row entry: y_j, or exp(y_j) with ``log_target`` (nonzero)."""
