@@ -38,8 +38,8 @@ cdef class FastSpec:
     cdef public tuple params          # the math's parameters for the default options
     cdef public object result_type
 
-    def __init__(self, kernel, float32_kernel, sparse_kernel, rows, labels_only, has_target, n_inputs, grads, params,
-                 result_type):
+    def __init__(self, kernel, float32_kernel, sparse_kernel, rows, labels_only, has_target, n_inputs, grads,
+                 params, result_type):
         self.kernel = kernel
         self.float32_kernel = float32_kernel
         self.sparse_kernel = sparse_kernel

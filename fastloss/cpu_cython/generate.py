@@ -136,7 +136,7 @@ class Function:
 
     def _param_types(self):
         """param -> "floating*", "double*", "index*", "index", "params" or "double"."""
-        if self.kind == "rows":  # (x, labels, c, gx, h, gs, p, loss)
+        if self.kind == "rows":  # (x, y or labels, c, gx, h, gs, p, loss)
             assert len(self.params) == len(ROWS_TYPES), f"{self.cname}: not (x, y, c, gx, h, gs, p, loss)"
             types = dict(zip(self.params, ROWS_TYPES))
             if self.params[1] == "labels":

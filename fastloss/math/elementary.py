@@ -192,7 +192,7 @@ def exp_nonpositive_single(x):
 # log in float32 (log_single): the reduction of :func:`log` on float32 bits, x = 2^k m with
 # m in [sqrt(1/2), sqrt(2)), and log(m) = 2 atanh(s), s = f / (2 + f), f = m - 1, |s| <= 0.1716.
 # R(z) = 2 atanh(s) / s - 2 = sum_k 2 z^k / (2k + 1), z = s^2, is the series itself,
-# truncated after z^4: the rest, 2 s z^5 / 11 and beyond, is below 2^-28 of log(m)
+# truncated after z^4: the rest, 2 s z^5 / 11 and beyond, is below 2^-28 of log(m).
 SQRT_HALF_BITS_F = 0x3F3504F3  # the bits of sqrt(1/2) rounded to float32
 MANTISSA_F = 0x007FFFFF
 SMALLEST_NORMAL_F = single(2.0**-126)
