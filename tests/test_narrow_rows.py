@@ -186,6 +186,8 @@ def test_dense_tile_boundaries_against_the_reference(width, dtype, cpu_backend, 
 #: loss -> its options and a hessian flag, for the compiled comparisons below.
 DENSE_NARROW = {
     "softmax_cross_entropy": dict(label_smoothing=0.05, hessian=True),
+    "kl_divergence": {},
+    "kl_divergence eps=0": dict(eps=0.0),
     "softmax_kl_divergence": {},
     "softmax_kl_divergence log_target": dict(log_target=True),
 }
@@ -201,6 +203,13 @@ def test_dense_narrow_form_gives_the_row_function_bits_compiled(case, width, dty
     name = case.split()[0]
     rows = 3 * _config.narrow_rows(width) + 5
     z, y = _dense_tile(rng, rows, width)
+    if name == "kl_divergence":  # probabilities: a softmax of the finite logits
+        finite = np.where(np.isfinite(z), z, -30.0)
+        e = np.exp(finite - finite.max(axis=1, keepdims=True))
+        z = e / e.sum(axis=1, keepdims=True)
+        z[3, 0] = 0.0  # a prediction of 0 (clipped to eps, or log 0 with eps = 0)
+        z[4, 0] = np.nan
+        y = np.abs(y)
     if name == "softmax_kl_divergence":
         y = np.abs(y)
         if "log_target" in case:
@@ -261,3 +270,20 @@ def test_kl_python_rows_match_the_row_function_bit_for_bit(log_target, width, wa
     g_rows = np.full((rows, width), 7.0, dtype) if want_grad else np.empty((rows, 0), dtype)
     _assert_rows_match(softmax.softmax_kl_divergence, z, y, np.empty(0), g_rows, np.empty((rows, 0), dtype), gs,
                        (log_target,))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Python-level NaN and inf arithmetic
+@pytest.mark.parametrize("eps", [1e-7, 0.0])
+@pytest.mark.parametrize("width", [2, 5, 10])
+@pytest.mark.parametrize("want_grad", [True, False])
+def test_kl_probabilities_python_rows_match_the_row_function_bit_for_bit(eps, width, want_grad, rng):
+    rows = 8
+    x = rng.dirichlet(np.ones(width), rows)
+    x[0, 0] = 0.0
+    x[1, 0] = np.nan
+    x[2, 0] = 1.5  # outside [eps, 1]: clipped, no gradient
+    y = rng.dirichlet(np.ones(width), rows)
+    y[3, :] = 0.0
+    gs = rng.uniform(0.1, 2.0, rows)
+    g_rows = np.full((rows, width), 7.0) if want_grad else np.empty((rows, 0))
+    _assert_rows_match(softmax.kl_divergence, x, y, np.empty(0), g_rows, np.empty((rows, 0)), gs, (eps,))

@@ -652,6 +652,36 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     return lane_finish(acc, terms, n)
 
 
+@portable(inline=False)
+def kl_divergence_rows(x, y, c, gx, h, gs, p, loss):
+    """:func:`kl_divergence` of a tile of narrow rows (fewer classes than LANES), row by
+    row the same arithmetic in the same order.
+
+    Its terms are element-wise, so the tile is one loop over all its elements (the
+    gradient scale of each element's row spread out first), and each row's terms are then
+    summed in class order, as a row's single partial group of lanes is.
+    """
+    rows = loss.shape[0]
+    n = x.shape[0] // rows
+    eps = p[0]
+    want_g = gx.shape[0] != 0
+    terms = scratch()
+    scale = scratch()  # gs of each element's row
+    for r in range(rows):
+        for j in range(n):
+            scale[r * n + j] = gs[r]
+    for i in range(rows * n):
+        lj, grad = kl_term(wide(x[i]), wide(y[i]), eps)
+        terms[i] = lj
+        if want_g:
+            gx[i] = scale[i] * grad
+    for r in range(rows):
+        loss[r] = 0.0
+    for j in range(n):
+        for r in range(rows):
+            loss[r] += terms[r * n + j]
+
+
 @portable
 def kl_term(xj, yj, eps):
     """One class of :func:`kl_divergence`: (q log(q / r), d/dx_j of it) with q, r the
