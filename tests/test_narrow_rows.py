@@ -188,6 +188,7 @@ DENSE_NARROW = {
     "softmax_cross_entropy": dict(label_smoothing=0.05, hessian=True),
     "kl_divergence": {},
     "kl_divergence eps=0": dict(eps=0.0),
+    "categorical_cross_entropy": dict(label_smoothing=0.1),
     "softmax_kl_divergence": {},
     "softmax_kl_divergence log_target": dict(log_target=True),
 }
@@ -203,7 +204,7 @@ def test_dense_narrow_form_gives_the_row_function_bits_compiled(case, width, dty
     name = case.split()[0]
     rows = 3 * _config.narrow_rows(width) + 5
     z, y = _dense_tile(rng, rows, width)
-    if name == "kl_divergence":  # probabilities: a softmax of the finite logits
+    if name in ("kl_divergence", "categorical_cross_entropy"):  # probabilities: a softmax of the finite logits
         finite = np.where(np.isfinite(z), z, -30.0)
         e = np.exp(finite - finite.max(axis=1, keepdims=True))
         z = e / e.sum(axis=1, keepdims=True)
@@ -287,3 +288,24 @@ def test_kl_probabilities_python_rows_match_the_row_function_bit_for_bit(eps, wi
     gs = rng.uniform(0.1, 2.0, rows)
     g_rows = np.full((rows, width), 7.0) if want_grad else np.empty((rows, 0))
     _assert_rows_match(softmax.kl_divergence, x, y, np.empty(0), g_rows, np.empty((rows, 0)), gs, (eps,))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Python-level NaN and inf arithmetic
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("width", [2, 5, 10])
+@pytest.mark.parametrize("want_grad", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cce_python_rows_match_the_row_function_bit_for_bit(smoothing, width, want_grad, dtype, rng):
+    rows = 8
+    x = rng.uniform(0.0, 3.0, (rows, width))  # unnormalised: the loss normalises each row
+    x[0, 0] = 0.0
+    x[1, 0] = np.nan
+    x[2, :] = 0.0  # a row of zeros: 0 / 0
+    x[3, 0] = 1e30  # one dominant value: the others clip to eps
+    y = rng.dirichlet(np.ones(width), rows)
+    y[4, :] = 0.0
+    x, y = x.astype(dtype), y.astype(dtype)
+    gs = rng.uniform(0.1, 2.0, rows)
+    g_rows = np.full((rows, width), 7.0, dtype) if want_grad else np.empty((rows, 0), dtype)
+    _assert_rows_match(softmax.categorical_cross_entropy, x, y, np.empty(0), g_rows, np.empty((rows, 0), dtype),
+                       gs, (1e-7, smoothing))

@@ -30,8 +30,9 @@ factor every gradient of this row is scaled by (sample weight and ``1/count`` fo
 ``"mean"``), and ``p`` the options. The function returns the row's unweighted loss.
 
 A row function ``f`` may have a narrow-row form, ``f_rows`` beside it (today those of
-sparse and dense softmax cross-entropy and of both KL divergences), which the CPU backends
-use for rows of at most ``fastloss._config.NARROW_MAX_WIDTH`` classes::
+sparse and dense softmax cross-entropy, categorical cross-entropy and both KL
+divergences), which the CPU backends use for rows of at most
+``fastloss._config.NARROW_MAX_WIDTH`` classes::
 
     f_rows(x, y, c, gx, h, gs, p, loss) -> None
 

@@ -545,6 +545,52 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     return loss
 
 
+@portable(inline=False)
+def categorical_cross_entropy_rows(x, y, c, gx, h, gs, p, loss):
+    """:func:`categorical_cross_entropy` of a tile of narrow rows (fewer classes than
+    LANES), row by row the same arithmetic in the same order; in place.
+
+    Each row's sum s is taken in class order across the rows at once, spread to its
+    elements, and the terms of the whole tile are then one loop; the loss terms and
+    sum_j g_j r_j are summed per row in class order. g_j is rounded to the input's dtype
+    before the gradient is formed from it, as the row function's store does.
+    """
+    rows = loss.shape[0]
+    n = x.shape[0] // rows
+    eps = p[0]
+    ls = p[1]
+    k = ls / n
+    total = scratch()  # per row: s = sum_j x_j
+    dot = scratch()  # per row: sum_j g_j r_j
+    sx = scratch()  # s of each element's row
+    g = scratch()  # g_j, as the gradient row would hold it
+    terms = scratch()  # -t_j log q_j
+    dots = scratch()  # g_j r_j
+    for r in range(rows):
+        total[r] = 0.0
+        loss[r] = 0.0
+        dot[r] = 0.0
+    for j in range(n):
+        for r in range(rows):
+            total[r] += wide(x[r * n + j])
+    for r in range(rows):
+        for j in range(n):
+            sx[r * n + j] = total[r]
+    for i in range(rows * n):
+        lj, grad, ratio = cce_term(wide(x[i]), wide(y[i]), sx[i], eps, ls, k)
+        terms[i] = lj
+        dots[i] = grad * ratio
+        g[i] = single(grad) if is_single(x) else grad
+    for j in range(n):
+        for r in range(rows):
+            loss[r] += terms[r * n + j]
+            dot[r] += dots[r * n + j]
+    if gx.shape[0] != 0:
+        for r in range(rows):
+            for j in range(n):
+                gx[r * n + j] = cce_grad(g[r * n + j], dot[r], total[r], gs[r])
+
+
 @portable
 def cce_term(xj, yj, s, eps, ls, k):
     """One class of :func:`categorical_cross_entropy` with s = sum_j x_j and k = ls / C:
