@@ -16,8 +16,8 @@ The portable math is a small subset of Python, and the translation is mechanical
   integer constants), else a double (or a ``bint`` for a comparison);
 * a parameter that is indexed or has ``.shape`` is an array, passed as a pointer and a
   length (``z.shape[0]`` becomes ``z_n``); a parameter used in an index or a ``range`` is
-  an integer; a helper's parameter named ``*_lanes`` is a caller's local lane array
-  (``double*``, passed with its length);
+  an integer; a helper's parameter named ``*_lanes`` or ``*_scratch`` is a caller's
+  local lane array or scratch buffer (``double*``, passed with its length);
   ``p`` is the options (``const double*``); every other value is a C double;
 * the array parameters of a loss's math follow the conventions of
   :mod:`fastloss.losses`: arrays of the input dtype (the fused type ``floating``), except
@@ -156,7 +156,7 @@ class Function:
                     types[name] = "double"
                 else:
                     types[name] = "floating*"
-            elif name.endswith(LANE_PARAM_SUFFIX):
+            elif name.endswith(LANE_PARAM_SUFFIX) or name.endswith(SCRATCH_PARAM_SUFFIX):
                 types[name] = "double*"
             elif name in indices:
                 types[name] = "index"
@@ -466,6 +466,7 @@ def _names(node):
 
 INTEGER_TYPES = ("long long", "Py_ssize_t")
 LANE_PARAM_SUFFIX = "_lanes"  # a helper parameter that receives a caller's local lane array
+SCRATCH_PARAM_SUFFIX = "_scratch"  # one that receives a caller's scratch buffer
 ARRAY_TYPES = {"floating*": "floating*", "double*": "double*", "index*": "Py_ssize_t*"}  # parameter -> C
 INTEGER_CONSTANTS = set()  # the C names of integer module constants, filled by parse()
 FLOAT_CONSTANTS = set()  # the C names of float32 module constants (single(...)), filled by parse()

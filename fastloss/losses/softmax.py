@@ -260,6 +260,23 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
     return loss
 
 
+@portable
+def tile_transposed_max(z, rows, n, t_scratch, m_scratch):
+    """Transpose a narrow tile ``z`` of ``rows`` rows of ``n`` logits into ``t_scratch``
+    (``t[j * rows + r]`` is row r's class j, in float64) and take each row's maximum into
+    ``m_scratch``, in class order, as :func:`block_max` takes it for a row of fewer than
+    LANES classes (``-inf`` for a row of ``-inf``; NaN entries are skipped)."""
+    for r in range(rows):
+        for j in range(n):
+            t_scratch[j * rows + r] = wide(z[r * n + j])
+    for r in range(rows):
+        m_scratch[r] = -math.inf
+    for j in range(n):
+        for r in range(rows):
+            v = t_scratch[j * rows + r]
+            m_scratch[r] = v if v > m_scratch[r] else m_scratch[r]
+
+
 @portable(inline=False)
 def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
     """:func:`sparse_softmax_cross_entropy` of a tile of narrow rows (fewer classes than
@@ -288,16 +305,9 @@ def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
     a = scratch()  # per row: the softmax's factor in the gradient (0 for an ignored row)
     lw = scratch()  # per row: the label's target weight cw_y (1 - ls)
     ignored = scratch()  # per row: 1 for a row of ignore_index, else 0
+    tile_transposed_max(z, rows, n, t, m)
     for r in range(rows):
-        for j in range(n):
-            t[j * rows + r] = wide(z[r * n + j])
-    for r in range(rows):
-        m[r] = -math.inf
         d[r] = 0.0
-    for j in range(n):
-        for r in range(rows):
-            v = t[j * rows + r]
-            m[r] = v if v > m[r] else m[r]
     for j in range(n):
         for r in range(rows):
             e = softmax_exp(z, t[j * rows + r], m[r], single(m[r]))
@@ -454,19 +464,14 @@ def softmax_cross_entropy_rows(z, y, c, gz, h, gs, p, loss):
     gap = scratch()  # per row: sum_j t_j (m - z_j)
     total = scratch()  # per row: T
     scale = scratch()  # per row: what turns exp(z_j - m_b) into softmax_j
+    tile_transposed_max(z, rows, n, t, m)
     for r in range(rows):
         for j in range(n):
-            t[j * rows + r] = wide(z[r * n + j])
             tt[j * rows + r] = smoothed_target(wide(y[r * n + j]), ls, k)
     for r in range(rows):
-        m[r] = -math.inf
         d[r] = 0.0
         gap[r] = 0.0
         total[r] = 0.0
-    for j in range(n):
-        for r in range(rows):
-            v = t[j * rows + r]
-            m[r] = v if v > m[r] else m[r]
     for j in range(n):  # block_gaps, before the exponentials overwrite the logits
         for r in range(rows):
             tj = tt[j * rows + r]
@@ -795,19 +800,14 @@ def softmax_kl_divergence_rows(z, y, c, gz, h, gs, p, loss):
     d = scratch()  # per row: sum_j exp(z_j - mu), then the row's d
     log_d = scratch()
     total_q = scratch()  # per row: Q = sum_j q_j
+    tile_transposed_max(z, rows, n, t, m)
     for r in range(rows):
         for j in range(n):
-            t[j * rows + r] = wide(z[r * n + j])
             tq[j * rows + r] = kl_target(wide(y[r * n + j]), p[0], n)
     for r in range(rows):
-        m[r] = -math.inf
         d[r] = 0.0
         loss[r] = 0.0
         total_q[r] = 0.0
-    for j in range(n):
-        for r in range(rows):
-            v = t[j * rows + r]
-            m[r] = v if v > m[r] else m[r]
     for r in range(rows):
         mu[r] = m[r] if m[r] != -math.inf else 0.0
     for j in range(n):  # max_sum_exp: block_sum_exp of the row's one block
