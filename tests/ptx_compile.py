@@ -71,8 +71,9 @@ def cases():
             for math_fn, sparse, suffix in row_fns:
                 if math_fn not in call._ROW_KERNELS:
                     continue
-                for threads in (32, 256) if dt is float32 else (256,):  # a warp's code: once a kernel
-                    yield (f"{label}{suffix} block-per-row {threads}", call._rows_kernel(math_fn, threads, dt.name),
+                layouts = ((256, 32), (512, 512)) if dt is float32 else ((256, 32),)  # warp and block rows
+                for layout in layouts:
+                    yield (f"{label}{suffix} rows {layout}", call._rows_kernel(math_fn, layout, dt.name),
                            loss_signature(spec, dt, sparse, False))
             if spec.math in call._NATIVE_BF16:
                 sparse = spec.target == "labels"
@@ -80,8 +81,9 @@ def cases():
                     sig = list(loss_signature(spec, int16, sparse, False))
                     sig[7] = float32[::1]
                     sig[-1] = float32[::1]
-                    yield (f"{spec.name} bfloat16 block-per-row", call._rows_kernel(spec.math, 256, "int16"),
-                           tuple(sig))
+                    for layout in ((256, 32), (512, 512)):
+                        yield (f"{spec.name} bfloat16 rows {layout}", call._rows_kernel(spec.math, layout, "int16"),
+                               tuple(sig))
     yield "scale", drivers.scale_kernel(), (float32[::1], float64)
     yield "label_stats", drivers.label_stats_kernel(256), (
         int64[::1], int64, boolean, int64, float64[::1], int64[::1], float64[::1], float64[::1])

@@ -304,7 +304,7 @@ def _against_cpu(name, arrays, options, **kw):
     return gpu
 
 
-def test_every_class_axis_loss_runs_a_block_per_row():
+def test_every_class_axis_loss_has_a_row_kernel():
     """Every row-wise math of the registry (integer-label forms included) has a kernel in
     the table: there is no thread-per-row fallback."""
     from fastloss.cuda import call
@@ -315,12 +315,13 @@ def test_every_class_axis_loss_runs_a_block_per_row():
                 assert math_fn is None or math_fn in call._ROW_KERNELS, (spec.name, math_fn)
 
 
-@pytest.mark.parametrize("width", [5, 53], ids=["narrower-than-the-block", "threads-loop"])
+@pytest.mark.parametrize("width", [5, 53], ids=["warp-rows", "block-rows"])
 @pytest.mark.parametrize("name,options", NEW_ROW_KERNELS, ids=NEW_IDS)
 def test_row_kernels_on_narrow_and_wide_rows(name, options, width, rng):
-    """A row narrower than the block (idle threads) and one several times wider (each
-    thread loops over its share), per row with sample weights, against the CPU; run
-    twice, the same bits."""
+    """Rows narrow enough for a warp each (narrower than the warp: idle lanes; 3 rows, so
+    the second block has a warp without a row) and rows wide enough for a block each
+    (each thread loops over its share), per row with sample weights, against the CPU;
+    run twice, the same bits."""
     arrays, options = prepared(name, options, rng, np.float64, shape=(3, width))
     weights = rng.uniform(-0.5, 2.0, size=3)
     cpu = fl.compute(name, *arrays, **options, reduction="none", sample_weight=weights)
@@ -336,11 +337,12 @@ def test_row_kernels_on_narrow_and_wide_rows(name, options, width, rng):
             assert host(a).tobytes() == host(b).tobytes()
 
 
+@pytest.mark.parametrize("width", [9, 21], ids=["warp-rows", "block-rows"])
 @pytest.mark.parametrize("name,options", NEW_ROW_KERNELS, ids=NEW_IDS)
-def test_row_kernels_write_their_gradients_in_place(name, options, rng):
+def test_row_kernels_write_their_gradients_in_place(name, options, width, rng):
     """out= the differentiable inputs themselves: every element a row's reductions need
     is read before any thread overwrites it."""
-    arrays, options = prepared(name, options, rng, np.float64, shape=(3, 21))
+    arrays, options = prepared(name, options, rng, np.float64, shape=(3, width))
     want = fl.compute(name, *arrays, **options, reduction="sum")
     devs = [dev(a) for a in arrays]
     outs = tuple(devs[:len(_grads(want))])
@@ -349,6 +351,42 @@ def test_row_kernels_write_their_gradients_in_place(name, options, rng):
     for g, o, c in zip(_grads(res), outs, _grads(want)):
         assert g is o
         _close(host(o), c, np.float64)
+
+
+@pytest.mark.parametrize("width", [6, 40], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("name,options", [("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
+                                          ("softmax_cross_entropy", {}), ("kl_divergence", {}),
+                                          ("categorical_hinge", {}), ("triplet_margin_loss", {})])
+def test_row_kernels_loop_over_more_rows_than_the_grid(name, options, width, rng):
+    """More rows than the grid's groups (the simulator's grid holds at most 4 blocks):
+    each warp or block takes several rows in turn, the last turn with groups left
+    without a row. Per-row losses and the in-place gradient against the CPU, the sum
+    against the per-row losses' (which the blocks add in their own order)."""
+    from fastloss.cuda import call
+
+    rows = 2 * call.MAX_ROW_BLOCKS * (call.THREADS // call.WARP) + 3
+    arrays, options = prepared(name, options, rng, np.float64, shape=(rows, width))
+    assert (call._row_layout(width)[1] == call.WARP) == (width <= call.WARP_ROW_WIDTH)
+    cpu = fl.compute(name, *arrays, **options, reduction="none")
+    gpu = _against_cpu(name, arrays, options, reduction="none")
+    devs = [dev(a) for a in arrays]
+    outs = tuple(devs[:len(_grads(cpu))])
+    total = fl.compute(name, *devs, **options, reduction="sum", out=outs[0] if len(outs) == 1 else outs)
+    np.testing.assert_allclose(host(total.loss), host(gpu.loss).sum(), rtol=1e-13)
+    for o, c in zip(outs, _grads(cpu)):
+        _close(host(o), c, np.float64)
+
+
+def test_bad_labels_in_any_block_are_found(rng):
+    """The label check reduces each block's extremes before its atomics: a bad label
+    anywhere in a grid of several blocks (and grid-stride turns) raises."""
+    z = rng.normal(size=(45, 3))
+    for bad in (3, -2):
+        for row in (0, 17, 44):
+            labels = rng.integers(0, 3, size=45)
+            labels[row] = bad
+            with pytest.raises(ValueError, match="out of range|label"):
+                fl.sparse_softmax_cross_entropy(dev(z), dev(labels))
 
 
 def test_categorical_hinge_shares_the_gradient_among_ties():

@@ -19,6 +19,7 @@ from ..losses import embedding, generative, softmax
 from . import drivers, is_device_array, rowmath
 from .arrays import adopt
 from .jit import compile_math
+from .reductions import WARP
 
 #: Threads per block (a power of two) and the most blocks an element-wise kernel uses.
 #: The simulator runs a Python thread per GPU thread: it gets small blocks.
@@ -51,12 +52,25 @@ def _loss_kernel(math_fn):
     return kernel((math_fn, "elementwise"), build)
 
 
-def _row_threads(width):
-    """Threads of a block that reads one row: a warp for narrow rows, up to THREADS."""
-    t = 32
-    while t < THREADS and 4 * t < width:
+#: Rows of at most this many elements take a warp each (several rows per block of
+#: THREADS); wider rows a block each, of at most ROW_THREADS threads.
+WARP_ROW_WIDTH = 1024
+ROW_THREADS = 512
+#: The most blocks a row kernel launches (each loops over its rows).
+MAX_ROW_BLOCKS = 4096
+if cuda_config.ENABLE_CUDASIM:
+    WARP_ROW_WIDTH, ROW_THREADS, MAX_ROW_BLOCKS = 4 * WARP, 8, 4
+
+
+def _row_layout(width):
+    """(threads per block, threads per row) for rows of ``width`` elements: a warp per
+    row for narrow rows, else a block per row with about eight elements per thread."""
+    if width <= WARP_ROW_WIDTH:
+        return THREADS, WARP
+    t = 2 * WARP
+    while t < ROW_THREADS and 8 * t < width:
         t *= 2
-    return min(t, THREADS)
+    return t, t
 
 
 #: The class-axis losses with a block-per-row kernel: the math function, the kernel
@@ -106,16 +120,16 @@ _ROW_KERNELS = {
 _NATIVE_BF16 = (softmax.sparse_softmax_cross_entropy, softmax.softmax_cross_entropy, softmax.softmax_kl_divergence)
 
 
-def _rows_kernel(math_fn, threads, dtype):
-    """The block-per-row kernel of ``math_fn`` for ``threads`` per row and logits of
-    ``dtype`` (int16: bfloat16 bits)."""
+def _rows_kernel(math_fn, layout, dtype):
+    """The row kernel of ``math_fn`` for ``layout`` = (threads per block, threads per
+    row) (:func:`_row_layout`) and logits of ``dtype`` (int16: bfloat16 bits)."""
     dtype = np.dtype(dtype)
-    key = (math_fn, "rows", threads, dtype.itemsize <= 4, dtype == np.int16)
+    key = (math_fn, "rows", layout, dtype.itemsize <= 4, dtype == np.int16)
     k = _kernels.get(key)
     if k is None:
         factory, formulas, named = _ROW_KERNELS[math_fn]
         k = _kernels[key] = factory(
-            compile_math(softmax.merge_max_sum_exp), *(compile_math(f) for f in formulas), threads,
+            compile_math(softmax.merge_max_sum_exp), *(compile_math(f) for f in formulas), *layout,
             np.float32 if dtype.itemsize <= 4 else np.float64, dtype == np.int16, *named,
         )
     return k
@@ -279,13 +293,14 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         if value is not None:
             value = caller.from_host(np.array([0.0 * factor], dtype=loss_dtype))
         return total, value
-    if rows:  # a block per row
+    if rows:  # a warp or a block per row
         c = v(aux) if aux is not None else _empty(np.float64, False, 0)
-        threads = _row_threads(shape2d[1])
-        partials = caller.empty((count,), np.float64)
+        threads, group = layout = _row_layout(shape2d[1])
+        blocks = min(-(-count // (threads // group)), MAX_ROW_BLOCKS)
+        partials = caller.empty((blocks,), np.float64)
         vv = v(work[2]) if len(work) > 2 else x
         gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
-        _rows_kernel(math_fn, threads, dt)[count, threads, stream](
+        _rows_kernel(math_fn, layout, dt)[blocks, threads, stream](
             x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials), *tail
         )
     else:

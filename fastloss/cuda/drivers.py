@@ -6,17 +6,19 @@ computes what. The kernels take the same arguments as the CPU block kernels
 0: none) weights the samples, ``scale`` multiplies gradients and hessians; and one more,
 ``partials``, where each block leaves the float64 sum of its samples' weighted losses.
 
-Reductions are deterministic: a block sums its threads' values in a fixed tree in shared
-memory, and the last block to finish sums the blocks' partial sums in a fixed order
-(:func:`grid_finish`), in the same launch. The grid depends only on the input's shape, so
-the same input gives the same bits run after run. Every loss kernel ends with the
-arguments of :func:`grid_finish`: ``counter, factor, total, value``.
+Reductions are deterministic (:mod:`.reductions`): fixed trees in registers (a warp) or
+shared memory (a block), and the last block to finish sums the blocks' partial sums in a
+fixed order (:func:`~.reductions.grid_finish`), in the same launch. The grid depends only
+on the input's shape, so the same input gives the same bits run after run. Every loss
+kernel ends with the arguments of :func:`~.reductions.grid_finish`: ``counter, factor,
+total, value``.
 
 - Element-wise: a grid-stride loop, at most ``max_blocks`` blocks of ``threads``.
-- Class-axis (row-wise) losses: a block per row (a warp for rows of at most 128
-  elements, see ``call._row_threads``), each thread taking every ``threads``-th element
-  of the row, the row's reductions in fixed trees in shared memory, the gradient
-  written after them (in place where it is the input), no N x C temporary:
+- Class-axis (row-wise) losses: a group of threads per row (:func:`rows_kernel`): a warp
+  for rows of at most ``call.WARP_ROW_WIDTH`` elements (several rows per block), else the
+  block; each thread takes every ``group``-th element of the row, the row's reductions
+  run in fixed trees over the group, the gradient is written after them (in place where
+  it is the input), and there is no N x C temporary. The row bodies:
 
   - :func:`sparse_cross_entropy_rows_kernel`: sparse softmax cross-entropy;
   - :func:`soft_target_rows_kernel`: softmax cross-entropy with soft targets and softmax
@@ -36,32 +38,11 @@ arguments of :func:`grid_finish`: ``counter, factor, total, value``.
 import math
 
 import numpy as np
-from numba import cuda, float64, int16, int32, int64
+from numba import cuda, int16, int32, int64
 from numba.cuda import libdevice
 
 from .jit import compile_device, compile_kernel
-
-
-def block_sum(threads):
-    """Device function: the sum of one float64 per thread of the block, in a fixed tree
-    (``threads`` a power of two); every thread gets the total."""
-
-    def reduce(value):
-        shared = cuda.shared.array(threads, float64)
-        t = cuda.threadIdx.x
-        shared[t] = value
-        cuda.syncthreads()
-        step = threads // 2
-        while step > 0:
-            if t < step:
-                shared[t] += shared[t + step]
-            cuda.syncthreads()
-            step //= 2
-        total = shared[0]
-        cuda.syncthreads()  # the array may be reused by the caller's next reduction
-        return total
-
-    return compile_device(reduce, f"block_sum_{threads}")
+from .reductions import block_sum, grid_finish, group_merge, group_sum
 
 
 def elementwise_kernel(elem, name, threads):
@@ -114,42 +95,44 @@ def elementwise_kernel(elem, name, threads):
     return compile_kernel(kernel, f"elementwise_{name}")
 
 
-def block_merge(threads, merge, name):
-    """Device function: the block's pair states (a, b) merged into one, in a fixed tree
-    with ``merge(a1, b1, a2, b2) -> (a, b)``; every thread gets the result."""
+def rows_kernel(body, threads, group, name):
+    """The kernel around a row ``body(row, t, x, y, v, c, w, params, scale, gx, gy, gv,
+    h) -> weighted loss``, run by a *group* of ``group`` threads per row (``t`` the
+    thread's place in its group): the block itself (``group == threads``, for wide rows)
+    or each of its warps (``group`` = :data:`~.reductions.WARP`, several rows per block).
+    Each group takes rows ``first, first + stride, ...`` (a grid-stride loop over rows,
+    so the grid need not cover them); its thread 0 stores each row's loss in
+    ``loss_out`` and adds it to its running sum; the block sums those and the last block
+    the blocks' (:func:`~.reductions.grid_finish`), in fixed orders."""
+    per_block = threads // group
+    reduce = block_sum(threads)
+    finish = grid_finish(threads)
 
-    def reduce(m, d):
-        sm = cuda.shared.array(threads, float64)
-        sd = cuda.shared.array(threads, float64)
-        t = cuda.threadIdx.x
-        sm[t] = m
-        sd[t] = d
-        cuda.syncthreads()
-        step = threads // 2
-        while step > 0:
-            if t < step:
-                sm[t], sd[t] = merge(sm[t], sd[t], sm[t + step], sd[t + step])
-            cuda.syncthreads()
-            step //= 2
-        m, d = sm[0], sd[0]
-        cuda.syncthreads()
-        return m, d
+    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
+        t = cuda.threadIdx.x % group
+        acc = 0.0
+        first = cuda.blockIdx.x * per_block + cuda.threadIdx.x // group
+        for row in range(first, x.shape[0], per_block * cuda.gridDim.x):
+            loss = body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h)
+            if t == 0:
+                acc += loss
+                if loss_out.shape[0] != 0:
+                    loss_out[row] = loss
+        block_total = reduce(acc)
+        if cuda.threadIdx.x == 0:
+            partials[cuda.blockIdx.x] = block_total
+        finish(partials, counter, factor, total, value)
 
-    return compile_device(reduce, f"{name}_{threads}")
+    return compile_kernel(kernel, name)
 
 
-def block_max_sum_exp(threads, merge):
-    """Device function: the block's online log-sum-exp states (m, d) merged into one, in
-    a fixed tree with ``merge`` (:func:`fastloss.losses.softmax.merge_max_sum_exp`)."""
-    return block_merge(threads, merge, "block_max_sum_exp")
-
-
-def row_max_sum_exp(threads, merge, narrow, load):
+def row_max_sum_exp(threads, group, merge, narrow, load):
     """Device function ``(z, t, n) -> (m, d)``: the online log-sum-exp of row ``z`` (m its
-    maximum, d = sum_j exp(z_j - m)) by the block's ``threads`` threads, thread ``t``
-    taking every ``threads``-th element with four loads in flight, the threads' states
-    merged in a fixed tree. Exponentials in ``narrow`` precision, sums in float64."""
-    block_merge = block_max_sum_exp(threads, merge)
+    maximum, d = sum_j exp(z_j - m)) by a group of ``group`` threads, thread ``t``
+    taking every ``group``-th element with four loads in flight, the threads' states
+    merged in a fixed tree (``merge``, :func:`fastloss.losses.softmax.merge_max_sum_exp`).
+    Exponentials in ``narrow`` precision, sums in float64."""
+    merge_group = group_merge(threads, group, merge, "max_sum_exp")
 
     def step(m, d, v):
         """One element into an online (max, sum of exp(z - max)) state."""
@@ -165,27 +148,27 @@ def row_max_sum_exp(threads, merge, narrow, load):
         m = -math.inf
         d = 0.0
         j = t
-        while j + 3 * threads < n:  # four loads in flight before the dependent updates
-            v0, v1, v2, v3 = z[j], z[j + threads], z[j + 2 * threads], z[j + 3 * threads]
+        while j + 3 * group < n:  # four loads in flight before the dependent updates
+            v0, v1, v2, v3 = z[j], z[j + group], z[j + 2 * group], z[j + 3 * group]
             m, d = step(m, d, load(v0))
             m, d = step(m, d, load(v1))
             m, d = step(m, d, load(v2))
             m, d = step(m, d, load(v3))
-            j += 4 * threads
+            j += 4 * group
         while j < n:
             m, d = step(m, d, load(z[j]))
-            j += threads
-        return block_merge(m, d)
+            j += group
+        return merge_group(m, d)
 
-    return compile_device(lse, f"row_max_sum_exp_{threads}_{narrow.__name__}_{load.__name__}")
+    return compile_device(lse, f"row_max_sum_exp_{threads}_{group}_{narrow.__name__}_{load.__name__}")
 
 
-def soft_target_rows_kernel(merge, target, entropy, grad, threads, narrow, bf16, name):
-    """A block per row for the softmax losses with a target distribution (softmax
-    cross-entropy, PyTorch ``cross_entropy`` with probabilities and optax's; softmax KL
-    divergence, PyTorch ``kl_div(log_softmax(z), q)``). Both have one parameter, a =
-    ``params[0]`` (label smoothing; log_target). With t_j = ``target(y_j, a, C)`` and T =
-    sum_j t_j::
+def soft_target_rows_kernel(merge, target, entropy, grad, threads, group, narrow, bf16, name):
+    """A group of threads per row (:func:`rows_kernel`) for the softmax losses with a
+    target distribution (softmax cross-entropy, PyTorch ``cross_entropy`` with
+    probabilities and optax's; softmax KL divergence, PyTorch ``kl_div(log_softmax(z),
+    q)``). Both have one parameter, a = ``params[0]`` (label smoothing; log_target). With
+    t_j = ``target(y_j, a, C)`` and T = sum_j t_j::
 
         loss = sum_{t_j != 0} (entropy(y_j, t_j, a) + t_j (m - z_j)) + T log d
         grad_j = gs (T p_j - t_j)
@@ -197,13 +180,10 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, narrow, bf16,
     :func:`sparse_cross_entropy_rows_kernel`.
     """
     load, store = (bf16_load, bf16_store) if bf16 else (plain_load, plain_store)
-    lse = row_max_sum_exp(threads, merge, narrow, load)
-    reduce = block_sum(threads)
-    finish_row = row_finish(threads)
+    lse = row_max_sum_exp(threads, group, merge, narrow, load)
+    reduce = group_sum(threads, group)
 
-    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
-        row = cuda.blockIdx.x
-        t = cuda.threadIdx.x
+    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
         z = x[row]
         yr = y[row]
@@ -211,14 +191,14 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, narrow, bf16,
         gs = scale * wi
         a = params[0]
         total_t = 0.0
-        for j in range(t, n, threads):
+        for j in range(t, n, group):
             total_t += target(load(yr[j]), a, n)
         total_t = reduce(total_t)
-        m, d = lse(z, t, n)  # its barriers also end every thread's reads of pass 1
+        m, d = lse(z, t, n)  # its barrier also ends every thread's reads of pass 1
         log_d = math.log(d)
         inv_d = 1.0 / d
         s = 0.0
-        for j in range(t, n, threads):
+        for j in range(t, n, group):
             zj = load(z[j])
             yj = load(yr[j])
             tj = target(yj, a, n)
@@ -231,24 +211,25 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, narrow, bf16,
                 if h.shape[1] != 0:
                     h[row, j] = store(gs * total_t * pj * (1.0 - pj))
         s = reduce(s)
-        finish_row(row, (s + total_t * log_d) * wi, loss_out, partials, counter, factor, total, value)
+        return (s + total_t * log_d) * wi
 
-    return compile_kernel(kernel, f"rows_{name}{'_bf16' if bf16 else ''}")
+    body = compile_device(body, f"row_{name}_{threads}_{group}")
+    return rows_kernel(body, threads, group, f"rows_{name}{'_bf16' if bf16 else ''}")
 
 
-def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf16):
-    """A block per row for sparse softmax cross-entropy (PyTorch ``cross_entropy`` with
-    class indices, weights, smoothing and ``ignore_index``), in two passes over the row:
+def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narrow, bf16):
+    """A group of threads per row (:func:`rows_kernel`) for sparse softmax cross-entropy
+    (PyTorch ``cross_entropy`` with class indices, weights, smoothing and
+    ``ignore_index``), in two passes over the row:
 
     1. each thread keeps an online (max, sum of exponentials) of its strided share of the
-       row, merged across the block; the label's logit is read here, before any write;
+       row, merged across the group; the label's logit is read here, before any write;
     2. each thread writes the gradient (and hessian) of its share, ``p_j = exp(z_j - m) /
        d``, and sums the smoothing term.
 
     The row's loss and gradient formulas are those of the CPU row function
     (:func:`fastloss.losses.softmax.sparse_ce_row_loss`, ``sparse_ce_grad``). No N x C
     temporary: with ``gx`` the logits themselves the gradient overwrites them in place.
-    ``partials[row]`` receives the row's weighted loss.
 
     Per-element exponentials are taken in ``narrow`` precision (float32 for inputs of at
     most 32 bits, as PyTorch and Liger-Kernel do; float64 for float64), their sums and the
@@ -256,7 +237,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
     in int16 arrays, converted in registers (round to nearest even on the way out).
     """
     load, store = (bf16_load, bf16_store) if bf16 else (plain_load, plain_store)
-    lse = row_max_sum_exp(threads, merge, narrow, load)
+    lse = row_max_sum_exp(threads, group, merge, narrow, load)
 
     def element(row, j, zj, m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h):
         """Write the gradient (and hessian) of logit ``j``; return its smoothing term."""
@@ -270,12 +251,10 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
         return cj * (m - zj) if ls != 0.0 else 0.0
 
     element = compile_device(element, f"ce_element_{narrow.__name__}{'_bf16' if bf16 else ''}")
-    reduce = block_sum(threads)
-    finish_row = row_finish(threads)
+    reduce = group_sum(threads, group)
+    weight_sum = group_sum(threads, group)  # one instance per caller (see grid_finish's note)
 
-    def kernel(x, labels, v, cw, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
-        row = cuda.blockIdx.x
-        t = cuda.threadIdx.x
+    def body(row, t, x, labels, v, cw, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
         z = x[row]
         label = labels[row]
@@ -287,54 +266,56 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, narrow, bf1
         want_g = gx.shape[1] != 0
         want_h = h.shape[1] != 0
         if params[2] != 0.0 and label == params[1]:  # an ignored row: loss and gradient 0
-            for j in range(t, gx.shape[1], threads):
+            for j in range(t, gx.shape[1], group):
                 gx[row, j] = store(0.0)
-            for j in range(t, h.shape[1], threads):
+            for j in range(t, h.shape[1], group):
                 h[row, j] = store(0.0)
-            loss = 0.0
-        else:
-            w_y = np.float64(cw[label]) if weighted else 1.0
-            z_y = load(z[label])  # read before any thread writes the row
-            wsum = 0.0
-            for j in range(t, n if weighted else 0, threads):
+            return 0.0
+        w_y = np.float64(cw[label]) if weighted else 1.0
+        z_y = load(z[label])  # read before any thread writes the row
+        wsum = 0.0
+        if weighted:
+            for j in range(t, n, group):
                 wsum += cw[j]
-            m, d = lse(z, t, n)
-            wsum = reduce(wsum) if weighted else float(n)
-            log_d = math.log(d)
-            inv_d = 1.0 / d
-            a = w_y * (1.0 - ls) + k * wsum
-            s = 0.0
-            j = t
-            end = n if want_g or want_h or ls != 0.0 else 0
-            while j + 3 * threads < end:  # four loads in flight, then four writes
-                v0, v1, v2, v3 = z[j], z[j + threads], z[j + 2 * threads], z[j + 3 * threads]
-                s += element(row, j, load(v0), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-                s += element(row, j + threads, load(v1), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-                s += element(row, j + 2 * threads, load(v2), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-                s += element(row, j + 3 * threads, load(v3), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-                j += 4 * threads
-            while j < end:
-                s += element(row, j, load(z[j]), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-                j += threads
-            if ls != 0.0:
-                s = reduce(s)
-            loss = row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
-        finish_row(row, loss, loss_out, partials, counter, factor, total, value)
+            wsum = weight_sum(wsum)
+        else:
+            wsum = float(n)
+        m, d = lse(z, t, n)
+        log_d = math.log(d)
+        inv_d = 1.0 / d
+        a = w_y * (1.0 - ls) + k * wsum
+        s = 0.0
+        j = t
+        end = n if want_g or want_h or ls != 0.0 else 0
+        while j + 3 * group < end:  # four loads in flight, then four writes
+            v0, v1, v2, v3 = z[j], z[j + group], z[j + 2 * group], z[j + 3 * group]
+            s += element(row, j, load(v0), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+            s += element(row, j + group, load(v1), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+            s += element(row, j + 2 * group, load(v2), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+            s += element(row, j + 3 * group, load(v3), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+            j += 4 * group
+        while j < end:
+            s += element(row, j, load(z[j]), m, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+            j += group
+        if ls != 0.0:
+            s = reduce(s)
+        return row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
 
-    return compile_kernel(kernel, f"rows_sparse_softmax_cross_entropy{'_bf16' if bf16 else ''}")
+    body = compile_device(body, f"row_sparse_softmax_cross_entropy_{threads}_{group}")
+    return rows_kernel(body, threads, group, f"rows_sparse_softmax_cross_entropy{'_bf16' if bf16 else ''}")
 
 
-def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, mode, sparse, name):
-    """A block per row (a warp for narrow rows) for the class-axis losses whose row is
-    a first pass of row statistics, a second of summed terms, and a third of gradients:
-    KL divergence, categorical cross-entropy, the VAE's KL term, softmax focal loss (soft
-    targets and integer labels) and Jensen-Shannon divergence. Formulas as in
+def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow, bf16, mode, sparse, name):
+    """A group of threads per row (:func:`rows_kernel`) for the class-axis losses whose
+    row is a first pass of row statistics, a second of summed terms, and a third of
+    gradients: KL divergence, categorical cross-entropy, the VAE's KL term, softmax focal
+    loss (soft targets and integer labels) and Jensen-Shannon divergence. Formulas as in
     :mod:`fastloss.cuda.rowmath`:
 
-    1. ``mode`` "sum": s0 = sum_j stat(x_j, y_j) (a block sum); "softmax": (s0, s1) =
+    1. ``mode`` "sum": s0 = sum_j stat(x_j, y_j) (a group sum); "softmax": (s0, s1) =
        (m, log d) of row x (the online log-sum-exp of :func:`row_max_sum_exp`, merged
-       across the block); "two_softmax": also (s2, s3) of row y; "none": nothing;
-    2. u, v = the block sums of ``term``; the reductions' barriers end every thread's
+       across the group); "two_softmax": also (s2, s3) of row y; "none": nothing;
+    2. u, v = the group sums of ``term``; the reductions' barriers end every thread's
        reads of other threads' elements;
     3. each thread writes ``grad`` of its own elements into ``gx`` (and ``gy`` where
        wanted), reading each element again just before its write: in place with the
@@ -347,9 +328,8 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, 
     if bf16:
         raise NotImplementedError("stats_rows_kernel reads no bfloat16 bits")
     load, store = plain_load, plain_store
-    reduce = block_sum(threads)
-    finish_row = row_finish(threads)
-    lse = row_max_sum_exp(threads, merge, narrow, load)
+    reduce = group_sum(threads, group)
+    lse = row_max_sum_exp(threads, group, merge, narrow, load)
 
     if sparse:
         def target(y, row, j):
@@ -362,11 +342,11 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, 
     target = compile_device(target, f"target_{'labels' if sparse else 'row'}")
 
     if mode == "sum":
-        stat_sum = block_sum(threads)  # a device function of its own (one linked from two callers is invalid IR)
+        stat_sum = group_sum(threads, group)  # a device function of its own (one linked from two callers is invalid IR)
 
         def stats(z, y, row, t, n, params):
             s = 0.0
-            for j in range(t, n, threads):
+            for j in range(t, n, group):
                 s += stat(load(z[j]), target(y, row, j), params)
             return stat_sum(s), 0.0, 0.0, 0.0
     elif mode == "softmax":
@@ -383,9 +363,7 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, 
             return 0.0, 0.0, 0.0, 0.0
     stats = compile_device(stats, f"row_stats_{name}")
 
-    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
-        row = cuda.blockIdx.x
-        t = cuda.threadIdx.x
+    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
         z = x[row]
         wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
@@ -394,42 +372,41 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, narrow, bf16, 
         width = np.float64(n)
         u = 0.0
         vs = 0.0
-        for j in range(t, n, threads):
+        for j in range(t, n, group):
             a, b = term(load(z[j]), target(y, row, j), s0, s1, s2, s3, width, params)
             u += a
             vs += b
         u = reduce(u)
         vs = reduce(vs)
         if gx.shape[1] != 0:
-            for j in range(t, n, threads):
+            for j in range(t, n, group):
                 ga, gb = grad(load(z[j]), target(y, row, j), s0, s1, s2, s3, u, vs, width, params, gs)
                 gx[row, j] = store(ga)
                 if gy.shape[1] != 0:
                     gy[row, j] = store(gb)
-        finish_row(row, row_loss(u, vs, params) * wi, loss_out, partials, counter, factor, total, value)
+        return row_loss(u, vs, params) * wi
 
-    return compile_kernel(kernel, f"rows_{name}")
+    body = compile_device(body, f"row_{name}_{threads}_{group}")
+    return rows_kernel(body, threads, group, f"rows_{name}")
 
 
-def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hinge_grad, threads, narrow, bf16):
-    """A block per row (a warp for narrow rows) for Keras's categorical hinge. Pass 1:
-    each thread sums y_j x_j over its share and keeps (max_j (1 - y_j) x_j, the number of
-    slots at that max) (:func:`fastloss.losses.softmax.hinge_slot`, ``max_count_step``);
-    the block merges the sums and the (max, count) states in fixed trees
-    (``merge_max_count``), so ties are counted exactly. Pass 2 writes the gradient
+def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hinge_grad, threads, group, narrow,
+                                  bf16):
+    """A group of threads per row (:func:`rows_kernel`) for Keras's categorical hinge.
+    Pass 1: each thread sums y_j x_j over its share and keeps (max_j (1 - y_j) x_j, the
+    number of slots at that max) (:func:`fastloss.losses.softmax.hinge_slot`,
+    ``max_count_step``); the group merges the sums and the (max, count) states in fixed
+    trees (``merge_max_count``), so ties are counted exactly. Pass 2 writes the gradient
     (``categorical_hinge_grad``), in place with ``gx`` the predictions (the merges'
     barriers end every read of other threads' elements). ``merge`` (log-sum-exp's) and
     ``narrow`` are unused; bfloat16 goes through float32 copies."""
     if bf16:
         raise NotImplementedError("categorical_hinge_rows_kernel reads no bfloat16 bits")
     load, store = plain_load, plain_store
-    reduce = block_sum(threads)
-    max_count = block_merge(threads, merge_count, "block_max_count")
-    finish_row = row_finish(threads)
+    reduce = group_sum(threads, group)
+    max_count = group_merge(threads, group, merge_count, "max_count")
 
-    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
-        row = cuda.blockIdx.x
-        t = cuda.threadIdx.x
+    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
         z = x[row]
         yr = y[row]
@@ -437,31 +414,32 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
         pos = 0.0
         neg = -math.inf
         ties = 0.0
-        for j in range(t, n, threads):
+        for j in range(t, n, group):
             pj, u = slot(load(z[j]), load(yr[j]))
             pos += pj
             neg, ties = step(neg, ties, u)
         pos = reduce(pos)
         neg, ties = max_count(neg, ties)
         loss, a = hinge_row(neg, pos, scale * wi)
-        for j in range(t, gx.shape[1], threads):
+        for j in range(t, gx.shape[1], group):
             gx[row, j] = store(hinge_grad(load(z[j]), load(yr[j]), neg, ties, a))
-        finish_row(row, loss * wi, loss_out, partials, counter, factor, total, value)
+        return loss * wi
 
-    return compile_kernel(kernel, "rows_categorical_hinge")
+    body = compile_device(body, f"row_categorical_hinge_{threads}_{group}")
+    return rows_kernel(body, threads, group, "rows_categorical_hinge")
 
 
 def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_row, shift_of, element_grads, threads,
-                        narrow, bf16):
-    """A block per row (a warp for narrow rows) for PyTorch's triplet margin loss, with
-    anchor, positive and negative rows ``x``, ``y``, ``v`` and their gradients ``gx``,
-    ``gy``, ``gv``; ``params = (margin, p, eps, squared)``. The two distances as
+                        group, narrow, bf16):
+    """A group of threads per row (:func:`rows_kernel`) for PyTorch's triplet margin
+    loss, with anchor, positive and negative rows ``x``, ``y``, ``v`` and their gradients
+    ``gx``, ``gy``, ``gv``; ``params = (margin, p, eps, squared)``. The two distances as
     :func:`fastloss.losses.embedding.distance` takes them:
 
     1. (p-norm only) each thread keeps (largest |a_j - b_j + eps|, NaN count) of its
-       share for both distances (``max_nan_step``), merged across the block in fixed
+       share for both distances (``max_nan_step``), merged across the group in fixed
        trees (``merge_max_nan``);
-    2. block sums of (|t_j| / largest)^p (``norm_power``), or of (a_j - b_j)^2 when
+    2. group sums of (|t_j| / largest)^p (``norm_power``), or of (a_j - b_j)^2 when
        squared, then ``norm_finish`` and the row (``triplet_row``);
     3. each thread writes the three gradients of its own coordinates
        (``triplet_element_grads``), in place with the gradient rows the inputs themselves
@@ -472,13 +450,10 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
     if bf16:
         raise NotImplementedError("triplet_rows_kernel reads no bfloat16 bits")
     load, store = plain_load, plain_store
-    reduce = block_sum(threads)
-    largest = block_merge(threads, merge_nan, "block_max_nan")
-    finish_row = row_finish(threads)
+    reduce = group_sum(threads, group)
+    largest = group_merge(threads, group, merge_nan, "max_nan")
 
-    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
-        row = cuda.blockIdx.x
-        t = cuda.threadIdx.x
+    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
         a = x[row]
         pos = y[row]
@@ -494,7 +469,7 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
         big_n = 0.0
         bad_n = 0.0
         if not squared:
-            for j in range(t, n, threads):
+            for j in range(t, n, group):
                 aj = load(a[j])
                 big_p, bad_p = max_nan(big_p, bad_p, abs(aj - load(pos[j]) + eps))
                 big_n, bad_n = max_nan(big_n, bad_n, abs(aj - load(neg[j]) + eps))
@@ -502,7 +477,7 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
             big_n, bad_n = largest(big_n, bad_n)
         s_p = 0.0
         s_n = 0.0
-        for j in range(t, n, threads):
+        for j in range(t, n, group):
             aj = load(a[j])
             tp = aj - load(pos[j])
             tn = aj - load(neg[j])
@@ -518,15 +493,16 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
         d_neg = s_n if squared else finish_norm(big_n, bad_n, s_n, norm_p)
         loss, active = triplet_row(d_pos, d_neg, margin, scale * wi)
         if gx.shape[1] != 0:
-            for j in range(t, n, threads):
+            for j in range(t, n, group):
                 g_a, g_p, g_n = element_grads(load(a[j]), load(pos[j]), load(neg[j]), active, shift, d_pos, d_neg,
                                               norm_p, squared)
                 gx[row, j] = store(g_a)
                 gy[row, j] = store(g_p)
                 gv[row, j] = store(g_n)
-        finish_row(row, loss * wi, loss_out, partials, counter, factor, total, value)
+        return loss * wi
 
-    return compile_kernel(kernel, "rows_triplet_margin_loss")
+    body = compile_device(body, f"row_triplet_margin_loss_{threads}_{group}")
+    return rows_kernel(body, threads, group, "rows_triplet_margin_loss")
 
 
 @cuda.jit(device=True)
@@ -559,53 +535,6 @@ def bf16_store(v):
     return int16(bits >> 16)
 
 
-def grid_finish(threads):
-    """Device function every block calls last, once thread 0 has written the block's
-    ``partials`` entry: the last block to arrive (an atomic ticket in ``counter``, zero at
-    launch) sums ``partials`` in a fixed order, writes ``total[0]``, and, when ``value`` is
-    not empty, ``value[0]`` = total times ``factor`` in ``value``'s dtype. One launch
-    does the loss and its reduction; the order of the sum does not depend on which block
-    came last."""
-    reduce = block_sum(threads)
-
-    def finish(partials, counter, factor, total, value):
-        last = cuda.shared.array(1, int32)
-        t = cuda.threadIdx.x
-        if t == 0:
-            cuda.threadfence()  # this block's partial is visible before its ticket
-            ticket = cuda.atomic.add(counter, 0, 1)
-            last[0] = 1 if ticket == cuda.gridDim.x - 1 else 0
-        cuda.syncthreads()
-        if last[0] == 0:
-            return
-        s = 0.0
-        for k in range(t, partials.shape[0], threads):
-            s += partials[k]
-        s = reduce(s)
-        if t == 0:
-            total[0] = s
-            if value.shape[0] != 0:
-                value[0] = s * factor
-
-    return compile_device(finish, f"grid_finish_{threads}")
-
-
-def row_finish(threads):
-    """Device function every row kernel's block calls last with its row's weighted loss:
-    thread 0 writes it to ``partials[row]`` (and ``loss_out[row]`` when that is not
-    empty), then :func:`grid_finish`."""
-    finish = grid_finish(threads)
-
-    def finish_row(row, loss, loss_out, partials, counter, factor, total, value):
-        if cuda.threadIdx.x == 0:
-            partials[row] = loss
-            if loss_out.shape[0] != 0:
-                loss_out[row] = loss
-        finish(partials, counter, factor, total, value)
-
-    return compile_device(finish_row, f"row_finish_{threads}")
-
-
 def scale_kernel():
     """``a[i] *= factor`` over a 1-D array (RMSE's gradient, known once the sum is)."""
 
@@ -618,7 +547,8 @@ def scale_kernel():
 
 def label_stats_kernel(threads):
     """Over integer ``labels``: the smallest and largest label that is not ``ignore``
-    (atomics into ``extremes``: exact, so deterministic), and per block the number of
+    (a tree per block, then one atomic min and max per block into ``extremes``: exact, so
+    deterministic), and per block the number of
     such labels and the sum of ``class_weight[label]`` over those in [0, C) (empty
     ``class_weight``: not summed). A label outside [0, C) is never used as an index."""
     reduce = block_sum(threads)
@@ -638,11 +568,27 @@ def label_stats_kernel(threads):
             count += 1.0
             if weighted and 0 <= label < n_classes:
                 wsum += class_weight[label]
-        cuda.atomic.min(extremes, 0, lo)
-        cuda.atomic.max(extremes, 1, hi)
+        # a tree per block, then one atomic each: atomics of every thread on the same two
+        # words serialise
+        lows = cuda.shared.array(threads, int64)
+        highs = cuda.shared.array(threads, int64)
+        t = cuda.threadIdx.x
+        lows[t] = lo
+        highs[t] = hi
+        cuda.syncthreads()
+        step = threads // 2
+        while step > 0:
+            if t < step:
+                lows[t] = min(lows[t], lows[t + step])
+                highs[t] = max(highs[t], highs[t + step])
+            cuda.syncthreads()
+            step //= 2
+        if t == 0:
+            cuda.atomic.min(extremes, 0, lows[0])
+            cuda.atomic.max(extremes, 1, highs[0])
         count = reduce(count)
         wsum = reduce(wsum)
-        if cuda.threadIdx.x == 0:
+        if t == 0:
             counts[cuda.blockIdx.x] = count
             weights[cuda.blockIdx.x] = wsum
 
