@@ -25,6 +25,7 @@ from numba.types import UniTuple, boolean, float16, float32, float64, int16, int
 
 from fastloss._registry import SPECS  # noqa: E402
 from fastloss.cuda import call, drivers  # noqa: E402
+from fastloss.losses import float32_form  # noqa: E402
 
 CC = (9, 0)
 cuda_dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
@@ -58,6 +59,9 @@ def cases():
             label = f"{spec.name} {dt}"
             if spec.family == "elementwise":
                 yield label, call._loss_kernel(spec.math), loss_signature(spec, dt, False, False)
+                single = float32_form(spec.math)
+                if single is not None and dt is not float64:
+                    yield f"{label} float32 form", call._loss_kernel(single), loss_signature(spec, dt, False, False)
                 if spec.option_math:
                     yield (f"{label} {spec.option_math[0]}", call._loss_kernel(spec.option_math[1]),
                            loss_signature(spec, dt, False, False))

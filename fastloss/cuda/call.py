@@ -15,7 +15,7 @@ from numba import cuda
 from numba.cuda import config as cuda_config
 
 from .. import _api
-from ..losses import embedding, generative, softmax
+from ..losses import embedding, float32_form, generative, softmax
 from . import drivers, is_device_array, rowmath
 from .arrays import adopt
 from .jit import compile_math
@@ -181,6 +181,8 @@ def _evaluate(spec, caller, natives, common, options):
     native_bf16 = dtype is _BFLOAT16 and math_fn in _NATIVE_BF16
     loss_storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)
     storage = np.dtype(np.int16) if native_bf16 else loss_storage
+    if not rows and loss_storage.itemsize <= 4:  # float32 and narrower: the float32 form, as on the CPU
+        math_fn = float32_form(math_fn) or math_fn
 
     work = []
     for i, a in enumerate(natives):

@@ -8,9 +8,18 @@ multiply-adds, as every CUDA compiler does by default, so results may differ fro
 CPU's in the last bit.
 """
 
-from numba import cuda
+from numba import cuda, float32
 
+from ..math.elementary import single
 from ..math.portable import compile_for
+
+
+@cuda.jit(device=True)
+def _single(x):
+    return float32(x)
+
+
+single.register("cuda", lambda: _single)
 
 
 def compile_math(fn):
