@@ -139,3 +139,40 @@ def test_large_rows(name, rng):
     cpu = fl.compute(name, *arrays, **options, reduction="none")
     gpu = fl.compute(name, *[t(a) for a in arrays], **options, reduction="none")
     np.testing.assert_allclose(n(gpu.loss), cpu.loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sparse_softmax_cross_entropy", "softmax_cross_entropy", "kl_divergence",
+                                  "triplet_margin_loss"])
+@pytest.mark.parametrize("shape", [(70001, 40), (8195, 1100)], ids=["warp-rows", "block-rows"])
+def test_more_rows_than_the_grid(name, shape, rng):
+    """More rows than the row kernels' grid holds groups (at most 4096 blocks: 32768
+    warps, or 4096 blocks of rows wider than 1024), so that every group loops; float64
+    per-row losses, the sum and the gradient against the CPU."""
+    from fastloss.cuda import call
+
+    assert shape[0] > call.MAX_ROW_BLOCKS * (call.THREADS // call._row_layout(shape[1])[1])
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float64, shape=shape)
+    cpu = fl.compute(name, *arrays, **options, reduction="none")
+    gpu = fl.compute(name, *[t(a) for a in arrays], **options, reduction="none")
+    np.testing.assert_allclose(n(gpu.loss), cpu.loss, rtol=1e-12, atol=1e-13)
+    for g, c in zip(gpu.grad if isinstance(gpu.grad, tuple) else (gpu.grad,),
+                    cpu.grad if isinstance(cpu.grad, tuple) else (cpu.grad,)):
+        np.testing.assert_allclose(n(g), c, rtol=1e-12, atol=1e-13)
+    total = fl.compute(name, *[t(a) for a in arrays], **options, reduction="sum")
+    np.testing.assert_allclose(n(total.loss), cpu.loss.sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mean_squared_error", "sigmoid_binary_cross_entropy",
+                                  "sparse_softmax_cross_entropy", "softmax_kl_divergence", "triplet_margin_loss"])
+def test_torch_adapter_on_cuda_tensors(name, rng):
+    """fastloss.torch's autograd functions on CUDA tensors: the backward's gradients
+    equal fastloss's own (CPU) gradients, on the tensors' device."""
+    flt = pytest.importorskip("fastloss.torch")
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float64)
+    n_grads = len(fl.losses()[name].differentiable)
+    tensors = [t(a).requires_grad_(k < n_grads) for k, a in enumerate(arrays)]
+    getattr(flt, name)(*tensors, **options).backward()
+    cpu = fl.compute(name, *arrays, **options)
+    for k, c in enumerate(cpu.grad if isinstance(cpu.grad, tuple) else (cpu.grad,)):
+        assert tensors[k].grad.is_cuda
+        np.testing.assert_allclose(n(tensors[k].grad), c, rtol=1e-12, atol=1e-14)

@@ -73,7 +73,7 @@ def _row_layout(width):
     return t, t
 
 
-#: The class-axis losses with a block-per-row kernel: the math function, the kernel
+#: The class-axis losses and their row kernels: the math function, the kernel
 #: factory, the portable formulas it is built from (after ``merge_max_sum_exp``), and
 #: the factory's other arguments.
 _ROW_KERNELS = {

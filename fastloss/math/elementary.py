@@ -9,8 +9,9 @@ and no data-dependent branch (special inputs are handled by selects at the end),
 one ulp over its whole domain; ``tests/test_elementary.py`` measures the error against
 mpmath on dense grids and checks that the compiled loops really are vectorised.
 
-The CUDA backend keeps the device's own ``exp``/``expm1``/``log``/``log1p``/``pow``
-(``@portable(cuda=...)``): the GPU has no libm call to get rid of.
+The CUDA backend keeps the device's own ``exp``/``expm1``/``log``/``log1p``/``pow``, and
+``expf``/``logf`` for the float32 ones (``@portable(cuda=...)``): the GPU has no libm call
+to get rid of.
 
 The two bit casts and the fused multiply-add below are the operations Python's
 arithmetic cannot spell; each target supplies its own (an LLVM ``bitcast`` and
