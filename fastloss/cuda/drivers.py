@@ -42,7 +42,7 @@ from numba import cuda, int16, int32, int64
 from numba.cuda import libdevice
 
 from .jit import compile_device, compile_kernel
-from .reductions import block_sum, grid_finish, group_merge, group_sum
+from .reductions import block_merge, block_sum, grid_finish, group_merge, group_sum
 
 
 def elementwise_kernel(elem, name, threads):
@@ -545,15 +545,23 @@ def scale_kernel():
     return compile_kernel(kernel, "scale")
 
 
+@cuda.jit(device=True)
+def min_max(lo1, hi1, lo2, hi2):
+    """Two (smallest, largest) pairs merged."""
+    return min(lo1, lo2), max(hi1, hi2)
+
+
 def label_stats_kernel(threads):
     """Over integer ``labels``: the smallest and largest label that is not ``ignore``
     (a tree per block, then one atomic min and max per block into ``extremes``: exact, so
-    deterministic), and per block the number of
-    such labels and the sum of ``class_weight[label]`` over those in [0, C) (empty
-    ``class_weight``: not summed). A label outside [0, C) is never used as an index."""
+    deterministic), and per block the number of such labels and the sum of
+    ``class_weight[label]`` over those in [0, C) (empty ``class_weight``: not summed). A
+    label outside [0, C) is never used as an index."""
     reduce = block_sum(threads)
+    extremes_of_block = block_merge(threads, min_max, "block_label_extremes", int64)
 
     def kernel(labels, ignore, has_ignore, n_classes, class_weight, extremes, counts, weights):
+        t = cuda.threadIdx.x
         lo = int64(9223372036854775807)
         hi = int64(-9223372036854775807 - 1)
         count = 0.0
@@ -568,24 +576,10 @@ def label_stats_kernel(threads):
             count += 1.0
             if weighted and 0 <= label < n_classes:
                 wsum += class_weight[label]
-        # a tree per block, then one atomic each: atomics of every thread on the same two
-        # words serialise
-        lows = cuda.shared.array(threads, int64)
-        highs = cuda.shared.array(threads, int64)
-        t = cuda.threadIdx.x
-        lows[t] = lo
-        highs[t] = hi
-        cuda.syncthreads()
-        step = threads // 2
-        while step > 0:
-            if t < step:
-                lows[t] = min(lows[t], lows[t + step])
-                highs[t] = max(highs[t], highs[t + step])
-            cuda.syncthreads()
-            step //= 2
+        lo, hi = extremes_of_block(lo, hi)  # one atomic each per block, not per thread
         if t == 0:
-            cuda.atomic.min(extremes, 0, lows[0])
-            cuda.atomic.max(extremes, 1, highs[0])
+            cuda.atomic.min(extremes, 0, lo)
+            cuda.atomic.max(extremes, 1, hi)
         count = reduce(count)
         wsum = reduce(wsum)
         if t == 0:

@@ -104,13 +104,14 @@ def block_sum(threads):
     return compile_device(reduce, f"block_sum_{threads}")
 
 
-def block_merge(threads, merge, name):
+def block_merge(threads, merge, name, dtype=float64):
     """Device function: the block's pair states (a, b) merged into one, in a fixed tree
-    with ``merge(a1, b1, a2, b2) -> (a, b)``; every thread gets the result."""
+    with ``merge(a1, b1, a2, b2) -> (a, b)``; every thread gets the result. The states
+    are ``dtype`` numbers."""
 
     def reduce(m, d):
-        sm = cuda.shared.array(threads, float64)
-        sd = cuda.shared.array(threads, float64)
+        sm = cuda.shared.array(threads, dtype)
+        sd = cuda.shared.array(threads, dtype)
         t = cuda.threadIdx.x
         sm[t] = m
         sd[t] = d
