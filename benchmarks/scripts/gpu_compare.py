@@ -245,13 +245,33 @@ def small(bandwidth):
     report(rows, ("loss", "shape", "fastloss µs", "PyTorch µs"))
 
 
+def versions():
+    """The commit measured and the versions that matter, for the record."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    found = []
+    for name in ("numba", "numba-cuda", "numpy", "torch", "liger-kernel"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} -")
+    return f"commit {commit}; " + ", ".join(found)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs (2^24 elements; no 128256 vocabulary)")
     parser.add_argument("--only", choices=("losses", "ce", "small"), help="run one part")
     args = parser.parse_args(argv)
     bandwidth = copy_bandwidth()
-    print(f"{torch.cuda.get_device_name()}: device-to-device copy {bandwidth:.0f} GB/s (read + write)\n")
+    print(f"{torch.cuda.get_device_name()}: device-to-device copy {bandwidth:.0f} GB/s (read + write)")
+    print(versions() + "\n")
     if args.only in (None, "small"):
         small(bandwidth)
     if args.only in (None, "losses"):
