@@ -64,7 +64,8 @@ if cuda_config.ENABLE_CUDASIM:
 
 def _row_layout(width):
     """(threads per block, threads per row) for rows of ``width`` elements: a warp per
-    row for narrow rows, else a block per row with about eight elements per thread."""
+    row for narrow rows, else a block per row of the first power of two of threads from
+    2 warps on with at most 8 elements each, or ROW_THREADS."""
     if width <= WARP_ROW_WIDTH:
         return THREADS, WARP
     t = 2 * WARP
