@@ -118,7 +118,7 @@ def evaluate(spec, args, kwargs):
 
     # Reduce the loss, scale what a finished loss (RMSE) needs, and hand back.
     if spec.finish is not None:
-        value, factor = spec.finish(total, denominator, reduction)
+        value, factor = spec.finish(total, denominator if reduction == "mean" else 1.0)
         for k in range(n_grads):
             buffers[k] *= factor
     elif reduction == "mean":

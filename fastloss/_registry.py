@@ -30,8 +30,10 @@ class LossSpec:
     aux: ``(options, arrays) -> array or None``, the math's per-element or per-class array.
     denominator: ``(options, arrays) -> float``, the divisor of ``"mean"`` where it is not
     the number of losses.
-    finish: ``(sum, count, reduction) -> (loss, gradient factor)`` for a loss that is a
-    function of the reduced sum (RMSE).
+    finish: ``(sum, n) -> (loss, gradient factor)`` for a loss that is a function of the
+    reduced sum (RMSE), ``n`` the divisor of the reduction (the number of losses for
+    ``"mean"``, 1 for ``"sum"``); plain math, which the CUDA backend compiles as a device
+    function.
     data_params: whether ``params`` reads the arrays (hinge's 0/1 rule), so that the
     parameters of the default options cannot be computed once, ahead of the data.
     """
@@ -94,13 +96,14 @@ def _all_zero_one(arrays):
     return bool(np.all((t == 0) | (t == 1) | np.isnan(t)))
 
 
-def _rmse_finish(total, count, reduction):
-    """RMSE from the weighted sum of squares S: sqrt(S / n) ("mean") or sqrt(S) ("sum");
-    the gradient 2 w r of S is multiplied by 1 / (2 n RMSE). At RMSE = 0 the gradient is
-    0 (the subgradient; PyTorch's sqrt would give NaN there)."""
-    n = count if reduction == "mean" else 1.0
-    loss = math.sqrt(total / n) if n != 0 else math.nan
-    return loss, (0.5 / (n * loss) if loss > 0.0 else 0.0)
+def _rmse_finish(total, n):
+    """RMSE from the weighted sum of squares S and the divisor n: sqrt(S / n), NaN where
+    that has no real value (n = 0, the mean of nothing; S < 0, which negative weights
+    can give; S NaN); the gradient 2 w r of S is multiplied by 1 / (2 n RMSE): NaN with
+    a NaN loss, as PyTorch's ``sqrt`` gives, and 0 at RMSE = 0 (the subgradient, where
+    PyTorch's would be NaN)."""
+    loss = math.sqrt(total / n) if n != 0.0 and total >= 0.0 else math.nan
+    return loss, (0.5 / (n * loss) if loss != 0.0 else 0.0)
 
 
 def _pos_weight_array(o, a):

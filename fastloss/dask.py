@@ -124,7 +124,7 @@ def evaluate(spec, arrays, common, options, backend):
     total = partial.sum()
     count = _denominator(spec, inputs, options, sparse, x, axis, rows)
     if spec.finish is not None:
-        finished = dask.delayed(spec.finish, nout=2)(total, count, reduction)
+        finished = dask.delayed(spec.finish, nout=2)(total, count if reduction == "mean" else 1.0)
         value = da.from_delayed(finished[0], (), dtype=np.float64)
         factor = da.from_delayed(finished[1], (), dtype=np.float64)
     elif reduction == "mean":

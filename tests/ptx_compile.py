@@ -88,7 +88,9 @@ def cases():
                     for layout in ((256, 32), (512, 512)):
                         yield (f"{spec.name} bfloat16 rows {layout}", call._rows_kernel(spec.math, layout, "int16"),
                                tuple(sig))
-    yield "scale", drivers.scale_kernel(), (float32[::1], float64)
+    rmse = next(spec for spec in SPECS if spec.finish is not None)
+    for dt in (float32, float64):
+        yield f"finish {dt}", drivers.finish_kernel(rmse.finish), (float64[::1], float64, dt[::1], dt[::1])
     yield "label_stats", drivers.label_stats_kernel(256), (
         int64[::1], int64, boolean, int64, float64[::1], int64[::1], float64[::1], float64[::1])
     yield "not_zero_one", drivers.not_zero_one_kernel(256), (float32[::1], float64[::1])

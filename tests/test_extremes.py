@@ -926,6 +926,28 @@ def test_rmse_extremes(reduction, dtype):
     assert zero.loss == 0.0 and np.all(zero.grad == 0.0)
 
 
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_rmse_of_a_negative_weighted_sum_is_nan(reduction, backend):
+    """Negative sample weights are allowed (SPEC section 2) and can make the weighted sum of
+    squares negative: its square root is NaN, as np.sqrt gives, with NaN gradients, as
+    PyTorch's sqrt gives; never an exception. A NaN in the data does the same."""
+    x = np.array([1.0, 2.0, -0.5])
+    y = np.zeros(3)
+    w = np.array([1.0, -2.0, 3.0])  # sum of w r^2 = 1 - 8 + 0.75 < 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = fl.rmse(x, y, sample_weight=w, reduction=reduction, backend=backend)
+        nan = fl.rmse(np.array([1.0, np.nan, 2.0]), y, reduction=reduction, backend=backend)
+    assert np.isnan(res.loss) and np.isnan(res.grad).all()
+    assert np.isnan(nan.loss) and np.isnan(nan.grad).all()
+    positive = fl.rmse(x, y, sample_weight=np.abs(w), reduction=reduction, backend=backend)
+    n = 3 if reduction == "mean" else 1
+    value = np.sqrt(np.sum(np.abs(w) * x * x) / n)
+    np.testing.assert_allclose(positive.loss, value, rtol=1e-15)
+    np.testing.assert_allclose(positive.grad, np.abs(w) * x / (n * value), rtol=1e-15)
+
+
 # --- binary classification at the edges ---------------------------------------------------
 
 

@@ -231,13 +231,13 @@ def _evaluate(spec, caller, natives, common, options):
     total, value = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess,
                            shape2d, rows, factor, loss_storage, reduced)
 
-    # The loss: reduced in the same launch; RMSE's needs the sum on the host (one read back).
+    # The loss: reduced in the same launch; RMSE's finished from the sum by a second kernel.
     if spec.finish is not None:
-        loss, grad_factor = spec.finish(float(caller.to_host(total)[0]), denominator, reduction)
-        for k in range(n_grads):
-            _scale(caller, buffers[k], grad_factor)
-        if want != "only":
-            value = caller.scalar(caller.from_host(np.array([loss], dtype=loss_storage)), natives[0].dtype)
+        finished = caller.empty((1,), loss_storage) if want != "only" else None
+        _finish(caller, spec, total, denominator if reduction == "mean" else 1.0, finished,
+                buffers[0] if n_grads else None)
+        if finished is not None:
+            value = caller.scalar(finished, natives[0].dtype)
     elif reduced:
         value = caller.scalar(value, natives[0].dtype)
     elif keep_loss:
@@ -316,12 +316,16 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     return total, value
 
 
-def _scale(caller, buf, factor):
-    if buf is None or factor == 1.0:
-        return
-    flat = caller.view(buf).reshape(-1)
-    blocks = max(1, min(-(-flat.shape[0] // THREADS), MAX_BLOCKS))
-    kernel("scale", lambda threads: drivers.scale_kernel())[blocks, THREADS, caller.stream()](flat, factor)
+def _finish(caller, spec, total, n, value, grad):
+    """Queue :func:`drivers.finish_kernel`: the loss from the sum ``total`` and divisor
+    ``n`` into ``value``, and the gradient (1-D) scaled by its factor (None: not wanted)."""
+    v = caller.view
+    g = v(grad) if grad is not None else _empty(np.float64, False, 0)
+    val = v(value) if value is not None else _empty(np.float64, False, 0)
+    blocks = max(1, min(-(-g.shape[0] // THREADS), MAX_BLOCKS))
+    kernel((spec.finish, "finish"), lambda threads: drivers.finish_kernel(spec.finish))[
+        blocks, THREADS, caller.stream()
+    ](v(total), n, val, g)
 
 
 def _label_stats(caller, labels, width, options):

@@ -580,14 +580,24 @@ def element_access(narrow, bf16):
     return (float32_load if narrow is np.float32 else plain_load), plain_load, plain_store
 
 
-def scale_kernel():
-    """``a[i] *= factor`` over a 1-D array (RMSE's gradient, known once the sum is)."""
+def finish_kernel(finish):
+    """The kernel that finishes a loss from its reduced sum (RMSE's ``finish``, see
+    :class:`fastloss._registry.LossSpec`), after the loss kernel on the same stream: each
+    thread computes ``(loss, factor) = finish(total[0], n)``, the first stores ``value[0]
+    = loss`` (``value`` empty: not wanted), and all multiply the gradient ``g`` (1-D;
+    empty: none) by ``factor``. The call queues it and goes on: nothing waits for the
+    sum."""
+    finish = cuda.jit(device=True)(finish)
 
-    def kernel(a, factor):
-        for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
-            a[uint64(i)] = np.float64(a[uint64(i)]) * factor
+    def kernel(total, n, value, g):
+        loss, factor = finish(total[0], n)
+        i = cuda.grid(1)
+        if i == 0 and value.shape[0] != 0:
+            value[0] = loss
+        for k in range(i, g.shape[0], cuda.gridsize(1)):
+            g[uint64(k)] = np.float64(g[uint64(k)]) * factor
 
-    return compile_kernel(kernel, "scale")
+    return compile_kernel(kernel, "finish")
 
 
 @cuda.jit(device=True)
