@@ -231,6 +231,30 @@ def test_hinge_decides_its_0_1_rule_on_the_device(rng):
         _close(host(fl.hinge(dev(x), dev(y)).loss), fl.hinge(x, y).loss, np.float64)
 
 
+# What needs the data before the loss kernel runs: the label range (and a sparse
+# cross-entropy's denominator) and hinge's 0/1 rule. Nothing else reads back.
+WAITS_FOR_THE_GPU = {"hinge", "squared_hinge"}
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_only_labels_and_hinge_wait_for_the_gpu(name, rng, monkeypatch):
+    """Every other call only queues kernels: no device-to-host copy (RMSE included: its
+    finish runs on the device)."""
+    from fastloss.cuda import arrays
+
+    arrays_in, options = prepared(name, OPTION_CASES[name][0], rng)
+    sparse = any(a.dtype.kind in "iu" for a in arrays_in)
+    reads = []
+    original = arrays.Caller.to_host
+    monkeypatch.setattr(arrays.Caller, "to_host", lambda self, a: reads.append(a) or original(self, a))
+    res = fl.compute(name, *(dev(a) for a in arrays_in), **_device_options(options), backend="cuda")
+    waits = sparse or name in WAITS_FOR_THE_GPU
+    assert bool(reads) == waits, f"{name}: {len(reads)} reads back"
+    monkeypatch.undo()
+    cpu = fl.compute(name, *arrays_in, **options)
+    _close(host(res.loss), cpu.loss, np.float64)
+
+
 def test_host_and_device_arrays_mixed_are_an_error(rng):
     x = rng.normal(size=5)
     with pytest.raises(ValueError, match="host memory"):
@@ -432,3 +456,21 @@ def test_zero_targets_and_clipped_probabilities(name, eps, rng):
     if name == "categorical_cross_entropy" and eps == 0.0:
         options = {"eps": 1e-12}
     _against_cpu(name, [p, q], options, reduction="none")
+
+
+def test_the_call_overhead_script_runs():
+    """benchmarks/scripts/gpu_call_overhead.py (the launch-overhead diagnosis for a GPU
+    machine) on tiny shapes, so that it works when a GPU comes."""
+    import os
+    import pathlib
+    import subprocess
+
+    from numba.cuda import config as cuda_config
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scripts" / "gpu_call_overhead.py"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if cuda_config.ENABLE_CUDASIM else "0")
+    done = subprocess.run([sys.executable, str(script), "--tiny", "--calls", "2", "--top", "3", "--numba"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("µs of host time per call") == 3, done.stdout
+    assert "empty numba-cuda launch, 17 arrays" in done.stdout
