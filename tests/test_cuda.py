@@ -474,3 +474,69 @@ def test_the_call_overhead_script_runs():
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("µs of host time per call") == 3, done.stdout
     assert "empty numba-cuda launch, 17 arrays" in done.stdout
+
+
+def _bfloat16(a):
+    """``a`` rounded to bfloat16 (to nearest, ties to even), as (int16 bit patterns, their
+    float32 values): PyTorch's rounding, written out here."""
+    b = np.asarray(a, dtype=np.float32).view(np.int32).astype(np.int64)
+    bits = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.int16)
+    return bits, (bits.astype(np.int32) << 16).view(np.float32)
+
+
+def _bf16_launch(name, inputs, sparse, options, in_place):
+    """The row kernel of ``name`` for bfloat16 bits (what PyTorch bfloat16 tensors get on
+    a GPU), launched as the call path launches it: float inputs as int16 bit patterns,
+    integer labels (``sparse``) as they are; (per-row losses in float32, the gradients'
+    bits)."""
+    from fastloss._registry import SPECS
+    from fastloss.cuda import arrays, call
+
+    spec = next(s for s in SPECS if s.name == name)
+    math_fn = spec.math_for(sparse, options)
+    n, width = inputs[0].shape
+    metas = [call._Meta(shape=a.shape, dtype=np.dtype(np.float32), ndim=a.ndim, size=a.size) for a in inputs]
+    options = {o.name: o.check(options.get(o.name, o.default)) for o in spec.options}
+    params = tuple(float(v) for v in spec.params(options, metas)) or (0.0,)
+    work = [dev(a) for a in inputs]
+    grads = [work[k] if in_place else cuda.device_array((n, width), np.int16) for k in range(spec.grads)]
+    loss = cuda.device_array(n, np.float32)
+    call._launch(arrays.Caller(), spec, math_fn, work, None, None, params, 1.0, loss, grads, None, (n, width), True,
+                 1.0, np.float32, False)
+    return host(loss), [host(g) for g in grads]
+
+
+BF16_ROW_CASES = [
+    ("sparse_softmax_cross_entropy", {}),
+    ("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
+    ("softmax_cross_entropy", {"label_smoothing": 0.2}),
+    ("softmax_kl_divergence", {}),
+    *NEW_ROW_KERNELS,
+]
+
+
+@pytest.mark.parametrize("width", [5, 40], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("name,options", BF16_ROW_CASES,
+                         ids=[f"{n}-{'-'.join(map(str, o.values())) or 'default'}" for n, o in BF16_ROW_CASES])
+def test_bfloat16_bits_in_every_row_kernel(name, options, width, rng):
+    """bfloat16 in, bfloat16 out, float32 inside: each row's loss is the CPU's float32
+    loss of the same (bfloat16) values, and each gradient the CPU's float32 gradient
+    rounded to bfloat16 (within half a bfloat16 step, plus float32's error); in place
+    (``out=`` the inputs) the same bits."""
+    arrays, options = prepared(name, options, rng, np.float32, shape=(6, width))
+    if name in ("sparse_softmax_cross_entropy", "softmax_cross_entropy", "softmax_kl_divergence"):
+        arrays[0][1, 2] = -np.inf  # a masked logit
+    bits, values = zip(*(_bfloat16(a) if a.dtype.kind == "f" else (a, a) for a in arrays))
+    sparse = len(arrays) > 1 and arrays[1].dtype.kind in "iu"
+    loss, grad_bits = _bf16_launch(name, bits, sparse, options, in_place=False)
+    cpu = fl.compute(name, *values, reduction="none", **options)
+    _close(loss, cpu.loss, np.float32)
+    for g_bits, c in zip(grad_bits, _grads(cpu)):
+        g = (g_bits.astype(np.int32) << 16).view(np.float32)
+        np.testing.assert_allclose(g, c, rtol=2.0**-8 + 2e-6, atol=1e-6 * np.abs(c).max())
+        assert (g_bits == _bfloat16(c)[0]).mean() > 0.9  # mostly the very bits
+    if width == 40:
+        in_place_loss, in_place_bits = _bf16_launch(name, bits, sparse, options, in_place=True)
+        np.testing.assert_array_equal(in_place_loss, loss)
+        for a, b in zip(in_place_bits, grad_bits):
+            np.testing.assert_array_equal(a, b)

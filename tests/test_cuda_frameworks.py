@@ -69,6 +69,39 @@ def test_bfloat16_computes_in_float32_and_returns_bfloat16(rng):
     np.testing.assert_allclose(n(res.grad), want.grad, rtol=1e-2, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_every_loss_in_bfloat16(name, rng):
+    """bfloat16 tensors in, bfloat16 out, float32 inside (the row kernels read the bits
+    themselves): the CPU's float32 results on the same values, to bfloat16's precision."""
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float32)
+    spec = fl.losses()[name]
+    bf = [t(a, torch.bfloat16) if a.dtype.kind == "f" else t(a) for a in arrays]
+    reduction = "none" if name != "root_mean_squared_error" else "sum"
+    gpu = fl.compute(name, *bf, **options, reduction=reduction)
+    cpu = fl.compute(name, *[n(b) if b.dtype == torch.bfloat16 else a for a, b in zip(arrays, bf)], **options,
+                     reduction=reduction)
+    assert gpu.loss.dtype == torch.bfloat16
+    np.testing.assert_allclose(n(gpu.loss), cpu.loss, rtol=2.0**-7, atol=1e-6)
+    grads = gpu.grad if isinstance(gpu.grad, tuple) else (gpu.grad,)
+    for g, c in zip(grads, cpu.grad if isinstance(cpu.grad, tuple) else (cpu.grad,)):
+        assert g.dtype == torch.bfloat16
+        np.testing.assert_allclose(n(g), c, rtol=2.0**-7, atol=1e-6 * np.abs(c).max())
+    assert len(grads) == len(spec.differentiable)
+
+
+def test_bfloat16_logits_with_float32_targets(rng):
+    """Float targets of another dtype than the bfloat16 logits: read as they are (the call
+    goes through float32 copies), not as bfloat16 bits."""
+    z = rng.normal(size=(16, 50)).astype(np.float32)
+    q = rng.dirichlet(np.ones(50), size=16).astype(np.float32)
+    zb = t(z, torch.bfloat16)
+    for name in ("softmax_cross_entropy", "softmax_kl_divergence", "kl_divergence", "categorical_hinge"):
+        gpu = fl.compute(name, zb, t(q), reduction="none")
+        cpu = fl.compute(name, n(zb), q, reduction="none")
+        np.testing.assert_allclose(n(gpu.loss), cpu.loss, rtol=2.0**-7, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(n(gpu.grad), cpu.grad, rtol=2.0**-7, atol=1e-6, err_msg=name)
+
+
 def test_runs_on_the_callers_stream(rng):
     x = rng.normal(size=1 << 20).astype(np.float32)
     y = rng.normal(size=1 << 20).astype(np.float32)

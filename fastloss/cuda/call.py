@@ -116,10 +116,6 @@ _ROW_KERNELS = {
          embedding.triplet_row, embedding.triplet_shift, embedding.triplet_element_grads), ()),
 }
 
-#: The row kernels that read and write bfloat16 bits themselves (int16 arrays); the
-#: others get bfloat16 through float32 copies.
-_NATIVE_BF16 = (softmax.sparse_softmax_cross_entropy, softmax.softmax_cross_entropy, softmax.softmax_kl_divergence)
-
 
 def _rows_kernel(math_fn, layout, dtype):
     """The row kernel of ``math_fn`` for ``layout`` = (threads per block, threads per
@@ -178,8 +174,10 @@ def _evaluate(spec, caller, natives, common, options):
     shape2d = (count, width) if rows else (count,)
     math_fn = spec.math_for(sparse, options)
     # What kernels read and write: the input's dtype; bfloat16 as float32 copies, except
-    # in the cross-entropy kernel, which reads and writes its bits (int16) directly.
-    native_bf16 = dtype is _BFLOAT16 and math_fn in _NATIVE_BF16
+    # in the row kernels, which read and write its bits (int16) directly when every float
+    # input is bfloat16 (a kernel reads all its float arrays alike: float targets of
+    # another dtype send the call through the float32 copies).
+    native_bf16 = rows and all(m.dtype is _BFLOAT16 for i, m in enumerate(metas) if not (i == 1 and sparse))
     loss_storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)
     storage = np.dtype(np.int16) if native_bf16 else loss_storage
     if not rows and loss_storage.itemsize <= 4:  # float32 and narrower: the float32 form, as on the CPU

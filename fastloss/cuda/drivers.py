@@ -30,8 +30,8 @@ total, value``.
     count);
   - :func:`triplet_rows_kernel`: triplet margin loss (three inputs, three gradients).
 
-  Only the first two read and write bfloat16 bits natively; the others get bfloat16
-  through float32 copies. Every class-axis loss has one of these kernels (a test checks
+  Each reads and writes bfloat16 bits natively (int16 arrays, converted in registers:
+  :func:`element_access`). Every class-axis loss has one of these kernels (a test checks
   the registry against ``fastloss.cuda.call._ROW_KERNELS``): none runs a row per thread.
 Array indices in the loops are cast to ``uint64`` (``x[uint64(i)]``, ``gx[r, uint64(j)]``
 with ``r = uint64(row)``): Numba gives a signed index Python's negative-index wraparound,
@@ -44,8 +44,8 @@ import math
 
 import numpy as np
 from numba import cuda, int16, int32, int64, uint64
-from numba.cuda import libdevice
 
+from ..math.elementary import as_float32, as_int32
 from .jit import compile_device, compile_kernel
 from .reductions import block_merge, block_sum, grid_finish, group_merge, group_sum
 
@@ -342,13 +342,11 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
 
     With ``sparse`` the targets are integer labels and y_j = [j = label]. Exponentials of
     the log-sum-exp in ``narrow`` precision, every sum and the row's loss in float64.
-    ``bf16`` is not supported here (bfloat16 goes through float32 copies).
+    With ``bf16`` every float array holds bfloat16 bit patterns (int16).
     """
-    if bf16:
-        raise NotImplementedError("stats_rows_kernel reads no bfloat16 bits")
-    load, store = plain_load, plain_store
+    narrow_load, load, store = element_access(narrow, bf16)
     reduce = group_sum(threads, group)
-    lse = row_max_sum_exp(threads, group, merge, narrow, element_access(narrow, False)[0])
+    lse = row_max_sum_exp(threads, group, merge, narrow, narrow_load)
 
     if sparse:
         def target(y, row, j):
@@ -357,7 +355,7 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
     else:
         def target(y, row, j):
             """y_j of a target row."""
-            return np.float64(y[uint64(row), uint64(j)])
+            return load(y[uint64(row), uint64(j)])
     target = compile_device(target, f"target_{'labels' if sparse else 'row'}")
 
     if mode == "sum":
@@ -407,7 +405,7 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
         return row_loss(u, vs, params) * wi
 
     body = compile_device(body, f"row_{name}_{threads}_{group}")
-    return rows_kernel(body, threads, group, f"rows_{name}")
+    return rows_kernel(body, threads, group, f"rows_{name}{'_bf16' if bf16 else ''}")
 
 
 def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hinge_grad, threads, group, narrow,
@@ -419,10 +417,8 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
     trees (``merge_max_count``), so ties are counted exactly. Pass 2 writes the gradient
     (``categorical_hinge_grad``), in place with ``gx`` the predictions (the merges'
     barriers end every read of other threads' elements). ``merge`` (log-sum-exp's) and
-    ``narrow`` are unused; bfloat16 goes through float32 copies."""
-    if bf16:
-        raise NotImplementedError("categorical_hinge_rows_kernel reads no bfloat16 bits")
-    load, store = plain_load, plain_store
+    ``narrow`` are unused; with ``bf16`` the arrays hold bfloat16 bit patterns (int16)."""
+    _, load, store = element_access(narrow, bf16)
     reduce = group_sum(threads, group)
     max_count = group_merge(threads, group, merge_count, "max_count")
 
@@ -447,7 +443,7 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
         return loss * wi
 
     body = compile_device(body, f"row_categorical_hinge_{threads}_{group}")
-    return rows_kernel(body, threads, group, "rows_categorical_hinge")
+    return rows_kernel(body, threads, group, f"rows_categorical_hinge{'_bf16' if bf16 else ''}")
 
 
 def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_row, shift_of, element_grads, threads,
@@ -466,11 +462,9 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
        (``triplet_element_grads``), in place with the gradient rows the inputs themselves
        (the reductions' barriers end every read of other threads' coordinates).
 
-    ``merge`` (log-sum-exp's) and ``narrow`` are unused; bfloat16 goes through float32
-    copies."""
-    if bf16:
-        raise NotImplementedError("triplet_rows_kernel reads no bfloat16 bits")
-    load, store = plain_load, plain_store
+    ``merge`` (log-sum-exp's) and ``narrow`` are unused; with ``bf16`` the arrays hold
+    bfloat16 bit patterns (int16)."""
+    _, load, store = element_access(narrow, bf16)
     reduce = group_sum(threads, group)
     largest = group_merge(threads, group, merge_nan, "max_nan")
 
@@ -525,7 +519,7 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
         return loss * wi
 
     body = compile_device(body, f"row_triplet_margin_loss_{threads}_{group}")
-    return rows_kernel(body, threads, group, "rows_triplet_margin_loss")
+    return rows_kernel(body, threads, group, f"rows_triplet_margin_loss{'_bf16' if bf16 else ''}")
 
 
 @cuda.jit(device=True)
@@ -546,10 +540,15 @@ def plain_store(v):
     return v
 
 
+# Bit casts: libdevice's on a GPU, the portable natives' Python references in the simulator.
+_as_float32 = as_float32.for_target("cuda")
+_as_int32 = as_int32.for_target("cuda")
+
+
 @cuda.jit(device=True)
 def bf16_load(bits):
     """A bfloat16 bit pattern (an int16 array element) as float32 (its top half: exact)."""
-    return np.float32(libdevice.int_as_float(int32(bits) << 16))
+    return _as_float32(int32(bits) << 16)
 
 
 @cuda.jit(device=True)
@@ -563,7 +562,7 @@ def bf16_store(v):
     """float64 to the bit pattern of the nearest bfloat16 (ties to even, through float32;
     NaN stays a quiet NaN), as an int16."""
     f = np.float32(v)
-    bits = libdevice.float_as_int(f)
+    bits = _as_int32(f)
     if f != f:
         return int16(0x7FC0)
     bits = bits + 0x7FFF + ((bits >> 16) & 1)

@@ -8,9 +8,11 @@ multiply-adds, as every CUDA compiler does by default, so results may differ fro
 CPU's in the last bit.
 """
 
-from numba import cuda, float32
+from numba import cuda, float32, int32
+from numba.cuda import config as cuda_config
+from numba.cuda import libdevice
 
-from ..math.elementary import single
+from ..math.elementary import as_float32, as_int32, single
 from ..math.portable import compile_for
 
 
@@ -19,7 +21,25 @@ def _single(x):
     return float32(x)
 
 
+@cuda.jit(device=True)
+def _as_int32(x):
+    return libdevice.float_as_int(float32(x))
+
+
+@cuda.jit(device=True)
+def _as_float32(i):
+    return libdevice.int_as_float(int32(i))
+
+
+def _simulated(reference):
+    """A native's Python reference as the simulator runs it: the simulator's libdevice
+    bit casts return nothing, and its integers are NumPy's fixed-width scalars."""
+    return lambda *args: reference(*(int(a) if hasattr(a, "dtype") and a.dtype.kind in "iu" else a for a in args))
+
+
 single.register("cuda", lambda: _single)
+for _native, _device in ((as_int32, _as_int32), (as_float32, _as_float32)):
+    _native.register("cuda", lambda n=_native, d=_device: _simulated(n.py_func) if cuda_config.ENABLE_CUDASIM else d)
 
 
 def compile_math(fn):
