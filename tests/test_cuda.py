@@ -485,23 +485,28 @@ def _bfloat16(a):
 
 
 def _bf16_launch(name, inputs, sparse, options, in_place):
-    """The row kernel of ``name`` for bfloat16 bits (what PyTorch bfloat16 tensors get on
+    """The kernel of ``name`` for bfloat16 bits (what PyTorch bfloat16 tensors get on
     a GPU), launched as the call path launches it: float inputs as int16 bit patterns,
     integer labels (``sparse``) as they are; (per-row losses in float32, the gradients'
     bits)."""
     from fastloss._registry import SPECS
     from fastloss.cuda import arrays, call
+    from fastloss.losses import float32_form
 
     spec = next(s for s in SPECS if s.name == name)
-    math_fn = spec.math_for(sparse, options)
-    n, width = inputs[0].shape
-    metas = [call._Meta(shape=a.shape, dtype=np.dtype(np.float32), ndim=a.ndim, size=a.size) for a in inputs]
+    rows = spec.family == "rowwise"
     options = {o.name: o.check(options.get(o.name, o.default)) for o in spec.options}
+    math_fn = spec.math_for(sparse, options)
+    if not rows:  # computed in float32: the float32 form, where there is one
+        math_fn = float32_form(math_fn) or math_fn
+    shape = inputs[0].shape
+    n = shape[0] if rows else inputs[0].size
+    metas = [call._Meta(shape=a.shape, dtype=np.dtype(np.float32), ndim=a.ndim, size=a.size) for a in inputs]
     params = tuple(float(v) for v in spec.params(options, metas)) or (0.0,)
     work = [dev(a) for a in inputs]
-    grads = [work[k] if in_place else cuda.device_array((n, width), np.int16) for k in range(spec.grads)]
+    grads = [work[k] if in_place else cuda.device_array(shape, np.int16) for k in range(spec.grads)]
     loss = cuda.device_array(n, np.float32)
-    call._launch(arrays.Caller(), spec, math_fn, work, None, None, params, 1.0, loss, grads, None, (n, width), True,
+    call._launch(arrays.Caller(), spec, math_fn, work, None, None, params, 1.0, loss, grads, None, shape, rows,
                  1.0, np.float32, False)
     return host(loss), [host(g) for g in grads]
 
@@ -540,3 +545,23 @@ def test_bfloat16_bits_in_every_row_kernel(name, options, width, rng):
         np.testing.assert_array_equal(in_place_loss, loss)
         for a, b in zip(in_place_bits, grad_bits):
             np.testing.assert_array_equal(a, b)
+
+
+BF16_ELEMENTWISE = [name for name in ALL_LOSSES if name not in ROWWISE
+                    and name not in ("root_mean_squared_error", "hinge", "squared_hinge")]
+
+
+@pytest.mark.parametrize("name", BF16_ELEMENTWISE)
+def test_bfloat16_bits_in_the_elementwise_kernels(name, rng):
+    """Element-wise losses on bfloat16 bits (RMSE and the hinges, whose finish or 0/1
+    rule needs float values, take float32 copies): each element's loss is the CPU's
+    float32 loss of the same values, each gradient the CPU's rounded to bfloat16."""
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float32, shape=(37,))
+    bits, values = zip(*(_bfloat16(a) if a.dtype.kind == "f" else (a, a) for a in arrays))
+    loss, grad_bits = _bf16_launch(name, bits, False, options, in_place=False)
+    cpu = fl.compute(name, *values, reduction="none", **options)
+    _close(loss, cpu.loss, np.float32)
+    for g_bits, c in zip(grad_bits, _grads(cpu)):
+        g = (g_bits.astype(np.int32) << 16).view(np.float32)
+        np.testing.assert_allclose(g, c, rtol=2.0**-8 + 2e-6, atol=1e-6 * np.abs(c).max())
+        assert (g_bits == _bfloat16(c)[0]).mean() > 0.9

@@ -43,13 +43,13 @@ def kernel(key, build):
     return k
 
 
-def _loss_kernel(math_fn):
-    """The grid-stride kernel of an element-wise loss's math."""
+def _loss_kernel(math_fn, bf16=False):
+    """The grid-stride kernel of an element-wise loss's math (``bf16``: on bfloat16 bits)."""
 
     def build(threads):
-        return drivers.elementwise_kernel(compile_math(math_fn), math_fn.__name__, threads)
+        return drivers.elementwise_kernel(compile_math(math_fn), math_fn.__name__, threads, bf16)
 
-    return kernel((math_fn, "elementwise"), build)
+    return kernel((math_fn, "elementwise", bf16), build)
 
 
 #: Rows of at most this many elements take a warp each (several rows per block of
@@ -173,11 +173,13 @@ def _evaluate(spec, caller, natives, common, options):
     count = math.prod(loss_shape)
     shape2d = (count, width) if rows else (count,)
     math_fn = spec.math_for(sparse, options)
-    # What kernels read and write: the input's dtype; bfloat16 as float32 copies, except
-    # in the row kernels, which read and write its bits (int16) directly when every float
-    # input is bfloat16 (a kernel reads all its float arrays alike: float targets of
-    # another dtype send the call through the float32 copies).
-    native_bf16 = rows and all(m.dtype is _BFLOAT16 for i, m in enumerate(metas) if not (i == 1 and sparse))
+    # What kernels read and write: the input's dtype; bfloat16 as its bits (int16), which
+    # the kernels convert themselves, when every float input is bfloat16 (a kernel reads
+    # all its float arrays alike: targets of another dtype send the call through float32
+    # copies, as do RMSE, whose finish scales a float32 gradient, and hinge, whose 0/1
+    # rule reads the targets' values).
+    native_bf16 = (spec.finish is None and not spec.data_params
+                   and all(m.dtype is _BFLOAT16 for i, m in enumerate(metas) if not (i == 1 and sparse)))
     loss_storage = compute if dtype is _BFLOAT16 else np.dtype(dtype)
     storage = np.dtype(np.int16) if native_bf16 else loss_storage
     if not rows and loss_storage.itemsize <= 4:  # float32 and narrower: the float32 form, as on the CPU
@@ -308,7 +310,7 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
         partials = caller.empty((blocks,), np.float64)
         c = v(aux) if aux is not None else x
-        _loss_kernel(math_fn)[blocks, THREADS, stream](
+        _loss_kernel(math_fn, dt == np.int16)[blocks, THREADS, stream](
             x, y, c, w, params, scale, lo, gx, gy, h, v(partials), *tail
         )
     return total, value

@@ -50,28 +50,32 @@ from .jit import compile_device, compile_kernel
 from .reductions import block_merge, block_sum, grid_finish, group_merge, group_sum
 
 
-def elementwise_kernel(elem, name, threads):
+def elementwise_kernel(elem, name, threads, bf16=False):
     """Grid-stride kernel for ``elem(x, y, c, p) -> (loss, dx, dy, hess)`` over 1-D arrays,
-    evaluated in float64. ``y`` and ``c`` are ``x`` again where the loss has none."""
+    evaluated in float64. ``y`` and ``c`` are ``x`` again where the loss has none. With
+    ``bf16``, ``x``, ``y`` and the gradients and hessian hold bfloat16 bit patterns
+    (int16); ``c`` (a float64 array where the loss has one) and the losses do not."""
+    _, load, store = element_access(np.float64, bf16)
     reduce = block_sum(threads)
     finish = grid_finish(threads)
 
     def sample(i, xi, yi, ci, w, params, scale, loss_out, gx, gy, h):
         """Element ``i`` (its inputs already loaded): store its outputs, return its loss."""
-        loss, dx, dy, d2 = elem(np.float64(xi), np.float64(yi), np.float64(ci), params)
+        loss, dx, dy, d2 = elem(load(xi), load(yi), np.float64(ci), params)
         wi = np.float64(w[uint64(i)]) if w.shape[0] != 0 else 1.0
         loss *= wi
         if loss_out.shape[0] != 0:
             loss_out[uint64(i)] = loss
         g = scale * wi
         if gx.shape[0] != 0:
-            gx[uint64(i)] = g * dx
+            gx[uint64(i)] = store(g * dx)
         if gy.shape[0] != 0:
-            gy[uint64(i)] = g * dy
+            gy[uint64(i)] = store(g * dy)
         if h.shape[0] != 0:
-            h[uint64(i)] = g * d2
+            h[uint64(i)] = store(g * d2)
         return loss
 
+    name = f"{name}{'_bf16' if bf16 else ''}"
     sample = compile_device(sample, f"sample_{name}")
 
     def kernel(x, y, c, w, params, scale, loss_out, gx, gy, h, partials, counter, factor, total_out, value):
