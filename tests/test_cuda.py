@@ -511,6 +511,23 @@ def _bf16_launch(name, inputs, sparse, options, in_place):
     return host(loss), [host(g) for g in grads]
 
 
+def _bf16_against_cpu(name, arrays, sparse, options):
+    """``name`` on the bfloat16 roundings of the float ``arrays`` (:func:`_bf16_launch`)
+    against the CPU's float32 results on the same values: each loss to float32's
+    accuracy, each gradient within half a bfloat16 step (plus float32's error) and
+    mostly the very bits of the CPU's rounded to bfloat16. Returns (input bits, losses,
+    gradient bits)."""
+    bits, values = zip(*(_bfloat16(a) if a.dtype.kind == "f" else (a, a) for a in arrays))
+    loss, grad_bits = _bf16_launch(name, bits, sparse, options, in_place=False)
+    cpu = fl.compute(name, *values, reduction="none", **options)
+    _close(loss, cpu.loss, np.float32)
+    for g_bits, c in zip(grad_bits, _grads(cpu)):
+        g = (g_bits.astype(np.int32) << 16).view(np.float32)
+        np.testing.assert_allclose(g, c, rtol=2.0**-8 + 2e-6, atol=1e-6 * np.abs(c).max())
+        assert (g_bits == _bfloat16(c)[0]).mean() > 0.9
+    return bits, loss, grad_bits
+
+
 BF16_ROW_CASES = [
     ("sparse_softmax_cross_entropy", {}),
     ("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
@@ -531,15 +548,8 @@ def test_bfloat16_bits_in_every_row_kernel(name, options, width, rng):
     arrays, options = prepared(name, options, rng, np.float32, shape=(6, width))
     if name in ("sparse_softmax_cross_entropy", "softmax_cross_entropy", "softmax_kl_divergence"):
         arrays[0][1, 2] = -np.inf  # a masked logit
-    bits, values = zip(*(_bfloat16(a) if a.dtype.kind == "f" else (a, a) for a in arrays))
     sparse = len(arrays) > 1 and arrays[1].dtype.kind in "iu"
-    loss, grad_bits = _bf16_launch(name, bits, sparse, options, in_place=False)
-    cpu = fl.compute(name, *values, reduction="none", **options)
-    _close(loss, cpu.loss, np.float32)
-    for g_bits, c in zip(grad_bits, _grads(cpu)):
-        g = (g_bits.astype(np.int32) << 16).view(np.float32)
-        np.testing.assert_allclose(g, c, rtol=2.0**-8 + 2e-6, atol=1e-6 * np.abs(c).max())
-        assert (g_bits == _bfloat16(c)[0]).mean() > 0.9  # mostly the very bits
+    bits, loss, grad_bits = _bf16_against_cpu(name, arrays, sparse, options)
     if width == 40:
         in_place_loss, in_place_bits = _bf16_launch(name, bits, sparse, options, in_place=True)
         np.testing.assert_array_equal(in_place_loss, loss)
@@ -557,11 +567,4 @@ def test_bfloat16_bits_in_the_elementwise_kernels(name, rng):
     rule needs float values, take float32 copies): each element's loss is the CPU's
     float32 loss of the same values, each gradient the CPU's rounded to bfloat16."""
     arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float32, shape=(37,))
-    bits, values = zip(*(_bfloat16(a) if a.dtype.kind == "f" else (a, a) for a in arrays))
-    loss, grad_bits = _bf16_launch(name, bits, False, options, in_place=False)
-    cpu = fl.compute(name, *values, reduction="none", **options)
-    _close(loss, cpu.loss, np.float32)
-    for g_bits, c in zip(grad_bits, _grads(cpu)):
-        g = (g_bits.astype(np.int32) << 16).view(np.float32)
-        np.testing.assert_allclose(g, c, rtol=2.0**-8 + 2e-6, atol=1e-6 * np.abs(c).max())
-        assert (g_bits == _bfloat16(c)[0]).mean() > 0.9
+    _bf16_against_cpu(name, arrays, False, options)
