@@ -97,7 +97,7 @@ def cases():
     for dt in (float32, float64):
         yield f"finish {dt}", drivers.finish_kernel(rmse.finish), (float64[::1], float64, dt[::1], dt[::1])
     yield "label_stats", drivers.label_stats_kernel(256), (
-        int64[::1], int64, boolean, int64, float64[::1], int64[::1], float64[::1], float64[::1])
+        int64[::1], int64, boolean, int64, float64[::1], int64[:, ::1], float64[::1])
     yield "not_zero_one", drivers.not_zero_one_kernel(256), (float32[::1], float64[::1])
 
 

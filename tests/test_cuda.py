@@ -255,6 +255,28 @@ def test_only_labels_and_hinge_wait_for_the_gpu(name, rng, monkeypatch):
     _close(host(res.loss), cpu.loss, np.float64)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_label_check_reads_back_once_and_copies_nothing_up(weighted, rng, monkeypatch):
+    """A sparse call waits for the GPU once: one read of the per-block label statistics
+    (a second for the class weights' sum), and no host-to-device copy (a PyTorch one
+    waits for the stream too)."""
+    from fastloss.cuda import arrays
+
+    z, labels = rng.normal(size=(45, 3)), rng.integers(0, 3, 45)
+    class_weight = dev(np.array([0.5, 1.0, 2.0])) if weighted else None
+    reads, copies = [], []
+    to_host, from_host = arrays.Caller.to_host, arrays.Caller.from_host
+    monkeypatch.setattr(arrays.Caller, "to_host", lambda self, a: reads.append(a) or to_host(self, a))
+    monkeypatch.setattr(arrays.Caller, "from_host", lambda self, a: copies.append(a) or from_host(self, a))
+    res = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), class_weight=class_weight, ignore_index=1)
+    assert (len(reads), len(copies)) == (1 + weighted, 0)
+    monkeypatch.undo()
+    cpu = fl.sparse_softmax_cross_entropy(z, labels, class_weight=None if class_weight is None else host(class_weight),
+                                          ignore_index=1)
+    _close(host(res.loss), cpu.loss, np.float64)
+    _close(host(res.grad), cpu.grad, np.float64)
+
+
 def test_host_and_device_arrays_mixed_are_an_error(rng):
     x = rng.normal(size=5)
     with pytest.raises(ValueError, match="host memory"):
@@ -402,7 +424,7 @@ def test_row_kernels_loop_over_more_rows_than_the_grid(name, options, width, rng
 
 
 def test_bad_labels_in_any_block_are_found(rng):
-    """The label check reduces each block's extremes before its atomics: a bad label
+    """The label check leaves each block's extremes for the host to merge: a bad label
     anywhere in a grid of several blocks (and grid-stride turns) raises."""
     z = rng.normal(size=(45, 3))
     for bad in (3, -2, 2**62 + 1, -(2**62) - 1):  # the last two are not float64 numbers: kept exact

@@ -194,12 +194,8 @@ def _evaluate(spec, caller, natives, common, options):
     weights = _sample_weights(caller, common.sample_weight, loss_shape, count)
     aux = _aux_array(caller, spec, options, metas, width, rows, shape2d)
 
-    denominator = float(count)
-    if sparse:
-        n_counted, weight_sum = _label_stats(caller, work[1], width, options)
-        if spec.denominator is not None:  # sparse cross-entropy's: the rows it counts
-            denominator = weight_sum if options.get("class_weight") is not None else float(n_counted)
-    elif spec.denominator is not None:  # pragma: no cover - every data-dependent denominator is sparse
+    label_stats = _label_stats(caller, work[1], width, options) if sparse else None
+    if spec.denominator is not None and not sparse:  # pragma: no cover - every data-dependent one is sparse
         raise NotImplementedError(f"{spec.name}: no device denominator")
     target = _all_zero_one(caller, work[1]) if spec.data_params else None
     params = spec.params(options, (metas[0], target) if spec.data_params else metas)
@@ -221,6 +217,13 @@ def _evaluate(spec, caller, natives, common, options):
     hess = caller.empty(shape2d, storage) if hessian else None
     keep_loss = reduction == "none" and want != "only"
     loss_out = caller.empty((count,), loss_storage) if keep_loss else None
+
+    # The label check ran meanwhile: wait for it (a bad label raises here, nothing written).
+    denominator = float(count)
+    if label_stats is not None:
+        n_counted, weight_sum = label_stats()
+        if spec.denominator is not None:  # sparse cross-entropy's: the rows it counts
+            denominator = weight_sum if options.get("class_weight") is not None else float(n_counted)
 
     scale = 1.0
     if reduction == "mean" and spec.finish is None:
@@ -329,8 +332,11 @@ def _finish(caller, spec, total, n, value, grad):
 
 
 def _label_stats(caller, labels, width, options):
-    """Check the labels on the device (SPEC section 3: no kernel ever reads with a bad
-    one) and return (rows counted, sum of their class weights)."""
+    """Queue the check of the labels on the device (SPEC section 3: no kernel ever reads
+    with a bad one) and return the function that waits for it: it raises the CPU's error
+    for a label out of range, else returns (rows counted, sum of their class weights).
+    One read-back (two with class weights), and the caller does its other host work
+    before waiting."""
     ignore = options.get("ignore_index")
     cw = options.get("class_weight")
     class_weight = None
@@ -340,21 +346,24 @@ def _label_stats(caller, labels, width, options):
             raise ValueError(f"class_weight must have shape ({width},), one weight per class, got {tuple(cw.shape)}")
     n = labels.shape[0]
     blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
-    big = np.iinfo(np.int64)
-    extremes = caller.from_host(np.array([big.max, big.min], dtype=np.int64))
-    counts = caller.empty((blocks,), np.float64)
-    sums = caller.empty((blocks,), np.float64)
+    stats = caller.empty((3, blocks), np.int64)  # per block: smallest, largest, count
+    weights = caller.empty((blocks,), np.float64) if class_weight is not None else None
+    v = caller.view
     k = kernel("label_stats", drivers.label_stats_kernel)
-    cwv = caller.view(class_weight) if class_weight is not None else _empty(np.float64, False, 0)
     k[blocks, THREADS, caller.stream()](
-        caller.view(labels), 0 if ignore is None else ignore, ignore is not None, width, cwv,
-        caller.view(extremes), caller.view(counts), caller.view(sums),
+        v(labels), 0 if ignore is None else ignore, ignore is not None, width,
+        _empty(np.float64, False, 0) if class_weight is None else v(class_weight),
+        v(stats), _empty(np.float64, False, 0) if weights is None else v(weights),
     )
-    lo, hi = (int(v) for v in caller.to_host(extremes))
-    counted = int(sum(caller.to_host(counts)))
-    if counted:
-        _api.check_label_range(lo, hi, width, ignore)
-    return counted, float(np.sum(caller.to_host(sums)))
+
+    def result():
+        lo, hi, counts = caller.to_host(stats)
+        counted = int(counts.sum())
+        if counted:
+            _api.check_label_range(int(lo.min()), int(hi.max()), width, ignore)
+        return counted, (float(np.sum(caller.to_host(weights))) if weights is not None else 0.0)
+
+    return result
 
 
 def _all_zero_one(caller, t):

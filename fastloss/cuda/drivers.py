@@ -610,15 +610,16 @@ def min_max(lo1, hi1, lo2, hi2):
 
 
 def label_stats_kernel(threads):
-    """Over integer ``labels``: the smallest and largest label that is not ``ignore``
-    (a tree per block, then one atomic min and max per block into ``extremes``: exact, so
-    deterministic), and per block the number of such labels and the sum of
-    ``class_weight[label]`` over those in [0, C) (empty ``class_weight``: not summed). A
-    label outside [0, C) is never used as an index."""
+    """Over integer ``labels``, per block (column ``b`` of ``stats``, int64): the smallest
+    and the largest label that is not ``ignore`` and the number of such labels; and the
+    sum of ``class_weight[label]`` over those in [0, C) into ``weights[b]`` (empty
+    ``class_weight``: not summed). Trees per block, no atomics and nothing to initialise:
+    the host merges the columns exactly. A label outside [0, C) is never used as an
+    index."""
     reduce = block_sum(threads)
     extremes_of_block = block_merge(threads, min_max, "block_label_extremes", int64)
 
-    def kernel(labels, ignore, has_ignore, n_classes, class_weight, extremes, counts, weights):
+    def kernel(labels, ignore, has_ignore, n_classes, class_weight, stats, weights):
         t = cuda.threadIdx.x
         lo = int64(9223372036854775807)
         hi = int64(-9223372036854775807 - 1)
@@ -634,15 +635,17 @@ def label_stats_kernel(threads):
             count += 1.0
             if weighted and 0 <= label < n_classes:
                 wsum += class_weight[label]
-        lo, hi = extremes_of_block(lo, hi)  # one atomic each per block, not per thread
-        if t == 0:
-            cuda.atomic.min(extremes, 0, lo)
-            cuda.atomic.max(extremes, 1, hi)
+        lo, hi = extremes_of_block(lo, hi)
         count = reduce(count)
-        wsum = reduce(wsum)
+        if weighted:
+            wsum = reduce(wsum)
         if t == 0:
-            counts[cuda.blockIdx.x] = count
-            weights[cuda.blockIdx.x] = wsum
+            b = cuda.blockIdx.x
+            stats[0, b] = lo
+            stats[1, b] = hi
+            stats[2, b] = int64(count)
+            if weighted:
+                weights[b] = wsum
 
     return compile_kernel(kernel, "label_stats")
 
