@@ -202,6 +202,28 @@ def test_every_row_ignored_gives_nan_mean_and_zero_gradient(rng):
     np.testing.assert_array_equal(host(res.grad), 0.0)
 
 
+@pytest.mark.parametrize("width", [5, 40], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("name", ["sparse_softmax_cross_entropy", "softmax_cross_entropy", "softmax_kl_divergence",
+                                  "js_divergence", "softmax_focal_loss"])
+def test_a_row_with_every_logit_masked_is_nan_in_that_row_only(name, width, rng):
+    """A row of -inf logits has no softmax: its loss and gradient are NaN, as on the CPU
+    (and in PyTorch), and no other row is touched. The row's sum of exponentials is 0
+    there: log 0 and 1 / 0 are taken as the GPU takes them (the simulator's Python would
+    raise)."""
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float64, shape=(3, width))
+    arrays[0][1] = -np.inf
+    arrays[0][2, 1] = -np.inf  # partly masked: a number (inf where a target weighs the masked class)
+    cpu = fl.compute(name, *arrays, **options, reduction="none")
+    gpu = fl.compute(name, *[dev(a) for a in arrays], **_device_options(options), reduction="none")
+    loss = host(gpu.loss)
+    assert np.isnan(loss[1]) and not np.isnan(loss[[0, 2]]).any()
+    _close(loss, cpu.loss, np.float64)
+    for g, c in zip(*(r.grad if isinstance(r.grad, tuple) else (r.grad,) for r in (gpu, cpu))):
+        g = host(g)
+        assert np.isnan(g[1]).all() and not np.isnan(g[[0, 2]]).any()
+        _close(g, c, np.float64)
+
+
 def test_extreme_logits_stay_finite():
     z = np.array([[1e4, -1e4, 0.0], [-np.inf, 0.0, -np.inf], [-1e4, -1e4, -1e4]])
     labels = np.array([1, 1, 0])

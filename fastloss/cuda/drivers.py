@@ -135,6 +135,16 @@ def rows_kernel(body, threads, group, name):
     return compile_kernel(kernel, name)
 
 
+@cuda.jit(device=True)
+def log_and_reciprocal(d):
+    """(log d, 1 / d) of a row's sum of exponentials d >= 0 (NaN propagates). A row with
+    no finite logit has d = 0: (-inf, inf), as the GPU's log and division give them (the
+    simulator runs Python's, which raise)."""
+    if d == 0.0:
+        return -math.inf, math.inf
+    return math.log(d), 1.0 / d
+
+
 def row_max_sum_exp(threads, group, merge, narrow, load):
     """Device function ``(z, t, n) -> (m, d)``: the online log-sum-exp of row ``z`` (m its
     maximum, d = sum_j exp(z_j - m)) by a group of ``group`` threads, thread ``t``
@@ -212,8 +222,7 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, group, narrow
         total_t = reduce(total_t)
         m, d = lse(z, t, n)  # its barrier also ends every thread's reads of pass 1
         mn = narrow(m)  # exact: m is one of the row's values
-        log_d = math.log(d)
-        inv_d = 1.0 / d
+        log_d, inv_d = log_and_reciprocal(d)
         s = 0.0
         for j in range(t, n, group):
             zj = load(z[uint64(j)])
@@ -304,8 +313,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
             wsum = float(n)
         m, d = lse(z, t, n)
         mn = narrow(m)  # exact: m is one of the row's values
-        log_d = math.log(d)
-        inv_d = 1.0 / d
+        log_d, inv_d = log_and_reciprocal(d)
         a = w_y * (1.0 - ls) + k * wsum
         s = 0.0
         j = t
@@ -373,12 +381,12 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
     elif mode == "softmax":
         def stats(z, y, row, t, n, params):
             m, d = lse(z, t, n)
-            return m, math.log(d), 0.0, 0.0
+            return m, log_and_reciprocal(d)[0], 0.0, 0.0
     elif mode == "two_softmax":
         def stats(z, y, row, t, n, params):
             m, d = lse(z, t, n)
             mq, dq = lse(y[row], t, n)
-            return m, math.log(d), mq, math.log(dq)
+            return m, log_and_reciprocal(d)[0], mq, log_and_reciprocal(dq)[0]
     else:
         def stats(z, y, row, t, n, params):
             return 0.0, 0.0, 0.0, 0.0
