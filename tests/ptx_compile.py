@@ -4,8 +4,9 @@ Run as a script (``python tests/ptx_compile.py``) by test_cuda_ptx.py, in a proc
 own without the simulator: the simulator runs kernels as Python and checks no types, so
 this catches the typing errors it cannot see. No GPU or driver is needed: NVVM from the
 ``cuda`` extra compiles, and the current-device query that numba-cuda makes for device
-functions is answered with compute capability 9.0. Prints one line per kernel and exits
-non-zero if any failed.
+functions is answered with compute capability 9.0. A kernel fails too if its PTX keeps
+an array in local memory (the row kernels' unrolled loads must live in registers). Prints
+one line per kernel and exits non-zero if any failed.
 """
 
 import os
@@ -93,6 +94,18 @@ def cases():
                     for layout in layouts:
                         yield (f"{spec.name}{suffix} bfloat16 rows {layout}",
                                call._rows_kernel(math_fn, layout, "int16"), tuple(sig))
+    # Another number of loads in flight (benchmarks/scripts/gpu_variants.py compares them):
+    # the unrolled loads must still compile, and stay in registers.
+    ce = next(spec for spec in SPECS if spec.name == "sparse_softmax_cross_entropy")
+    shipped, drivers.LOADS_IN_FLIGHT = drivers.LOADS_IN_FLIGHT, 8
+    try:
+        kernels = [(dt, call._rows_kernel(ce.math, (512, 512), dt.name)) for dt in (float32, int16)]
+    finally:
+        drivers.LOADS_IN_FLIGHT = shipped
+    for dt, k in kernels:
+        sig = list(loss_signature(ce, dt, True, False))
+        sig[7] = sig[-1] = float32[::1]
+        yield f"{ce.name} {'bfloat16' if dt is int16 else dt} rows (512, 512), 8 loads in flight", k, tuple(sig)
     rmse = next(spec for spec in SPECS if spec.finish is not None)
     for dt in (float32, float64):
         yield f"finish {dt}", drivers.finish_kernel(rmse.finish), (float64[::1], float64, dt[::1], dt[::1])
@@ -107,6 +120,7 @@ def main():
         try:
             ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=CC)
             assert ".entry" in ptx
+            assert ".local" not in ptx, "an array in local memory (not unrolled into registers)"
             print("ok", label)
         except Exception as exc:  # noqa: BLE001 - report every failure, then fail
             failed += 1

@@ -421,6 +421,30 @@ def test_row_kernels_write_their_gradients_in_place(name, options, width, rng):
         _close(host(o), c, np.float64)
 
 
+@pytest.mark.parametrize("loads", [1, 3, 8])
+@pytest.mark.parametrize("width", [13, 61], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("name,options", [("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
+                                          ("softmax_cross_entropy", {}), ("js_divergence", {})])
+def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeypatch):
+    """The row passes with another number of loads in flight (gpu_variants.py compares
+    them on a GPU): rows that take the unrolled loop once or more and then the tail, or
+    only the tail; per-row losses, gradients (in place) and hessians against the CPU."""
+    from fastloss.cuda import drivers
+
+    monkeypatch.setattr(drivers, "LOADS_IN_FLIGHT", loads)
+    arrays, options = prepared(name, options, rng, np.float64, shape=(3, width))
+    hessian = fl.losses()[name].hessian
+    cpu = fl.compute(name, *arrays, **options, reduction="none", hessian=hessian)
+    devs = [dev(a) for a in arrays]
+    gpu = fl.compute(name, *devs, **options, reduction="none", hessian=hessian, out=devs[0] if
+                     len(_grads(cpu)) == 1 else tuple(devs[:len(_grads(cpu))]))
+    _close(host(gpu.loss), cpu.loss, np.float64)
+    for g, c in zip(_grads(gpu), _grads(cpu)):
+        _close(host(g), c, np.float64)
+    if hessian:
+        _close(host(gpu.hess), cpu.hess, np.float64)
+
+
 @pytest.mark.parametrize("width", [6, 40], ids=["warp-rows", "block-rows"])
 @pytest.mark.parametrize("name,options", [("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
                                           ("softmax_cross_entropy", {}), ("kl_divergence", {}),

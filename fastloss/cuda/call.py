@@ -121,7 +121,7 @@ def _rows_kernel(math_fn, layout, dtype):
     """The row kernel of ``math_fn`` for ``layout`` = (threads per block, threads per
     row) (:func:`_row_layout`) and logits of ``dtype`` (int16: bfloat16 bits)."""
     dtype = np.dtype(dtype)
-    key = (math_fn, "rows", layout, dtype.itemsize <= 4, dtype == np.int16)
+    key = (math_fn, "rows", layout, dtype.itemsize <= 4, dtype == np.int16, drivers.LOADS_IN_FLIGHT)
     k = _kernels.get(key)
     if k is None:
         factory, formulas, named = _ROW_KERNELS[math_fn]

@@ -43,7 +43,7 @@ work: six instructions per load, against one shared add for four loads without i
 import math
 
 import numpy as np
-from numba import cuda, int16, int32, int64, uint64
+from numba import cuda, from_dtype, int16, int32, int64, uint64
 
 from ..math.elementary import as_float32, as_int32
 from .jit import compile_device, compile_kernel
@@ -145,11 +145,20 @@ def log_and_reciprocal(d):
     return math.log(d), 1.0 / d
 
 
+#: Loads each thread of a row kernel issues before it uses the first of them, in its
+#: passes over the row (the softmax losses' log-sum-exp and the cross-entropy's gradient):
+#: the memory-level parallelism that hides DRAM latency, paid for in registers. Read
+#: when a kernel is built (``fastloss.cuda.call`` keys its kernels by it), so that
+#: ``benchmarks/scripts/gpu_variants.py`` can compare values on a GPU.
+LOADS_IN_FLIGHT = 4
+
+
 def row_max_sum_exp(threads, group, merge, narrow, load):
     """Device function ``(z, t, n) -> (m, d)``: the online log-sum-exp of row ``z`` (m its
     maximum, d = sum_j exp(z_j - m)) by a group of ``group`` threads, thread ``t``
-    taking every ``group``-th element with four loads in flight, the threads' states
-    merged in a fixed tree (``merge``, :func:`fastloss.losses.softmax.merge_max_sum_exp`).
+    taking every ``group``-th element with :data:`LOADS_IN_FLIGHT` loads in flight, the
+    threads' states merged in a fixed tree (``merge``,
+    :func:`fastloss.losses.softmax.merge_max_sum_exp`).
 
     ``load`` gives each element in ``narrow`` precision (float32 for inputs of at most 32
     bits, exactly), and the running maximum, the differences ``z_j - m`` and their
@@ -169,17 +178,19 @@ def row_max_sum_exp(threads, group, merge, narrow, load):
 
     step = compile_device(step, f"online_step_{narrow.__name__}")
 
+    loads, slot = LOADS_IN_FLIGHT, from_dtype(np.dtype(narrow))
+
     def lse(z, t, n):
         m = narrow(-math.inf)
         d = 0.0
         j = t
-        while j + 3 * group < n:  # four loads in flight before the dependent updates
-            v0, v1, v2, v3 = z[uint64(j)], z[uint64(j + group)], z[uint64(j + 2 * group)], z[uint64(j + 3 * group)]
-            m, d = step(m, d, load(v0))
-            m, d = step(m, d, load(v1))
-            m, d = step(m, d, load(v2))
-            m, d = step(m, d, load(v3))
-            j += 4 * group
+        ahead = cuda.local.array(loads, slot)  # unrolled into registers (loads is a constant)
+        while j + (loads - 1) * group < n:  # every load issued before the dependent updates
+            for u in range(loads):
+                ahead[u] = load(z[uint64(j + u * group)])
+            for u in range(loads):
+                m, d = step(m, d, ahead[u])
+            j += loads * group
         while j < n:
             m, d = step(m, d, load(z[uint64(j)]))
             j += group
@@ -281,6 +292,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
         return cj * (m - np.float64(zj)) if ls != 0.0 else 0.0
 
     element = compile_device(element, f"ce_element_{narrow.__name__}{'_bf16' if bf16 else ''}")
+    loads, slot = LOADS_IN_FLIGHT, from_dtype(np.dtype(narrow))
     reduce = group_sum(threads, group)
     weight_sum = group_sum(threads, group)  # one instance per caller (see grid_finish's note)
 
@@ -318,13 +330,13 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
         s = 0.0
         j = t
         end = n if want_g or want_h or ls != 0.0 else 0
-        while j + 3 * group < end:  # four loads in flight, then four writes
-            v0, v1, v2, v3 = z[uint64(j)], z[uint64(j + group)], z[uint64(j + 2 * group)], z[uint64(j + 3 * group)]
-            s += element(row, j, load(v0), m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-            s += element(row, j + group, load(v1), m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-            s += element(row, j + 2 * group, load(v2), m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-            s += element(row, j + 3 * group, load(v3), m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-            j += 4 * group
+        ahead = cuda.local.array(loads, slot)
+        while j + (loads - 1) * group < end:  # every load in flight, then the writes
+            for u in range(loads):
+                ahead[u] = load(z[uint64(j + u * group)])
+            for u in range(loads):
+                s += element(row, j + u * group, ahead[u], m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
+            j += loads * group
         while j < end:
             s += element(row, j, load(z[uint64(j)]), m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
             j += group
