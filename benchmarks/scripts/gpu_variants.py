@@ -1,0 +1,163 @@
+"""The CUDA backend's launch layouts compared on one GPU, in one run: what to set
+``fastloss.cuda.call``'s block sizes and grid caps to.
+
+    python benchmarks/scripts/gpu_variants.py [--quick] [--only element|narrow|wide]
+
+A device machine is lent rarely and briefly, so the layouts that were chosen without
+one are measured side by side here rather than one per visit. Each case (a loss on a
+shape) runs under each variant of the module settings of :mod:`fastloss.cuda.call`
+(``THREADS`` and ``MAX_BLOCKS`` for element-wise kernels; ``WARP_ROW_WIDTH``,
+``ROW_THREADS`` and ``MAX_ROW_BLOCKS`` for row kernels) and of
+``fastloss.cuda.drivers.LOADS_IN_FLIGHT`` (the row passes' loads per thread before the
+first is used), and reports:
+
+- **kernels µs**: the GPU time of the call's kernels (and copies) per call, from the
+  PyTorch profiler's CUDA activity (CUPTI), host overhead excluded: what the layout
+  changes;
+- **call µs**: the median of CUDA events around one call, as a user pays it;
+- **% copy**: the bytes a fused pass must move (inputs read once, gradients written
+  once) over the kernel time, against a device-to-device copy timed in the same run;
+- **vs first**: the largest difference of the loss and gradient from the first
+  variant's (the shipped settings), relative to their largest magnitude: a layout only
+  regroups sums, so anything above ~1e-5 (float32) is a bug, and is marked ``!``.
+"""
+
+import argparse
+import sys
+
+import torch
+from gpu_compare import DEV, copy_bandwidth, inputs, report, timed, versions
+from torch.profiler import ProfilerActivity, profile
+
+import fastloss as fl
+from fastloss.cuda import call, drivers
+
+#: The settings a variant may change, and the module each lives in.
+SETTINGS = {"THREADS": call, "MAX_BLOCKS": call, "WARP_ROW_WIDTH": call, "ROW_THREADS": call,
+            "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers}
+
+#: The variants of each family, the shipped settings first (an empty dict).
+VARIANTS = {
+    "element": [{}, {"MAX_BLOCKS": 2112}, {"MAX_BLOCKS": 4224}, {"THREADS": 512, "MAX_BLOCKS": 1056},
+                {"THREADS": 128, "MAX_BLOCKS": 4224}],
+    # WARP_ROW_WIDTH 0: rows of 256 take a block of 64 threads each (the layout of 155ce93).
+    "narrow": [{}, {"LOADS_IN_FLIGHT": 8}, {"MAX_ROW_BLOCKS": 2112}, {"MAX_ROW_BLOCKS": 8448},
+               {"THREADS": 128}, {"WARP_ROW_WIDTH": 0}],
+    # The grid cap bounds the rows in flight (one per block): 264 rows of 128 KB are 34 MB of L2.
+    "wide": [{}, {"LOADS_IN_FLIGHT": 8}, {"LOADS_IN_FLIGHT": 16}, {"ROW_THREADS": 256},
+             {"ROW_THREADS": 1024}, {"MAX_ROW_BLOCKS": 264}, {"ROW_THREADS": 1024, "MAX_ROW_BLOCKS": 132},
+             {"ROW_THREADS": 256, "LOADS_IN_FLIGHT": 16}],
+}
+
+
+def cases(family, quick):
+    """(label, loss, arrays) for each case of ``family``, made one at a time."""
+    elements = 1 << (24 if quick else 28)
+    if family == "element":
+        for name in ("mean_squared_error", "sigmoid_binary_cross_entropy", "huber"):
+            yield f"{name} {elements}", name, inputs(name, elements)
+    elif family == "narrow":
+        for name in ("sparse_softmax_cross_entropy", "softmax_cross_entropy", "kl_divergence",
+                     "triplet_margin_loss", "vae_kl_divergence"):
+            arrays = inputs(name, elements >> 2)
+            yield f"{name} {'x'.join(map(str, arrays[0].shape))}", name, arrays
+    else:
+        for n, c in [(8192, 32000)] if quick else [(8192, 32000), (8192, 128256)]:
+            for dtype in (torch.float32, torch.bfloat16):
+                g = torch.Generator(device=DEV).manual_seed(0)
+                z = torch.randn(n, c, device=DEV, dtype=dtype, generator=g)
+                y = torch.randint(0, c, (n,), device=DEV, generator=g)
+                label = f"sparse CE ({n}, {c}) {str(dtype).removeprefix('torch.')}"
+                yield label, "sparse_softmax_cross_entropy", [z, y]
+
+
+def kernel_us(fn, calls=10):
+    """GPU µs per call of ``fn()``'s kernels, memsets and copies (CUPTI, via PyTorch)."""
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    total = 0.0
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = e.self_cuda_time_total
+        total += t
+    return total / calls
+
+
+def moved_bytes(name, arrays):
+    spec = fl.losses()[name]
+    read = sum(a.numel() * a.element_size() for a in arrays)
+    return read + sum(arrays[k].numel() * arrays[k].element_size() for k in range(len(spec.differentiable)))
+
+
+def flat(res):
+    """The loss and gradients of a result, as one float64 vector on the device."""
+    parts = [res.loss, *(res.grad if isinstance(res.grad, tuple) else (res.grad,))]
+    return torch.cat([p.detach().double().reshape(-1) for p in parts])
+
+
+def apply(settings):
+    """Set the launch settings (:data:`SETTINGS`); return the previous ones."""
+    before = {k: getattr(module, k) for k, module in SETTINGS.items()}
+    for k, v in settings.items():
+        setattr(SETTINGS[k], k, v)
+    return before
+
+
+def measure(family, label, name, arrays, bandwidth):
+    rows = []
+    reference = None
+    in_place = family == "wide"
+    scratch = arrays[0].clone() if in_place else None
+    for variant in VARIANTS[family]:
+        before = apply(variant)
+        try:
+            got = flat(fl.compute(name, *arrays))  # compiles this layout's kernel
+            if in_place:
+                def step():
+                    return fl.compute(name, scratch, *arrays[1:], out=scratch)
+            else:
+                def step():
+                    return fl.compute(name, *arrays)
+            gpu = kernel_us(step)
+            user = 1000 * timed(step, reps=10)
+        finally:
+            apply(before)
+        if reference is None:
+            reference, diff = got, 0.0
+        else:
+            scale = max(float(reference.abs().max()), 1e-300)
+            diff = float((got - reference).abs().max()) / scale
+        gbs = moved_bytes(name, arrays) / gpu / 1e3
+        mark = " !" if diff > 1e-5 else ""
+        rows.append((label, ", ".join(f"{k}={v}" for k, v in variant.items()) or "shipped", f"{gpu:.0f}",
+                     f"{user:.0f}", f"{100 * gbs / bandwidth:.0f}%", f"{diff:.1e}{mark}"))
+    torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2^24 elements; no 128256 vocabulary")
+    parser.add_argument("--only", choices=tuple(VARIANTS), help="one family of cases")
+    args = parser.parse_args(argv)
+    bandwidth = copy_bandwidth()
+    print(f"{torch.cuda.get_device_name()}: device-to-device copy {bandwidth:.0f} GB/s (read + write)")
+    print(versions())
+    print("shipped: " + ", ".join(f"{k}={getattr(m, k)}" for k, m in SETTINGS.items()) + "\n", flush=True)
+    for family in VARIANTS:
+        if args.only not in (None, family):
+            continue
+        rows = []
+        for case in cases(family, args.quick):
+            rows += measure(family, *case, bandwidth)
+        report(rows, ("case", "variant", "kernels µs", "call µs", "% copy", "vs first"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
