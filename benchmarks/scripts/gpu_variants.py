@@ -26,8 +26,7 @@ import argparse
 import sys
 
 import torch
-from gpu_compare import DEV, copy_bandwidth, inputs, report, timed, versions
-from torch.profiler import ProfilerActivity, profile
+from gpu_compare import DEV, copy_bandwidth, inputs, kernel_ms, report, timed, versions
 
 import fastloss as fl
 from fastloss.cuda import call, drivers
@@ -71,23 +70,6 @@ def cases(family, quick):
                 yield label, "sparse_softmax_cross_entropy", [z, y]
 
 
-def kernel_us(fn, calls=10):
-    """GPU µs per call of ``fn()``'s kernels, memsets and copies (CUPTI, via PyTorch)."""
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    total = 0.0
-    for e in prof.key_averages():
-        t = getattr(e, "self_device_time_total", None)
-        if t is None:
-            t = e.self_cuda_time_total
-        total += t
-    return total / calls
-
-
 def moved_bytes(name, arrays):
     spec = fl.losses()[name]
     read = sum(a.numel() * a.element_size() for a in arrays)
@@ -123,7 +105,7 @@ def measure(family, label, name, arrays, bandwidth):
             else:
                 def step():
                     return fl.compute(name, *arrays)
-            gpu = kernel_us(step)
+            gpu = 1000 * kernel_ms(step)
             user = 1000 * timed(step, reps=10)
         finally:
             apply(before)
