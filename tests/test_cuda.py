@@ -299,6 +299,22 @@ def test_the_label_check_reads_back_once_and_copies_nothing_up(weighted, rng, mo
     _close(host(res.grad), cpu.grad, np.float64)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_rmse_finish_scales_every_gradient_element(dtype, rng):
+    """RMSE's finish kernel scales the gradient in a grid-stride loop, four elements at a
+    time and then a tail: more elements than eight turns of the grid, and five more."""
+    from fastloss.cuda import call
+
+    n = 8 * call.THREADS * call.MAX_BLOCKS + 5
+    x, y = rng.normal(size=n).astype(dtype), rng.normal(size=n).astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=n)
+    for reduction in ("mean", "sum"):
+        cpu = fl.root_mean_squared_error(x, y, sample_weight=w, reduction=reduction)
+        gpu = fl.root_mean_squared_error(dev(x), dev(y), sample_weight=dev(w), reduction=reduction)
+        _close(host(gpu.loss), cpu.loss, dtype)
+        _close(host(gpu.grad), cpu.grad, dtype)
+
+
 def test_host_and_device_arrays_mixed_are_an_error(rng):
     x = rng.normal(size=5)
     with pytest.raises(ValueError, match="host memory"):

@@ -608,8 +608,9 @@ def finish_kernel(finish):
     :class:`fastloss._registry.LossSpec`), after the loss kernel on the same stream: each
     thread computes ``(loss, factor) = finish(total[0], n)``, the first stores ``value[0]
     = loss`` (``value`` empty: not wanted), and all multiply the gradient ``g`` (1-D;
-    empty: none) by ``factor``. The call queues it and goes on: nothing waits for the
-    sum."""
+    empty: none) by ``factor``, in a grid-stride loop with four loads in flight before
+    their stores (one at a time, a thread would wait out each load's latency). The call
+    queues it and goes on: nothing waits for the sum."""
     finish = cuda.jit(device=True)(finish)
 
     def kernel(total, n, value, g):
@@ -617,8 +618,19 @@ def finish_kernel(finish):
         i = cuda.grid(1)
         if i == 0 and value.shape[0] != 0:
             value[0] = loss
-        for k in range(i, g.shape[0], cuda.gridsize(1)):
-            g[uint64(k)] = np.float64(g[uint64(k)]) * factor
+        stride = cuda.gridsize(1)
+        size = g.shape[0]
+        while i + 3 * stride < size:
+            i1, i2, i3 = i + stride, i + 2 * stride, i + 3 * stride
+            g0, g1, g2, g3 = g[uint64(i)], g[uint64(i1)], g[uint64(i2)], g[uint64(i3)]
+            g[uint64(i)] = np.float64(g0) * factor
+            g[uint64(i1)] = np.float64(g1) * factor
+            g[uint64(i2)] = np.float64(g2) * factor
+            g[uint64(i3)] = np.float64(g3) * factor
+            i += 4 * stride
+        while i < size:
+            g[uint64(i)] = np.float64(g[uint64(i)]) * factor
+            i += stride
 
     return compile_kernel(kernel, "finish")
 
