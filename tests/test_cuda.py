@@ -440,11 +440,15 @@ def test_row_kernels_write_their_gradients_in_place(name, options, width, rng):
 @pytest.mark.parametrize("loads", [1, 3, 8])
 @pytest.mark.parametrize("width", [13, 61], ids=["warp-rows", "block-rows"])
 @pytest.mark.parametrize("name,options", [("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
-                                          ("softmax_cross_entropy", {}), ("js_divergence", {})])
+                                          ("softmax_cross_entropy", {}), ("js_divergence", {}),
+                                          ("kl_divergence", {}), ("softmax_focal_loss", {"labels": True}),
+                                          ("categorical_hinge", {})])
 def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeypatch):
     """The row passes with another number of loads in flight (gpu_variants.py compares
     them on a GPU): rows that take the unrolled loop once or more and then the tail, or
-    only the tail; per-row losses, gradients (in place) and hessians against the CPU."""
+    only the tail; per-row losses, gradients (in place) and hessians against the CPU, for
+    every kind of row pass (log-sum-exp; gradients with a target row, integer labels,
+    class weights)."""
     from fastloss.cuda import drivers
 
     monkeypatch.setattr(drivers, "LOADS_IN_FLIGHT", loads)

@@ -30,8 +30,10 @@ total, value``.
     count);
   - :func:`triplet_rows_kernel`: triplet margin loss (three inputs, three gradients).
 
-  Each reads and writes bfloat16 bits natively (int16 arrays, converted in registers:
-  :func:`element_access`). Every class-axis loss has one of these kernels (a test checks
+  The passes that write gradients share :func:`row_pass` (several elements' loads
+  issued before their writes). Each body reads and writes bfloat16 bits natively (int16
+  arrays, converted in registers: :func:`element_access`). Every class-axis loss has one
+  of these kernels (a test checks
   the registry against ``fastloss.cuda.call._ROW_KERNELS``): none runs a row per thread.
 Array indices in the loops are cast to ``uint64`` (``x[uint64(i)]``, ``gx[r, uint64(j)]``
 with ``r = uint64(row)``): Numba gives a signed index Python's negative-index wraparound,
@@ -146,8 +148,9 @@ def log_and_reciprocal(d):
 
 
 #: Loads each thread of a row kernel issues before it uses the first of them, in its
-#: passes over the row (the softmax losses' log-sum-exp and the cross-entropy's gradient):
-#: the memory-level parallelism that hides DRAM latency, paid for in registers. Read
+#: passes over the row (the softmax losses' log-sum-exp, and every pass that writes
+#: gradients: :func:`row_pass`): the memory-level parallelism that hides DRAM latency,
+#: paid for in registers. Read
 #: when a kernel is built (``fastloss.cuda.call`` keys its kernels by it), so that
 #: ``benchmarks/scripts/gpu_variants.py`` can compare values on a GPU.
 LOADS_IN_FLIGHT = 4
@@ -199,6 +202,56 @@ def row_max_sum_exp(threads, group, merge, narrow, load):
     return compile_device(lse, f"row_max_sum_exp_{threads}_{group}_{narrow.__name__}_{load.__name__}")
 
 
+def row_pass(element, load_x, load_y, group, name):
+    """Device function ``(row, t, x, y, c, gx, gy, h) -> s``: thread ``t``'s pass over its
+    elements j = t, t + group, ... of a row (``x`` its first input's row, of the row's
+    length), ``s`` the sum of ``element(row, j, load_x(x, j), load_y(y, j), c, gx, gy,
+    h)``, which may write element j's outputs; ``c`` holds the row's constants and ``y``
+    what ``load_y`` reads (a target row, class weights, a label).
+
+    The loads of :data:`LOADS_IN_FLIGHT` elements are issued before the first of them is
+    worked: a loop that writes as it reads keeps one element's loads in flight, since no
+    load may move above a store that could alias it (and with ``out=`` the inputs, one
+    does). The loop is written out that many times over (the source below), so the
+    loaded values live in registers however large ``element`` is: a loop over a local
+    array, which the compiler does not unroll around a large body, keeps them in local
+    memory."""
+    loads = LOADS_IN_FLIGHT
+    ahead = [f"x{u}, y{u} = load_x(x, j + {u} * group), load_y(y, j + {u} * group)" for u in range(loads)]
+    work = [f"s += element(row, j + {u} * group, x{u}, y{u}, c, gx, gy, h)" for u in range(loads)]
+    source = "\n".join([
+        "def run(row, t, x, y, c, gx, gy, h):",
+        "    n = x.shape[0]",
+        "    s = 0.0",
+        "    j = t",
+        f"    while j + {loads - 1} * group < n:",
+        *(f"        {line}" for line in ahead + work),
+        f"        j += {loads} * group",
+        "    while j < n:",
+        "        s += element(row, j, load_x(x, j), load_y(y, j), c, gx, gy, h)",
+        "        j += group",
+        "    return s",
+    ])
+    namespace = {"element": element, "load_x": load_x, "load_y": load_y, "group": group}
+    exec(compile(source, f"<row_pass {name}>", "exec"), namespace)
+    return compile_device(namespace["run"], name)
+
+
+def row_loads(narrow, bf16):
+    """(narrow_at, wide_at), loads for :func:`row_pass`: element j of a row in ``narrow``
+    precision (a logit, for its exponential), and as float64."""
+    load, wide, _ = element_access(narrow, bf16)
+
+    def narrow_at(row, j):
+        return load(row[uint64(j)])
+
+    def wide_at(row, j):
+        return wide(row[uint64(j)])
+
+    suffix = f"{narrow.__name__}{'_bf16' if bf16 else ''}"
+    return compile_device(narrow_at, f"narrow_at_{suffix}"), compile_device(wide_at, f"wide_at_{suffix}")
+
+
 def soft_target_rows_kernel(merge, target, entropy, grad, threads, group, narrow, bf16, name):
     """A group of threads per row (:func:`rows_kernel`) for the softmax losses with a
     target distribution (softmax cross-entropy, PyTorch ``cross_entropy`` with
@@ -219,34 +272,37 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, group, narrow
     lse = row_max_sum_exp(threads, group, merge, narrow, load)
     reduce = group_sum(threads, group)
 
-    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
+    def element(row, j, zj, yj, c, gx, gy, h):
+        """Element j's gradient (and hessian) written; its loss term returned."""
+        a, n, m, mn, inv_d, total_t, gs = c
         r = uint64(row)
+        tj = target(yj, a, n)
+        s = entropy(yj, tj, a) + tj * (m - np.float64(zj)) if tj != 0.0 else 0.0
+        if gx.shape[1] != 0 or h.shape[1] != 0:
+            pj = np.float64(math.exp(zj - mn)) * inv_d
+            if gx.shape[1] != 0:
+                gx[r, uint64(j)] = store(grad(pj, tj, total_t, gs))
+            if h.shape[1] != 0:
+                h[r, uint64(j)] = store(gs * total_t * pj * (1.0 - pj))
+        return s
+
+    narrow_at, wide_at = row_loads(narrow, bf16)
+    terms = row_pass(compile_device(element, f"element_{name}"), narrow_at, wide_at, group, f"pass_{name}_{group}")
+
+    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
         z = x[row]
         yr = y[row]
         wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
-        gs = scale * wi
         a = params[0]
         total_t = 0.0
         for j in range(t, n, group):
             total_t += target(wide(yr[uint64(j)]), a, n)
         total_t = reduce(total_t)
         m, d = lse(z, t, n)  # its barrier also ends every thread's reads of pass 1
-        mn = narrow(m)  # exact: m is one of the row's values
         log_d, inv_d = log_and_reciprocal(d)
-        s = 0.0
-        for j in range(t, n, group):
-            zj = load(z[uint64(j)])
-            yj = wide(yr[uint64(j)])
-            tj = target(yj, a, n)
-            if tj != 0.0:
-                s += entropy(yj, tj, a) + tj * (m - np.float64(zj))
-            if gx.shape[1] != 0 or h.shape[1] != 0:
-                pj = np.float64(math.exp(zj - mn)) * inv_d
-                if gx.shape[1] != 0:
-                    gx[r, uint64(j)] = store(grad(pj, tj, total_t, gs))
-                if h.shape[1] != 0:
-                    h[r, uint64(j)] = store(gs * total_t * pj * (1.0 - pj))
+        # narrow(m) is exact: m is one of the row's values
+        s = terms(row, t, z, yr, (a, n, m, narrow(m), inv_d, total_t, scale * wi), gx, gy, h)
         s = reduce(s)
         return (s + total_t * log_d) * wi
 
@@ -277,12 +333,12 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
     load, wide, store = element_access(narrow, bf16)
     lse = row_max_sum_exp(threads, group, merge, narrow, load)
 
-    def element(row, j, zj, m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h):
+    def element(row, j, zj, cj, c, gx, gy, h):
         """Write the gradient (and hessian) of logit ``j`` (``zj`` in ``narrow``
-        precision; ``mn`` the row's maximum in it, ``m`` in float64); return its
-        smoothing term."""
+        precision; ``mn`` the row's maximum in it, ``m`` in float64; ``cj`` its class
+        weight); return its smoothing term."""
+        m, mn, inv_d, a, k, w_y, ls, gs, label = c
         r = uint64(row)
-        cj = np.float64(cw[uint64(j)]) if cw.shape[0] != 0 else 1.0
         if gx.shape[1] != 0 or h.shape[1] != 0:
             pj = np.float64(math.exp(zj - mn)) * inv_d
             if gx.shape[1] != 0:
@@ -291,8 +347,14 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
                 h[r, uint64(j)] = store(gs * a * pj * (1.0 - pj))
         return cj * (m - np.float64(zj)) if ls != 0.0 else 0.0
 
-    element = compile_device(element, f"ce_element_{narrow.__name__}{'_bf16' if bf16 else ''}")
-    loads, slot = LOADS_IN_FLIGHT, from_dtype(np.dtype(narrow))
+    def class_weight(cw, j):
+        """The class weight of class j (1 without class weights)."""
+        return np.float64(cw[uint64(j)]) if cw.shape[0] != 0 else 1.0
+
+    narrow_at, _ = row_loads(narrow, bf16)
+    suffix = f"{narrow.__name__}{'_bf16' if bf16 else ''}"
+    terms = row_pass(compile_device(element, f"ce_element_{suffix}"), narrow_at,
+                     compile_device(class_weight, "class_weight"), group, f"pass_ce_{group}_{suffix}")
     reduce = group_sum(threads, group)
     weight_sum = group_sum(threads, group)  # one instance per caller (see grid_finish's note)
 
@@ -328,18 +390,8 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
         log_d, inv_d = log_and_reciprocal(d)
         a = w_y * (1.0 - ls) + k * wsum
         s = 0.0
-        j = t
-        end = n if want_g or want_h or ls != 0.0 else 0
-        ahead = cuda.local.array(loads, slot)
-        while j + (loads - 1) * group < end:  # every load in flight, then the writes
-            for u in range(loads):
-                ahead[u] = load(z[uint64(j + u * group)])
-            for u in range(loads):
-                s += element(row, j + u * group, ahead[u], m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-            j += loads * group
-        while j < end:
-            s += element(row, j, load(z[uint64(j)]), m, mn, inv_d, a, k, w_y, ls, gs, label, cw, gx, h)
-            j += group
+        if want_g or want_h or ls != 0.0:
+            s = terms(row, t, z, cw, (m, mn, inv_d, a, k, w_y, ls, gs, label), gx, gy, h)
         if ls != 0.0:
             s = reduce(s)
         return row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
@@ -361,8 +413,8 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
     2. u, v = the group sums of ``term``; the reductions' barriers end every thread's
        reads of other threads' elements;
     3. each thread writes ``grad`` of its own elements into ``gx`` (and ``gy`` where
-       wanted), reading each element again just before its write: in place with the
-       gradient rows the inputs themselves.
+       wanted), reading them again, a few ahead of the writes (:func:`row_pass`): in place
+       with the gradient rows the inputs themselves.
 
     With ``sparse`` the targets are integer labels and y_j = [j = label]. Exponentials of
     the log-sum-exp in ``narrow`` precision, every sum and the row's loss in float64.
@@ -371,61 +423,67 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
     narrow_load, load, store = element_access(narrow, bf16)
     reduce = group_sum(threads, group)
     lse = row_max_sum_exp(threads, group, merge, narrow, narrow_load)
+    _, wide_at = row_loads(narrow, bf16)
 
     if sparse:
-        def target(y, row, j):
-            """y_j of integer labels: 1 at the row's label, else 0."""
-            return 1.0 if j == y[row] else 0.0
+        def target(label, j):
+            """y_j of the row's integer label: 1 at the label, else 0."""
+            return 1.0 if j == label else 0.0
+        target = compile_device(target, "target_labels")
     else:
-        def target(y, row, j):
-            """y_j of a target row."""
-            return load(y[uint64(row), uint64(j)])
-    target = compile_device(target, f"target_{'labels' if sparse else 'row'}")
+        target = wide_at  # y_j of a target row
 
     if mode == "sum":
         stat_sum = group_sum(threads, group)  # a device function of its own (one linked from two callers is invalid IR)
 
-        def stats(z, y, row, t, n, params):
+        def stats(z, yr, t, n, params):
             s = 0.0
             for j in range(t, n, group):
-                s += stat(load(z[uint64(j)]), target(y, row, j), params)
+                s += stat(load(z[uint64(j)]), target(yr, j), params)
             return stat_sum(s), 0.0, 0.0, 0.0
     elif mode == "softmax":
-        def stats(z, y, row, t, n, params):
+        def stats(z, yr, t, n, params):
             m, d = lse(z, t, n)
             return m, log_and_reciprocal(d)[0], 0.0, 0.0
     elif mode == "two_softmax":
-        def stats(z, y, row, t, n, params):
+        def stats(z, yr, t, n, params):
             m, d = lse(z, t, n)
-            mq, dq = lse(y[row], t, n)
+            mq, dq = lse(yr, t, n)
             return m, log_and_reciprocal(d)[0], mq, log_and_reciprocal(dq)[0]
     else:
-        def stats(z, y, row, t, n, params):
+        def stats(z, yr, t, n, params):
             return 0.0, 0.0, 0.0, 0.0
     stats = compile_device(stats, f"row_stats_{name}")
 
-    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
+    def element(row, j, xj, yj, c, gx, gy, h):
+        """Element j's gradients written."""
+        s0, s1, s2, s3, u, vs, width, params, gs = c
+        ga, gb = grad(xj, yj, s0, s1, s2, s3, u, vs, width, params, gs)
         r = uint64(row)
+        gx[r, uint64(j)] = store(ga)
+        if gy.shape[1] != 0:
+            gy[r, uint64(j)] = store(gb)
+        return 0.0
+
+    grads = row_pass(compile_device(element, f"element_{name}"), wide_at, target, group, f"pass_{name}_{group}")
+
+    def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
         z = x[row]
+        yr = y[row]  # a target row, or the row's label
         wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
-        gs = scale * wi
-        s0, s1, s2, s3 = stats(z, y, row, t, n, params)
+        s0, s1, s2, s3 = stats(z, yr, t, n, params)
         width = np.float64(n)
         u = 0.0
         vs = 0.0
         for j in range(t, n, group):
-            a, b = term(load(z[uint64(j)]), target(y, row, j), s0, s1, s2, s3, width, params)
+            a, b = term(load(z[uint64(j)]), target(yr, j), s0, s1, s2, s3, width, params)
             u += a
             vs += b
         u = reduce(u)
         vs = reduce(vs)
         if gx.shape[1] != 0:
-            for j in range(t, n, group):
-                ga, gb = grad(load(z[uint64(j)]), target(y, row, j), s0, s1, s2, s3, u, vs, width, params, gs)
-                gx[r, uint64(j)] = store(ga)
-                if gy.shape[1] != 0:
-                    gy[r, uint64(j)] = store(gb)
+            grads(row, t, z, yr, (s0, s1, s2, s3, u, vs, width, params, scale * wi), gx, gy, h)
         return row_loss(u, vs, params) * wi
 
     body = compile_device(body, f"row_{name}_{threads}_{group}")
@@ -446,8 +504,17 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
     reduce = group_sum(threads, group)
     max_count = group_merge(threads, group, merge_count, "max_count")
 
+    def element(row, j, xj, yj, c, gx, gy, h):
+        """Element j's gradient written."""
+        neg, ties, a = c
+        gx[uint64(row), uint64(j)] = store(hinge_grad(xj, yj, neg, ties, a))
+        return 0.0
+
+    _, wide_at = row_loads(narrow, bf16)
+    grads = row_pass(compile_device(element, "element_categorical_hinge"), wide_at, wide_at, group,
+                     f"pass_categorical_hinge_{group}")
+
     def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
-        r = uint64(row)
         n = x.shape[1]
         z = x[row]
         yr = y[row]
@@ -462,8 +529,8 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
         pos = reduce(pos)
         neg, ties = max_count(neg, ties)
         loss, a = hinge_row(neg, pos, scale * wi)
-        for j in range(t, gx.shape[1], group):
-            gx[r, uint64(j)] = store(hinge_grad(load(z[uint64(j)]), load(yr[uint64(j)]), neg, ties, a))
+        if gx.shape[1] != 0:
+            grads(row, t, z, yr, (neg, ties, a), gx, gy, h)
         return loss * wi
 
     body = compile_device(body, f"row_categorical_hinge_{threads}_{group}")
