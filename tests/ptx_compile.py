@@ -83,7 +83,8 @@ def cases():
             for math_fn, sparse, suffix in row_fns:
                 if math_fn not in call._ROW_KERNELS:
                     continue
-                layouts = ((256, 32), (512, 512)) if dt is float32 else ((256, 32),)  # warp and block rows
+                # warp rows, segments of 8 lanes (rows of up to 8 elements) and block rows
+                layouts = ((256, 32), (256, 8), (512, 512)) if dt is float32 else ((256, 32),)
                 for layout in layouts:
                     yield (f"{label}{suffix} rows {layout}", call._rows_kernel(math_fn, layout, dt.name),
                            loss_signature(spec, dt, sparse, False))

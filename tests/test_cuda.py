@@ -489,6 +489,36 @@ def test_row_kernels_loop_over_more_rows_than_the_grid(name, options, width, rng
         _close(host(o), c, np.float64)
 
 
+SEGMENT_CASES = [("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}), ("softmax_cross_entropy", {}),
+                 *NEW_ROW_KERNELS]
+
+
+@pytest.mark.parametrize("lane_elements,width", [(1, 2), (2, 3), (8, 5), (8, 9)])
+@pytest.mark.parametrize("name,options", SEGMENT_CASES,
+                         ids=[f"{n}-{'-'.join(map(str, o.values())) or 'default'}" for n, o in SEGMENT_CASES])
+def test_rows_narrower_than_a_warp_take_a_segment_of_it(name, options, lane_elements, width, rng, monkeypatch):
+    """Rows narrower than a warp take a segment of one (``call.ROW_LANE_ELEMENTS``):
+    under the simulator's 4-lane warps, segments of 1 and 2 lanes with up to 5 elements
+    each, and more rows than the grid's segments, so that in the last turn some segments
+    of a warp have a row and others have stopped (each shuffles among its own lanes).
+    Per-row losses and the in-place gradients against the CPU, the sum against theirs."""
+    from fastloss.cuda import call
+
+    monkeypatch.setattr(call, "ROW_LANE_ELEMENTS", lane_elements)
+    group = call._row_layout(width)[1]
+    assert group < call.WARP
+    rows = 2 * call.MAX_ROW_BLOCKS * (call.THREADS // group) + 3
+    arrays, options = prepared(name, options, rng, np.float64, shape=(rows, width))
+    cpu = fl.compute(name, *arrays, **options, reduction="none")
+    gpu = _against_cpu(name, arrays, options, reduction="none")
+    devs = [dev(a) for a in arrays]
+    outs = tuple(devs[:len(_grads(cpu))])
+    total = fl.compute(name, *devs, **options, reduction="sum", out=outs[0] if len(outs) == 1 else outs)
+    np.testing.assert_allclose(host(total.loss), host(gpu.loss).sum(), rtol=1e-13)
+    for o, c in zip(outs, _grads(cpu)):
+        _close(host(o), c, np.float64)
+
+
 def test_bad_labels_in_any_block_are_found(rng):
     """The label check leaves each block's extremes for the host to merge: a bad label
     anywhere in a grid of several blocks (and grid-stride turns) raises."""

@@ -32,16 +32,19 @@ import fastloss as fl
 from fastloss.cuda import call, drivers
 
 #: The settings a variant may change, and the module each lives in.
-SETTINGS = {"THREADS": call, "MAX_BLOCKS": call, "WARP_ROW_WIDTH": call, "ROW_THREADS": call,
-            "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers}
+SETTINGS = {"THREADS": call, "MAX_BLOCKS": call, "WARP_ROW_WIDTH": call, "ROW_LANE_ELEMENTS": call,
+            "ROW_THREADS": call, "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers}
 
 #: The variants of each family, the shipped settings first (an empty dict).
 VARIANTS = {
     "element": [{}, {"MAX_BLOCKS": 2112}, {"MAX_BLOCKS": 4224}, {"THREADS": 512, "MAX_BLOCKS": 1056},
                 {"THREADS": 128, "MAX_BLOCKS": 4224}],
     # WARP_ROW_WIDTH 0: rows of 256 take a block of 64 threads each (the layout of 155ce93).
-    "narrow": [{}, {"LOADS_IN_FLIGHT": 8}, {"MAX_ROW_BLOCKS": 2112}, {"MAX_ROW_BLOCKS": 8448},
-               {"THREADS": 128}, {"WARP_ROW_WIDTH": 0}],
+    # ROW_LANE_ELEMENTS: rows of 10 in segments of 16 lanes (shipped), a warp (0) or 4 and 2
+    # lanes; rows of 64 in 16 and 8 lanes.
+    "narrow": [{}, {"LOADS_IN_FLIGHT": 8}, {"ROW_LANE_ELEMENTS": 0}, {"ROW_LANE_ELEMENTS": 4},
+               {"ROW_LANE_ELEMENTS": 8}, {"MAX_ROW_BLOCKS": 2112}, {"MAX_ROW_BLOCKS": 8448}, {"THREADS": 128},
+               {"WARP_ROW_WIDTH": 0}],
     # The grid cap bounds the rows in flight (one per block): 264 rows of 128 KB are 34 MB of L2.
     "wide": [{}, {"LOADS_IN_FLIGHT": 8}, {"LOADS_IN_FLIGHT": 16}, {"ROW_THREADS": 256},
              {"ROW_THREADS": 1024}, {"MAX_ROW_BLOCKS": 264}, {"ROW_THREADS": 1024, "MAX_ROW_BLOCKS": 132},
@@ -60,6 +63,11 @@ def cases(family, quick):
                      "triplet_margin_loss", "vae_kl_divergence"):
             arrays = inputs(name, elements >> 2)
             yield f"{name} {'x'.join(map(str, arrays[0].shape))}", name, arrays
+        g = torch.Generator(device=DEV).manual_seed(0)
+        n = (elements >> 2) // 10  # ten classes
+        z = torch.randn(n, 10, device=DEV, generator=g)
+        yield f"sparse_softmax_cross_entropy {n}x10", "sparse_softmax_cross_entropy", [
+            z, torch.randint(0, 10, (n,), device=DEV, generator=g)]
     else:
         for n, c in [(8192, 32000)] if quick else [(8192, 32000), (8192, 128256)]:
             for dtype in (torch.float32, torch.bfloat16):

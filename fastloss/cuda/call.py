@@ -52,9 +52,14 @@ def _loss_kernel(math_fn, bf16=False):
     return kernel((math_fn, "elementwise", bf16), build)
 
 
-#: Rows of at most this many elements take a warp each (several rows per block of
-#: THREADS); wider rows a block each, of at most ROW_THREADS threads.
+#: Rows of at most this many elements take a warp each, or part of one (several rows
+#: per block of THREADS); wider rows a block each, of at most ROW_THREADS threads.
 WARP_ROW_WIDTH = 1024
+#: A narrow row takes the fewest lanes (a power of two, at most a warp) that leave each
+#: at most this many of its elements: 1 gives rows of up to 32 elements one lane per
+#: element, as PyTorch's softmax does, and wider rows a whole warp; 0, a whole warp
+#: for every narrow row.
+ROW_LANE_ELEMENTS = 1
 ROW_THREADS = 512
 #: The most blocks a row kernel launches (each loops over its rows).
 MAX_ROW_BLOCKS = 4096
@@ -63,11 +68,15 @@ if cuda_config.ENABLE_CUDASIM:
 
 
 def _row_layout(width):
-    """(threads per block, threads per row) for rows of ``width`` elements: a warp per
-    row for narrow rows, else a block per row of the first power of two of threads from
-    2 warps on with at most 8 elements each, or ROW_THREADS."""
+    """(threads per block, threads per row) for rows of ``width`` elements: a warp or a
+    segment of one per row for narrow rows (ROW_LANE_ELEMENTS), else a block per row of
+    the first power of two of threads from 2 warps on with at most 8 elements each, or
+    ROW_THREADS."""
     if width <= WARP_ROW_WIDTH:
-        return THREADS, WARP
+        lanes = WARP
+        while ROW_LANE_ELEMENTS and lanes > 1 and (lanes // 2) * ROW_LANE_ELEMENTS >= width:
+            lanes //= 2
+        return THREADS, lanes
     t = 2 * WARP
     while t < ROW_THREADS and 8 * t < width:
         t *= 2

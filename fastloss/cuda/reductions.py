@@ -6,19 +6,22 @@ warp's tree adds in the same order as a block's of the same size.
 
 - :func:`group_sum`, :func:`group_merge`: one value (or one pair state) per thread of a
   *group*, the threads that share a row. A group is either the whole block (shared
-  memory and barriers) or one warp (register shuffles, no barrier: the warps of a block
-  work on their own rows). Every thread of the group gets the result.
+  memory and barriers) or a warp or an aligned part of one, a *segment* of 1 to 32 lanes
+  (register shuffles among the segment's lanes alone, no barrier: the warps and
+  segments of a block work on their own rows, and each may stop before the others).
+  Every thread of the group gets the result.
 - :func:`grid_finish`: the last block to finish sums the blocks' partial sums in index
   order, in the same launch.
 
 Numba's CUDA simulator has no warp shuffles: there, :data:`WARP` is 4 and a shuffle is an
-exchange through a barrier among the lanes of the simulated warp (:func:`_sim_exchange`),
-so the tests run the same trees, with several rows per block, without a GPU.
+exchange through a barrier among the lanes of the simulated segment
+(:func:`_sim_exchange`), so the tests run the same trees, with several rows per block and
+per warp, without a GPU.
 """
 
 import threading
 
-from numba import cuda, float64, int32
+from numba import cuda, float64, int32, uint32
 from numba.cuda import config as cuda_config
 
 from .jit import compile_device
@@ -26,60 +29,66 @@ from .jit import compile_device
 SIMULATOR = bool(cuda_config.ENABLE_CUDASIM)
 #: Lanes of a warp (a simulated warp under the simulator).
 WARP = 4 if SIMULATOR else 32
-_ALL_LANES = 0xFFFFFFFF
 
 if SIMULATOR:
     _lock = threading.Lock()
 
-    def _sim_exchange(value):
-        """Every lane's ``value`` of the calling thread's simulated warp: each lane writes
-        its slot, waits for the others, reads all, and waits again before the slots are
-        reused."""
+    def _sim_exchange(value, mask):
+        """Every lane's ``value`` among the lanes of ``mask`` (the caller's segment of its
+        simulated warp): each lane writes its slot, waits for the others, reads all, and
+        waits again before the slots are reused. Segments have barriers of their own, so
+        one may stop while another goes on, as on a GPU."""
         me = threading.current_thread()
         block = me._manager  # the simulator's BlockManager of this block
+        mask = int(mask)
+        width = bin(mask).count("1")
+        key = (me.threadIdx.x // WARP, mask)
         with _lock:
-            warps = block.__dict__.setdefault("_fastloss_warps", {})
-            warp = warps.get(me.threadIdx.x // WARP)
-            if warp is None:
-                warp = warps[me.threadIdx.x // WARP] = (threading.Barrier(WARP, timeout=300), [None] * WARP)
-        barrier, slots = warp
-        slots[me.threadIdx.x % WARP] = value
+            segments = block.__dict__.setdefault("_fastloss_warps", {})
+            segment = segments.get(key)
+            if segment is None:
+                segment = segments[key] = (threading.Barrier(width, timeout=300), [None] * width)
+        barrier, slots = segment
+        slots[me.threadIdx.x % width] = value
         barrier.wait()
         values = list(slots)
         barrier.wait()
         return values
 
-    def shuffle_down(value, step):
-        """The value of lane + ``step`` (the caller's own past the warp's end)."""
-        lane = threading.current_thread().threadIdx.x % WARP
-        values = _sim_exchange(value)
-        return values[lane + step] if lane + step < WARP else value
+    def shuffle_down(value, step, mask):
+        """The value of lane + ``step`` of the segment ``mask`` (the caller's own past
+        its end)."""
+        values = _sim_exchange(value, mask)
+        lane = threading.current_thread().threadIdx.x % len(values)
+        return values[lane + step] if lane + step < len(values) else value
 
-    def shuffle_first(value):
-        """The value of the warp's lane 0."""
-        return _sim_exchange(value)[0]
+    def shuffle_from(value, lane, mask):
+        """The value of the segment's first lane (``lane``, its place in the warp)."""
+        return _sim_exchange(value, mask)[0]
 
-    def sync_warp():
-        """A barrier among the warp's lanes (and their memory operations)."""
-        _sim_exchange(None)
+    def sync_lanes(mask):
+        """A barrier among the segment's lanes (and their memory operations)."""
+        _sim_exchange(None, mask)
 
 else:
 
     @cuda.jit(device=True)
-    def shuffle_down(value, step):
-        """The value of lane + ``step`` (the caller's own past the warp's end)."""
-        return cuda.shfl_down_sync(_ALL_LANES, value, step)
+    def shuffle_down(value, step, mask):
+        """The value of lane + ``step`` (the lanes of ``mask`` take part; past the
+        warp's end the caller's own, past the segment's, a value no one uses)."""
+        return cuda.shfl_down_sync(mask, value, step)
 
     @cuda.jit(device=True)
-    def shuffle_first(value):
-        """The value of the warp's lane 0."""
-        return cuda.shfl_sync(_ALL_LANES, value, 0)
+    def shuffle_from(value, lane, mask):
+        """The value of lane ``lane`` of the warp."""
+        return cuda.shfl_sync(mask, value, lane)
 
     @cuda.jit(device=True)
-    def sync_warp():
-        """A barrier among the warp's lanes that also orders their memory operations:
-        reads of other lanes' elements before it complete before writes after it."""
-        cuda.syncwarp(_ALL_LANES)
+    def sync_lanes(mask):
+        """A barrier among the lanes of ``mask`` that also orders their memory
+        operations: reads of other lanes' elements before it complete before writes
+        after it."""
+        cuda.syncwarp(mask)
 
 
 def block_sum(threads):
@@ -129,46 +138,68 @@ def block_merge(threads, merge, name, dtype=float64):
     return compile_device(reduce, f"{name}_{threads}")
 
 
-def warp_sum():
-    """Device function: the sum of one float64 per lane of the warp, in the tree of
-    :func:`block_sum`; every lane gets the total. All lanes of the warp must call it."""
+def _segment(width):
+    """(the caller's segment's first lane in the warp, its lane mask) for segments of
+    ``width`` lanes (a power of two, at most a warp; a whole warp: 0 and every lane)."""
+    ones = (1 << width) - 1
+
+    def segment():
+        lane = cuda.threadIdx.x % WARP  # blocks are 1-D
+        first = lane - lane % width if width < WARP else 0
+        return first, uint32(ones << first)
+
+    return compile_device(segment, f"segment_{width}")
+
+
+def lanes_sum(width):
+    """Device function: the sum of one float64 per lane over segments of ``width``
+    consecutive lanes of a warp (a power of two, at most :data:`WARP`), in the tree of
+    :func:`block_sum`; every lane of the segment gets its total. All lanes of a segment
+    must call it; segments need not (each shuffles among its own lanes only)."""
+    segment = _segment(width)
 
     def reduce(value):
-        step = WARP // 2
+        first, mask = segment()
+        step = width // 2
         while step > 0:
-            value += shuffle_down(value, step)
+            value += shuffle_down(value, step, mask)
             step //= 2
-        total = shuffle_first(value)
-        sync_warp()  # as a block's barrier: every lane's earlier reads are done
+        total = shuffle_from(value, first, mask)
+        sync_lanes(mask)  # as a block's barrier: every lane's earlier reads are done
         return total
 
-    return compile_device(reduce, "warp_sum")
+    return compile_device(reduce, f"lanes_sum_{width}")
 
 
-def warp_merge(merge, name):
-    """Device function: the warp's pair states merged with ``merge`` in the tree of
-    :func:`block_merge`; every lane gets the result."""
+def lanes_merge(width, merge, name):
+    """Device function: the pair states of segments of ``width`` lanes merged with
+    ``merge`` in the tree of :func:`block_merge`; every lane of the segment gets the
+    result (calling as for :func:`lanes_sum`)."""
+    segment = _segment(width)
 
     def reduce(m, d):
-        step = WARP // 2
+        first, mask = segment()
+        step = width // 2
         while step > 0:
-            m, d = merge(m, d, shuffle_down(m, step), shuffle_down(d, step))
+            m, d = merge(m, d, shuffle_down(m, step, mask), shuffle_down(d, step, mask))
             step //= 2
-        m, d = shuffle_first(m), shuffle_first(d)
-        sync_warp()
+        m, d = shuffle_from(m, first, mask), shuffle_from(d, first, mask)
+        sync_lanes(mask)
         return m, d
 
-    return compile_device(reduce, f"warp_{name}")
+    return compile_device(reduce, f"lanes_{name}_{width}")
 
 
 def group_sum(threads, group):
-    """:func:`block_sum` when the group is the block, :func:`warp_sum` when a warp."""
-    return block_sum(threads) if group == threads else warp_sum()
+    """:func:`block_sum` when the group is the block, :func:`lanes_sum` when a warp or
+    part of one."""
+    return block_sum(threads) if group == threads else lanes_sum(group)
 
 
 def group_merge(threads, group, merge, name):
-    """:func:`block_merge` when the group is the block, :func:`warp_merge` when a warp."""
-    return block_merge(threads, merge, name) if group == threads else warp_merge(merge, name)
+    """:func:`block_merge` when the group is the block, :func:`lanes_merge` when a warp
+    or part of one."""
+    return block_merge(threads, merge, name) if group == threads else lanes_merge(group, merge, name)
 
 
 def grid_finish(threads):
