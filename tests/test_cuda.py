@@ -472,13 +472,21 @@ def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeyp
 def test_row_kernels_loop_over_more_rows_than_the_grid(name, options, width, rng):
     """More rows than the grid's groups (the simulator's grid holds at most 4 blocks):
     each warp or block takes several rows in turn, the last turn with groups left
-    without a row. Per-row losses and the in-place gradient against the CPU, the sum
-    against the per-row losses' (which the blocks add in their own order)."""
+    without a row."""
     from fastloss.cuda import call
 
-    rows = 2 * call.MAX_ROW_BLOCKS * (call.THREADS // call.WARP) + 3
-    arrays, options = prepared(name, options, rng, np.float64, shape=(rows, width))
     assert (call._row_layout(width)[1] == call.WARP) == (width <= call.WARP_ROW_WIDTH)
+    _rows_past_the_grid_against_cpu(name, options, width, call.WARP, rng)
+
+
+def _rows_past_the_grid_against_cpu(name, options, width, group, rng):
+    """Twice as many rows as the grid's groups of ``group`` threads, and three more:
+    per-row losses and the in-place gradients against the CPU, the sum against the
+    per-row losses' (which the blocks add in their own order)."""
+    from fastloss.cuda import call
+
+    rows = 2 * call.MAX_ROW_BLOCKS * (call.THREADS // group) + 3
+    arrays, options = prepared(name, options, rng, np.float64, shape=(rows, width))
     cpu = fl.compute(name, *arrays, **options, reduction="none")
     gpu = _against_cpu(name, arrays, options, reduction="none")
     devs = [dev(a) for a in arrays]
@@ -507,16 +515,7 @@ def test_rows_narrower_than_a_warp_take_a_segment_of_it(name, options, lane_elem
     monkeypatch.setattr(call, "ROW_LANE_ELEMENTS", lane_elements)
     group = call._row_layout(width)[1]
     assert group < call.WARP
-    rows = 2 * call.MAX_ROW_BLOCKS * (call.THREADS // group) + 3
-    arrays, options = prepared(name, options, rng, np.float64, shape=(rows, width))
-    cpu = fl.compute(name, *arrays, **options, reduction="none")
-    gpu = _against_cpu(name, arrays, options, reduction="none")
-    devs = [dev(a) for a in arrays]
-    outs = tuple(devs[:len(_grads(cpu))])
-    total = fl.compute(name, *devs, **options, reduction="sum", out=outs[0] if len(outs) == 1 else outs)
-    np.testing.assert_allclose(host(total.loss), host(gpu.loss).sum(), rtol=1e-13)
-    for o, c in zip(outs, _grads(cpu)):
-        _close(host(o), c, np.float64)
+    _rows_past_the_grid_against_cpu(name, options, width, group, rng)
 
 
 def test_bad_labels_in_any_block_are_found(rng):
