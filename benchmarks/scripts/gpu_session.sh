@@ -46,8 +46,8 @@ python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 100)
 step tests 150 env NUMBA_ENABLE_CUDASIM=0 python3 -m pytest -q -n 12 -p no:cacheprovider "${per_test[@]}" \
   tests/test_cuda.py tests/test_cuda_frameworks.py
 step compare 150 python3 benchmarks/scripts/gpu_compare.py
-step variants 210 python3 benchmarks/scripts/gpu_variants.py
-step overhead 60 python3 benchmarks/scripts/gpu_call_overhead.py --calls 100 --top 15
+step variants 240 python3 benchmarks/scripts/gpu_variants.py
+step overhead 50 python3 benchmarks/scripts/gpu_call_overhead.py --calls 100 --top 15
 
 echo
 cat "$OUT/device.txt"
