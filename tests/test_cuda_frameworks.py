@@ -176,11 +176,14 @@ def test_large_rows(name, rng):
 
 @pytest.mark.parametrize("name", ["sparse_softmax_cross_entropy", "softmax_cross_entropy", "kl_divergence",
                                   "triplet_margin_loss"])
-@pytest.mark.parametrize("shape", [(70001, 40), (8195, 1100)], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("shape", [(70001, 40), (8195, 1100), (300007, 10), (600001, 3)],
+                         ids=["warp-rows", "block-rows", "segments-of-16", "segments-of-4"])
 def test_more_rows_than_the_grid(name, shape, rng):
     """More rows than the row kernels' grid holds groups (at most 4096 blocks: 32768
-    warps, or 4096 blocks of rows wider than 1024), so that every group loops; float64
-    per-row losses, the sum and the gradient against the CPU."""
+    warps, 4096 blocks of rows wider than 1024, or 65536 and 262144 segments of 16 and 4
+    lanes for rows of 10 and 3), so that every group loops and, in the last turn, some
+    segments of a warp have a row while others have stopped; float64 per-row losses, the
+    sum and the gradient against the CPU."""
     from fastloss.cuda import call
 
     assert shape[0] > call.MAX_ROW_BLOCKS * (call.THREADS // call._row_layout(shape[1])[1])
