@@ -15,10 +15,11 @@ total, value``.
 
 - Element-wise: a grid-stride loop, at most ``max_blocks`` blocks of ``threads``.
 - Class-axis (row-wise) losses: a group of threads per row (:func:`rows_kernel`): a warp
-  for rows of at most ``call.WARP_ROW_WIDTH`` elements (several rows per block), else the
-  block; each thread takes every ``group``-th element of the row, the row's reductions
-  run in fixed trees over the group, the gradient is written after them (in place where
-  it is the input), and there is no N x C temporary. The row bodies:
+  for rows of at most ``call.WARP_ROW_WIDTH`` elements (several rows per block; a segment
+  of a warp for rows narrower than one), else the block; each thread takes every
+  ``group``-th element of the row, the row's reductions run in fixed trees over the
+  group, the gradient is written after them (in place where it is the input), and there
+  is no N x C temporary. The row bodies:
 
   - :func:`sparse_cross_entropy_rows_kernel`: sparse softmax cross-entropy;
   - :func:`soft_target_rows_kernel`: softmax cross-entropy with soft targets and softmax
@@ -110,7 +111,8 @@ def rows_kernel(body, threads, group, name):
     """The kernel around a row ``body(row, t, x, y, v, c, w, params, scale, gx, gy, gv,
     h) -> weighted loss``, run by a *group* of ``group`` threads per row (``t`` the
     thread's place in its group): the block itself (``group == threads``, for wide rows)
-    or each of its warps (``group`` = :data:`~.reductions.WARP`, several rows per block).
+    or each of its warps (``group`` = :data:`~.reductions.WARP`, several rows per block),
+    or each aligned segment of ``group`` lanes of its warps (rows narrower than a warp).
     Each group takes rows ``first, first + stride, ...`` (a grid-stride loop over rows,
     so the grid need not cover them); its thread 0 stores each row's loss in
     ``loss_out`` and adds it to its running sum; the block sums those and the last block
