@@ -51,7 +51,8 @@ def loss_signature(spec, dt, sparse, aux):
         return (a, a, float64[::1] if aux else a, float64[::1], params, float64, a, a, a, a, *finish)
     a2 = dt[:, ::1]
     y = int64[::1] if sparse else a2
-    return (a2, y, a2, float64[::1], float64[::1], params, float64, dt[::1], a2, a2, a2, a2, *finish)
+    gate = float64[::1]  # the label check's verdict
+    return (a2, y, a2, float64[::1], float64[::1], params, float64, dt[::1], a2, a2, a2, a2, gate, *finish)
 
 
 def cases():
@@ -110,8 +111,8 @@ def cases():
     rmse = next(spec for spec in SPECS if spec.finish is not None)
     for dt in (float32, float64):
         yield f"finish {dt}", drivers.finish_kernel(rmse.finish), (float64[::1], float64, dt[::1], dt[::1])
-    yield "label_stats", drivers.label_stats_kernel(256), (
-        int64[::1], int64, boolean, int64, float64[::1], int64[:, ::1], float64[::1])
+    yield "label_check", drivers.label_check_kernel(256), (
+        int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], int32[::1], float64[::1])
     yield "not_zero_one", drivers.not_zero_one_kernel(256), (float32[::1], float64[::1])
 
 

@@ -189,6 +189,13 @@ def test_bad_labels_raise_the_cpu_error_before_any_gradient_is_written(rng):
             fl.sparse_softmax_cross_entropy(dz, dev(labels), out=dz)
         assert str(gpu_err.value) == str(cpu_err.value)
         np.testing.assert_array_equal(host(dz), z)  # out=logits was not touched
+        # The loss kernel is queued before the call waits for the check: gated, it
+        # writes nothing into another out= either, at any reduction.
+        out = dev(np.full_like(z, 7.0))
+        for reduction in ("mean", "sum", "none"):
+            with pytest.raises(ValueError, match="labels must be in"):
+                fl.sparse_softmax_cross_entropy(dz, dev(labels), out=out, reduction=reduction)
+            np.testing.assert_array_equal(host(out), 7.0)
     # ignore_index is allowed, even out of range.
     res = fl.sparse_softmax_cross_entropy(dz, dev(np.array([0, -100, 2, -100])), ignore_index=-100)
     want = fl.sparse_softmax_cross_entropy(z, np.array([0, -100, 2, -100]), ignore_index=-100)
@@ -253,45 +260,63 @@ def test_hinge_decides_its_0_1_rule_on_the_device(rng):
         _close(host(fl.hinge(dev(x), dev(y)).loss), fl.hinge(x, y).loss, np.float64)
 
 
-# What needs the data before the loss kernel runs: the label range (and a sparse
-# cross-entropy's denominator) and hinge's 0/1 rule. Nothing else reads back.
+# What needs the data before the loss kernel runs: hinge's 0/1 rule. Integer labels
+# are checked by a kernel whose verdict the host reads after queuing the loss kernel.
+# Nothing else reads back.
 WAITS_FOR_THE_GPU = {"hinge", "squared_hinge"}
+
+
+def _count_reads(monkeypatch):
+    """Lists that fill with the device arrays read back at once and later."""
+    from fastloss.cuda import arrays
+
+    now, later = [], []
+    to_host, to_host_later = arrays.Caller.to_host, arrays.Caller.to_host_later
+    monkeypatch.setattr(arrays.Caller, "to_host", lambda self, a: now.append(a) or to_host(self, a))
+    monkeypatch.setattr(arrays.Caller, "to_host_later", lambda self, a: later.append(a) or to_host_later(self, a))
+    return now, later
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_only_labels_and_hinge_wait_for_the_gpu(name, rng, monkeypatch):
     """Every other call only queues kernels: no device-to-host copy (RMSE included: its
     finish runs on the device)."""
-    from fastloss.cuda import arrays
-
     arrays_in, options = prepared(name, OPTION_CASES[name][0], rng)
     sparse = any(a.dtype.kind in "iu" for a in arrays_in)
-    reads = []
-    original = arrays.Caller.to_host
-    monkeypatch.setattr(arrays.Caller, "to_host", lambda self, a: reads.append(a) or original(self, a))
+    now, later = _count_reads(monkeypatch)
     res = fl.compute(name, *(dev(a) for a in arrays_in), **_device_options(options), backend="cuda")
-    waits = sparse or name in WAITS_FOR_THE_GPU
-    assert bool(reads) == waits, f"{name}: {len(reads)} reads back"
+    assert (bool(now), len(later)) == (name in WAITS_FOR_THE_GPU, int(sparse)), f"{name}: {now}, {later}"
     monkeypatch.undo()
     cpu = fl.compute(name, *arrays_in, **options)
     _close(host(res.loss), cpu.loss, np.float64)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_the_label_check_reads_back_once_and_copies_nothing_up(weighted, rng, monkeypatch):
-    """A sparse call waits for the GPU once: one read of the per-block label statistics
-    (a second for the class weights' sum), and no host-to-device copy (a PyTorch one
-    waits for the stream too)."""
-    from fastloss.cuda import arrays
+def test_the_label_check_reads_back_once_after_the_loss_kernel_is_queued(weighted, rng, monkeypatch):
+    """A sparse call reads one small array back (the check's verdict; the denominator
+    of the mean, class weights' too, stays on the device), waits for it only once the
+    loss kernel is queued, and copies nothing to the device (a PyTorch copy up waits
+    for the stream too)."""
+    from fastloss.cuda import arrays, call
 
     z, labels = rng.normal(size=(45, 3)), rng.integers(0, 3, 45)
     class_weight = dev(np.array([0.5, 1.0, 2.0])) if weighted else None
-    reads, copies = [], []
-    to_host, from_host = arrays.Caller.to_host, arrays.Caller.from_host
-    monkeypatch.setattr(arrays.Caller, "to_host", lambda self, a: reads.append(a) or to_host(self, a))
+    now, later = _count_reads(monkeypatch)
+    copies, order = [], []
+    from_host, launch, check = arrays.Caller.from_host, call._launch, call._check_labels
     monkeypatch.setattr(arrays.Caller, "from_host", lambda self, a: copies.append(a) or from_host(self, a))
+    monkeypatch.setattr(call, "_launch", lambda *args: order.append("loss kernel") or launch(*args))
+
+    def checked(*args):
+        labels_check = check(*args)
+        wait = labels_check.wait
+        labels_check.wait = lambda: order.append("wait") or wait()
+        return labels_check
+
+    monkeypatch.setattr(call, "_check_labels", checked)
     res = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), class_weight=class_weight, ignore_index=1)
-    assert (len(reads), len(copies)) == (1 + weighted, 0)
+    assert (len(now), len(later), len(copies)) == (0, 1, 0)
+    assert order == ["loss kernel", "wait"]
     monkeypatch.undo()
     cpu = fl.sparse_softmax_cross_entropy(z, labels, class_weight=None if class_weight is None else host(class_weight),
                                           ignore_index=1)
@@ -519,8 +544,8 @@ def test_rows_narrower_than_a_warp_take_a_segment_of_it(name, options, lane_elem
 
 
 def test_bad_labels_in_any_block_are_found(rng):
-    """The label check leaves each block's extremes for the host to merge: a bad label
-    anywhere in a grid of several blocks (and grid-stride turns) raises."""
+    """The label check's blocks leave their extremes for the last block to merge: a bad
+    label anywhere in a grid of several blocks (and grid-stride turns) raises."""
     z = rng.normal(size=(45, 3))
     for bad in (3, -2, 2**62 + 1, -(2**62) - 1):  # the last two are not float64 numbers: kept exact
         for row in (0, 17, 44):
@@ -624,7 +649,7 @@ def _bf16_launch(name, inputs, sparse, options, in_place):
     grads = [work[k] if in_place else cuda.device_array(shape, np.int16) for k in range(spec.grads)]
     loss = cuda.device_array(n, np.float32)
     call._launch(arrays.Caller(), spec, math_fn, work, None, None, params, 1.0, loss, grads, None, shape, rows,
-                 1.0, np.float32, False)
+                 1.0, np.float32, False, None)
     return host(loss), [host(g) for g in grads]
 
 

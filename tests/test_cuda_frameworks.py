@@ -114,6 +114,26 @@ def test_runs_on_the_callers_stream(rng):
     np.testing.assert_allclose(n(res.loss), np.mean((2 * x.astype(np.float64) - y) ** 2), rtol=1e-6)
 
 
+def test_the_label_check_sees_the_labels_of_the_callers_stream(rng):
+    """Labels made good, or bad, by work queued on the caller's side stream: the device
+    check runs after that work, and its verdict is read back on that stream."""
+    z = rng.normal(size=(4096, 100)).astype(np.float32)
+    labels = rng.integers(0, 100, 4096)
+    want = fl.sparse_softmax_cross_entropy(z, labels)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        zt, lt = t(z), t(labels + 1000)
+        lt.sub_(1000)  # queued on s: out of range until it runs
+        res = fl.sparse_softmax_cross_entropy(zt, lt)
+        lt[4000] = 100  # queued on s: a bad label
+        with pytest.raises(ValueError, match="found 100"):
+            fl.sparse_softmax_cross_entropy(zt, lt, out=zt)
+    s.synchronize()
+    np.testing.assert_allclose(n(res.loss), want.loss, rtol=1e-6)
+    np.testing.assert_allclose(n(res.grad), want.grad, rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(n(zt), z)  # the gated kernel wrote nothing
+
+
 def test_other_layouts_and_axis(rng):
     z = rng.normal(size=(5, 7, 3))
     y = rng.dirichlet(np.ones(7), size=(5, 3)).transpose(0, 2, 1)

@@ -10,6 +10,8 @@ them, made without a copy and without synchronising (``sync=False``): every kern
 on the caller's stream, which orders it after the work that produced the inputs.
 """
 
+import threading
+
 import numpy as np
 from numba import cuda
 
@@ -88,6 +90,25 @@ class Caller:
 
     def to_host(self, a):
         return a.copy_to_host(stream=self.stream())
+
+    def to_host_later(self, a):
+        """Queue the copy of the small device array ``a`` to the host on the stream, and
+        return the function that waits for that copy (not for the work queued after it)
+        and gives its NumPy array. The copy lands in page-locked memory of the calling
+        thread's, so that queueing it does not wait; a call waits before it returns, so
+        a thread has one copy in flight at a time."""
+        d = self.view(a)
+        stream = self.stream() or cuda.default_stream()  # a Stream object: asynchronous
+        host = _page_locked(self.device, d.shape, d.dtype)
+        d.copy_to_host(host, stream=stream)
+        done = cuda.event()
+        done.record(stream)
+
+        def wait():
+            done.synchronize()
+            return host.copy()
+
+        return wait
 
     # -- the stream -----------------------------------------------------------------
     def stream(self):
@@ -372,6 +393,21 @@ def _context(device):
 
 def _numpy_dtype(torch_dtype):
     return np.dtype(str(torch_dtype).removeprefix("torch."))
+
+
+_page_locked_buffers = threading.local()
+
+
+def _page_locked(device, shape, dtype):
+    """This thread's page-locked host array of ``shape`` and ``dtype`` for ``device``
+    (allocated once: allocating and freeing page-locked memory is slow, and freeing it
+    waits for the device)."""
+    buffers = _page_locked_buffers.__dict__.setdefault("by_key", {})
+    key = (device, tuple(shape), np.dtype(dtype))
+    host = buffers.get(key)
+    if host is None:
+        host = buffers[key] = cuda.pinned_array(shape, dtype=dtype)
+    return host
 
 
 _streams = {}

@@ -203,9 +203,20 @@ def _evaluate(spec, caller, natives, common, options):
     weights = _sample_weights(caller, common.sample_weight, loss_shape, count)
     aux = _aux_array(caller, spec, options, metas, width, rows, shape2d)
 
-    label_stats = _label_stats(caller, work[1], width, options) if sparse else None
     if spec.denominator is not None and not sparse:  # pragma: no cover - every data-dependent one is sparse
         raise NotImplementedError(f"{spec.name}: no device denominator")
+    # Integer labels are checked by a kernel that leaves the loss kernel its gate (and,
+    # for a sparse cross-entropy's mean, its denominator): the call waits for the check
+    # only once the loss kernel is queued behind it.
+    denominator = float(count)
+    labels = None
+    if sparse and count:
+        mean = drivers.MEAN_AS_GIVEN
+        if spec.denominator is not None and reduction == "mean":
+            weighted = options.get("class_weight") is not None
+            mean = drivers.MEAN_OVER_CLASS_WEIGHTS if weighted else drivers.MEAN_OVER_COUNTED
+            denominator = 1.0  # the gate divides
+        labels = _check_labels(caller, work[1], width, options, mean)
     target = _all_zero_one(caller, work[1]) if spec.data_params else None
     params = spec.params(options, (metas[0], target) if spec.data_params else metas)
     params = tuple(float(v) for v in params) or (0.0,)
@@ -227,21 +238,17 @@ def _evaluate(spec, caller, natives, common, options):
     keep_loss = reduction == "none" and want != "only"
     loss_out = caller.empty((count,), loss_storage) if keep_loss else None
 
-    # The label check ran meanwhile: wait for it (a bad label raises here, nothing written).
-    denominator = float(count)
-    if label_stats is not None:
-        n_counted, weight_sum = label_stats()
-        if spec.denominator is not None:  # sparse cross-entropy's: the rows it counts
-            denominator = weight_sum if options.get("class_weight") is not None else float(n_counted)
-
     scale = 1.0
     if reduction == "mean" and spec.finish is None:
         scale = 1.0 / denominator if denominator != 0.0 else 0.0
 
     reduced = want != "only" and not keep_loss and spec.finish is None
     factor = (1.0 / denominator if denominator != 0.0 else math.nan) if reduction == "mean" else 1.0
+    gate = labels.gate if labels is not None else None
     total, value = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess,
-                           shape2d, rows, factor, loss_storage, reduced)
+                           shape2d, rows, factor, loss_storage, reduced, gate)
+    if labels is not None:  # the check ran before the loss kernel: a bad label raises here, nothing written
+        labels.wait()
 
     # The loss: reduced in the same launch; RMSE's finished from the sum by a second kernel.
     if spec.finish is not None:
@@ -280,9 +287,10 @@ def _empty(dtype, rows, count):
 
 
 def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess, shape2d, rows,
-            factor, loss_dtype, reduced):
+            factor, loss_dtype, reduced, gate):
     """Queue the loss kernel; return the device arrays of the float64 sum of the weighted
-    losses and (when ``reduced``) of that sum times ``factor``, in ``loss_dtype``."""
+    losses and (when ``reduced``) of that sum times ``factor``, in ``loss_dtype``.
+    ``gate``: the label check's verdict for a row kernel (None: no labels)."""
     count = shape2d[0]
     stream = caller.stream()
     v = caller.view
@@ -315,8 +323,9 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         partials = caller.empty((blocks,), np.float64)
         vv = v(work[2]) if len(work) > 2 else x
         gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
+        g = v(gate) if gate is not None else _empty(np.float64, False, 0)
         _rows_kernel(math_fn, layout, dt)[blocks, threads, stream](
-            x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, v(partials), *tail
+            x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, g, v(partials), *tail
         )
     else:
         blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
@@ -340,12 +349,17 @@ def _finish(caller, spec, total, n, value, grad):
     ](v(total), n, val, g)
 
 
-def _label_stats(caller, labels, width, options):
-    """Queue the check of the labels on the device (SPEC section 3: no kernel ever reads
-    with a bad one) and return the function that waits for it: it raises the CPU's error
-    for a label out of range, else returns (rows counted, sum of their class weights).
-    One read-back (two with class weights), and the caller does its other host work
-    before waiting."""
+class _LabelCheck(SimpleNamespace):
+    """A queued label check: ``gate`` for the loss kernel, ``wait()`` for the host."""
+
+
+def _check_labels(caller, labels, width, options, mean):
+    """Queue :func:`drivers.label_check_kernel` on ``labels`` (SPEC section 3: no kernel
+    ever reads with a bad one), with ``mean`` (``drivers.MEAN_*``) saying what the gate
+    divides by, and the copy of its verdict to the host. Its ``wait()``, called once the
+    loss kernel is queued behind it, raises the CPU's error for a label out of range (the
+    loss kernel, gated, wrote nothing). Nothing is copied to the device, and the host
+    waits for the check alone, not for the loss kernel."""
     ignore = options.get("ignore_index")
     cw = options.get("class_weight")
     class_weight = None
@@ -355,24 +369,24 @@ def _label_stats(caller, labels, width, options):
             raise ValueError(f"class_weight must have shape ({width},), one weight per class, got {tuple(cw.shape)}")
     n = labels.shape[0]
     blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
-    stats = caller.empty((3, blocks), np.int64)  # per block: smallest, largest, count
+    stats = caller.empty((3, blocks + 1), np.int64)  # per block, then the grid's: smallest, largest, count
     weights = caller.empty((blocks,), np.float64) if class_weight is not None else None
+    gate = caller.empty((3,), np.float64)
     v = caller.view
-    k = kernel("label_stats", drivers.label_stats_kernel)
-    k[blocks, THREADS, caller.stream()](
+    nothing = _empty(np.float64, False, 0)
+    kernel("label_check", drivers.label_check_kernel)[blocks, THREADS, caller.stream()](
         v(labels), 0 if ignore is None else ignore, ignore is not None, width,
-        _empty(np.float64, False, 0) if class_weight is None else v(class_weight),
-        v(stats), _empty(np.float64, False, 0) if weights is None else v(weights),
+        nothing if class_weight is None else v(class_weight), mean,
+        v(stats), nothing if weights is None else v(weights), v(caller.zeros((1,), np.int32)), v(gate),
     )
+    verdict = caller.to_host_later(gate)
 
-    def result():
-        lo, hi, counts = caller.to_host(stats)
-        counted = int(counts.sum())
-        if counted:
-            _api.check_label_range(int(lo.min()), int(hi.max()), width, ignore)
-        return counted, (float(np.sum(caller.to_host(weights))) if weights is not None else 0.0)
+    def wait():
+        if verdict()[0] != 0.0:
+            lo, hi, _ = caller.to_host(stats)[:, -1]
+            _api.check_label_range(int(lo), int(hi), width, ignore)
 
-    return result
+    return _LabelCheck(gate=gate, wait=wait)
 
 
 def _all_zero_one(caller, t):
@@ -405,7 +419,7 @@ def _float64_on_device(caller, value, name):
 
 
 def _aux_array(caller, spec, options, metas, width, rows, shape2d):
-    if spec.aux is None or rows:  # the class-axis aux array (class_weight) is read by _label_stats
+    if spec.aux is None or rows:  # the class-axis aux array (class_weight) is read by _check_labels
         if rows and spec.aux is not None and options.get("class_weight") is not None:
             return _float64_on_device(caller, options["class_weight"], "class_weight")
         return None

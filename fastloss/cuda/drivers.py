@@ -50,7 +50,7 @@ from numba import cuda, from_dtype, int16, int32, int64, uint64
 
 from ..math.elementary import as_float32, as_int32
 from .jit import compile_device, compile_kernel
-from .reductions import block_merge, block_sum, grid_finish, group_merge, group_sum
+from .reductions import arrived_last, block_merge, block_sum, grid_finish, group_merge, group_sum
 
 
 def elementwise_kernel(elem, name, threads, bf16=False):
@@ -116,12 +116,19 @@ def rows_kernel(body, threads, group, name):
     Each group takes rows ``first, first + stride, ...`` (a grid-stride loop over rows,
     so the grid need not cover them); its thread 0 stores each row's loss in
     ``loss_out`` and adds it to its running sum; the block sums those and the last block
-    the blocks' (:func:`~.reductions.grid_finish`), in fixed orders."""
+    the blocks' (:func:`~.reductions.grid_finish`), in fixed orders. ``gate`` (empty
+    unless the targets are integer labels) is what :func:`label_check_kernel` decided,
+    read before anything else."""
     per_block = threads // group
     reduce = block_sum(threads)
     finish = grid_finish(threads)
 
-    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, partials, counter, factor, total, value):
+    def kernel(x, y, v, c, w, params, scale, loss_out, gx, gy, gv, h, gate, partials, counter, factor, total, value):
+        if gate.shape[0] != 0:  # integer labels, checked on the device (label_check_kernel)
+            if gate[0] != 0.0:
+                return  # a label out of range: nothing written, the call raises
+            scale *= gate[1]
+            factor *= gate[2]
         t = cuda.threadIdx.x % group
         acc = 0.0
         first = cuda.blockIdx.x * per_block + cuda.threadIdx.x // group
@@ -710,17 +717,32 @@ def min_max(lo1, hi1, lo2, hi2):
     return min(lo1, lo2), max(hi1, hi2)
 
 
-def label_stats_kernel(threads):
-    """Over integer ``labels``, per block (column ``b`` of ``stats``, int64): the smallest
-    and the largest label that is not ``ignore`` and the number of such labels; and the
-    sum of ``class_weight[label]`` over those in [0, C) into ``weights[b]`` (empty
-    ``class_weight``: not summed). Trees per block, no atomics and nothing to initialise:
-    the host merges the columns exactly. A label outside [0, C) is never used as an
-    index."""
+#: What a label check's ``gate`` carries for a "mean" (``mean`` of
+#: :func:`label_check_kernel`): nothing (the call's factors stand), or the reciprocal of
+#: the number of counted rows, or of the sum of their class weights.
+MEAN_AS_GIVEN, MEAN_OVER_COUNTED, MEAN_OVER_CLASS_WEIGHTS = 0, 1, 2
+
+
+def label_check_kernel(threads):
+    """The device check of integer ``labels`` (SPEC section 3), and what the loss kernel
+    needs of them, with no read-back in between.
+
+    Each block leaves, in column ``b`` of ``stats`` (int64, one column more than
+    blocks), the smallest and the largest label that is not ``ignore`` and the number of
+    such labels, and in ``weights[b]`` the sum of ``class_weight[label]`` over those in
+    [0, C) (empty ``class_weight``: not summed). The last block to finish
+    (:func:`~.reductions.arrived_last`) merges the columns in index order into the last
+    one and writes ``gate``, which the loss kernel reads first (:func:`rows_kernel`):
+    ``gate[0]`` is 1 when a counted label is outside [0, C) (the loss kernel then writes
+    nothing, and the call raises the CPU's error from the merged extremes), else 0;
+    ``gate[1]`` and ``gate[2]`` multiply the loss kernel's gradient scale and loss
+    factor: 1/n for a mean over n counted rows or class weights (``mean``), 0 and NaN
+    when n is 0 (every row ignored: gradient 0, mean NaN), else 1 and 1. A label
+    outside [0, C) is never used as an index."""
     reduce = block_sum(threads)
     extremes_of_block = block_merge(threads, min_max, "block_label_extremes", int64)
 
-    def kernel(labels, ignore, has_ignore, n_classes, class_weight, stats, weights):
+    def kernel(labels, ignore, has_ignore, n_classes, class_weight, mean, stats, weights, counter, gate):
         t = cuda.threadIdx.x
         lo = int64(9223372036854775807)
         hi = int64(-9223372036854775807 - 1)
@@ -747,8 +769,37 @@ def label_stats_kernel(threads):
             stats[2, b] = int64(count)
             if weighted:
                 weights[b] = wsum
+        if not arrived_last(counter):
+            return
+        blocks = cuda.gridDim.x
+        lo = int64(9223372036854775807)
+        hi = int64(-9223372036854775807 - 1)
+        count = 0.0
+        wsum = 0.0
+        for k in range(t, blocks, threads):
+            lo = min(lo, stats[0, k])
+            hi = max(hi, stats[1, k])
+            count += np.float64(stats[2, k])
+            if weighted:
+                wsum += weights[k]
+        lo, hi = extremes_of_block(lo, hi)
+        count = reduce(count)
+        if weighted:
+            wsum = reduce(wsum)
+        if t == 0:
+            stats[0, blocks] = lo
+            stats[1, blocks] = hi
+            stats[2, blocks] = int64(count)
+            gate[0] = 1.0 if count != 0.0 and (lo < 0 or hi >= n_classes) else 0.0
+            n = wsum if mean == MEAN_OVER_CLASS_WEIGHTS else count
+            if mean == MEAN_AS_GIVEN:
+                gate[1], gate[2] = 1.0, 1.0
+            elif n != 0.0:
+                gate[1], gate[2] = 1.0 / n, 1.0 / n
+            else:
+                gate[1], gate[2] = 0.0, math.nan
 
-    return compile_kernel(kernel, "label_stats")
+    return compile_kernel(kernel, "label_check")
 
 
 def not_zero_one_kernel(threads):

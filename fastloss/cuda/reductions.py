@@ -202,25 +202,32 @@ def group_merge(threads, group, merge, name):
     return block_merge(threads, merge, name) if group == threads else lanes_merge(group, merge, name)
 
 
+@cuda.jit(device=True)
+def arrived_last(counter):
+    """Whether the calling block is the last of the grid to get here (an atomic ticket in
+    ``counter``, zero at launch; every thread of the block gets the answer). What thread
+    0 wrote before is visible to the last block."""
+    last = cuda.shared.array(1, int32)
+    if cuda.threadIdx.x == 0:
+        cuda.threadfence()  # this block's writes are visible before its ticket
+        ticket = cuda.atomic.add(counter, 0, 1)
+        last[0] = 1 if ticket == cuda.gridDim.x - 1 else 0
+    cuda.syncthreads()
+    return last[0] != 0
+
+
 def grid_finish(threads):
     """Device function every block calls last, once thread 0 has written the block's
-    ``partials`` entry: the last block to arrive (an atomic ticket in ``counter``, zero at
-    launch) sums ``partials`` in a fixed order, writes ``total[0]``, and, when ``value`` is
-    not empty, ``value[0]`` = total times ``factor`` in ``value``'s dtype. One launch
-    does the loss and its reduction; the order of the sum does not depend on which block
-    came last."""
+    ``partials`` entry: the last block to arrive (:func:`arrived_last`) sums ``partials``
+    in a fixed order, writes ``total[0]``, and, when ``value`` is not empty, ``value[0]``
+    = total times ``factor`` in ``value``'s dtype. One launch does the loss and its
+    reduction; the order of the sum does not depend on which block came last."""
     reduce = block_sum(threads)
 
     def finish(partials, counter, factor, total, value):
-        last = cuda.shared.array(1, int32)
-        t = cuda.threadIdx.x
-        if t == 0:
-            cuda.threadfence()  # this block's partial is visible before its ticket
-            ticket = cuda.atomic.add(counter, 0, 1)
-            last[0] = 1 if ticket == cuda.gridDim.x - 1 else 0
-        cuda.syncthreads()
-        if last[0] == 0:
+        if not arrived_last(counter):
             return
+        t = cuda.threadIdx.x
         s = 0.0
         for k in range(t, partials.shape[0], threads):
             s += partials[k]
