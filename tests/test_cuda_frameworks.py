@@ -232,3 +232,28 @@ def test_torch_adapter_on_cuda_tensors(name, rng):
     for k, c in enumerate(cpu.grad if isinstance(cpu.grad, tuple) else (cpu.grad,)):
         assert tensors[k].grad.is_cuda
         np.testing.assert_allclose(n(tensors[k].grad), c, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["sparse_softmax_cross_entropy", "mean_squared_error", "root_mean_squared_error",
+                                  "hinge", "triplet_margin_loss", "js_divergence"])
+def test_direct_launches_give_the_bits_of_numba_cudas(name, rng, monkeypatch):
+    """Once a kernel's plan exists, launches skip numba-cuda's dispatch
+    (fastloss/cuda/launch.py): the same kernels, the same parameters, the same bits."""
+    from fastloss.cuda import launch
+
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float32)
+    args = [t(a) for a in arrays]
+    monkeypatch.setattr(launch, "DIRECT", False)
+    through_numba = fl.compute(name, *args, **options)
+    monkeypatch.setattr(launch, "DIRECT", True)
+    fl.compute(name, *args, **options)  # the plans are made on this call's launches
+    direct = []
+    run = launch._Plan.run
+    monkeypatch.setattr(launch._Plan, "run", lambda self, *a: direct.append(self) or run(self, *a))
+    res = fl.compute(name, *args, **options)
+    assert direct, f"{name}: no launch was direct"
+    assert n(res.loss).tobytes() == n(through_numba.loss).tobytes()
+    grads = res.grad if isinstance(res.grad, tuple) else (res.grad,)
+    want = through_numba.grad if isinstance(through_numba.grad, tuple) else (through_numba.grad,)
+    for g, w in zip(grads, want):
+        assert n(g).tobytes() == n(w).tobytes()

@@ -7,9 +7,11 @@ On the H100 (2026-11-23) a small call took 0.4-0.7 ms against PyTorch's 0.12-0.1
 says it in one run: for each of gpu_compare's small cases, the host time of one call (from
 the call to its return, the GPU idle at its start: no wait for kernels is counted, except
 the read-backs that the call itself makes), then a profile of the same calls, per
-function, in µs per call; and, for scale, what an empty numba-cuda launch costs with one
-and with seventeen array arguments (a loss kernel's count) and what PyTorch's
-allocations cost.
+function, in µs per call; the host time again with every launch through numba-cuda's
+dispatch (``fastloss.cuda.launch.DIRECT = False``), against the direct launches that
+fastloss makes once a kernel is compiled; and, for scale, what an empty numba-cuda
+launch costs with one and with seventeen array arguments (a loss kernel's count) and
+what PyTorch's allocations cost.
 
 Inputs are PyTorch CUDA tensors, or with ``--numba`` (and wherever PyTorch has no GPU)
 Numba device arrays; under ``NUMBA_ENABLE_CUDASIM=1`` it runs on the simulator, where
@@ -28,6 +30,7 @@ from numba import cuda
 from numba.cuda import config as cuda_config
 
 import fastloss as fl
+from fastloss.cuda import launch
 
 CASES = (  # gpu_compare.small's: (loss, shape of the predictions, tiny shape, labels?)
     ("mean_squared_error", (1000,), (16,), False),
@@ -124,6 +127,7 @@ def main(argv=None):
     print(f"inputs: {'PyTorch CUDA tensors' if torch is not None else 'Numba device arrays'}; "
           f"{'the simulator' if cuda_config.ENABLE_CUDASIM else cuda.get_current_device().name}")
     launch_baselines(args.calls, torch)
+    shipped = launch.DIRECT
     for name, shape, tiny, labels in CASES:
         shape = tiny if args.tiny else shape
         x, y = device_inputs(shape, labels, torch)
@@ -131,8 +135,16 @@ def main(argv=None):
         def call(name=name, x=x, y=y):
             return fl.compute(name, x, y, backend="cuda")
 
-        call()  # compile
-        print(f"\n{name} {'x'.join(map(str, shape))}: {host_us(call, args.calls, torch):.1f} µs of host time per call")
+        call()  # compile (and make the direct launches' plans)
+        direct = host_us(call, args.calls, torch)
+        launch.DIRECT = False
+        try:
+            through_numba = host_us(call, args.calls, torch)
+        finally:
+            launch.DIRECT = shipped
+        print(f"\n{name} {'x'.join(map(str, shape))}: {direct:.1f} µs of host time per call "
+              f"({'direct launches' if shipped else 'numba-cuda launches'}; {through_numba:.1f} µs with every launch "
+              "through numba-cuda)")
         profile(call, args.calls, torch, args.top)
     return 0
 

@@ -10,6 +10,8 @@ it:
   reductions, the label check);
 - :mod:`.arrays`: device arrays in and out (``__cuda_array_interface__``, CUDA DLPack),
   allocation with the caller's framework, and the caller's stream;
+- :mod:`.launch`: kernel launches, through numba-cuda's dispatch the first time and
+  straight to ``cuda.core`` after;
 - :mod:`.call`: the call path for device arrays (validation, dispatch, results).
 
 Importing :mod:`fastloss` never imports ``numba.cuda``: :func:`is_device_array` decides

@@ -19,6 +19,7 @@ from ..losses import embedding, float32_form, generative, softmax
 from . import drivers, is_device_array, rowmath
 from .arrays import adopt
 from .jit import compile_math
+from .launch import launch
 from .reductions import WARP
 
 #: Threads per block (a power of two) and the most blocks an element-wise kernel uses.
@@ -292,61 +293,55 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     losses and (when ``reduced``) of that sum times ``factor``, in ``loss_dtype``.
     ``gate``: the label check's verdict for a row kernel (None: no labels)."""
     count = shape2d[0]
-    stream = caller.stream()
-    v = caller.view
-    x = v(work[0])
-    dt = x.dtype
+    x = work[0]
+    dt = caller.dtype(x)  # the kernels' dtype (int16: bfloat16 bits)
 
     def out(a):
-        return _empty(dt, rows, count) if a is None else v(a)
+        return _empty(dt, rows, count) if a is None else a
 
-    y = v(work[1]) if len(work) > 1 else x
+    y = work[1] if len(work) > 1 else x
     gx = out(buffers[0])
     gy = out(buffers[1]) if spec.grads > 1 else _empty(dt, rows, count)
     h = out(hess)
-    lo = v(loss_out) if loss_out is not None else _empty(loss_dtype, False, 0)
-    w = v(weights) if weights is not None else _empty(np.float64, False, 0)
+    lo = loss_out if loss_out is not None else _empty(loss_dtype, False, 0)
+    w = weights if weights is not None else _empty(np.float64, False, 0)
     total = caller.empty((1,), np.float64)
     value = caller.empty((1,), loss_dtype) if reduced else None
-    val = v(value) if reduced else _empty(loss_dtype, False, 0)
-    counter = v(caller.zeros((1,), np.int32))  # the last block's ticket (an asynchronous memset)
-    tail = (counter, factor, v(total), val)
+    val = value if reduced else _empty(loss_dtype, False, 0)
+    counter = caller.zeros((1,), np.int32)  # the last block's ticket (an asynchronous memset)
+    tail = (counter, factor, total, val)
     if rows and count == 0:  # no rows, no blocks: the sum is 0
         total = caller.from_host(np.zeros(1))
         if value is not None:
             value = caller.from_host(np.array([0.0 * factor], dtype=loss_dtype))
         return total, value
     if rows:  # a warp or a block per row
-        c = v(aux) if aux is not None else _empty(np.float64, False, 0)
+        c = aux if aux is not None else _empty(np.float64, False, 0)
         threads, group = layout = _row_layout(shape2d[1])
         blocks = min(-(-count // (threads // group)), MAX_ROW_BLOCKS)
         partials = caller.empty((blocks,), np.float64)
-        vv = v(work[2]) if len(work) > 2 else x
+        vv = work[2] if len(work) > 2 else x
         gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
-        g = v(gate) if gate is not None else _empty(np.float64, False, 0)
-        _rows_kernel(math_fn, layout, dt)[blocks, threads, stream](
-            x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, g, v(partials), *tail
-        )
+        g = gate if gate is not None else _empty(np.float64, False, 0)
+        launch(_rows_kernel(math_fn, layout, dt), blocks, threads, caller,
+               x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, g, partials, *tail)
     else:
         blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
         partials = caller.empty((blocks,), np.float64)
-        c = v(aux) if aux is not None else x
-        _loss_kernel(math_fn, dt == np.int16)[blocks, THREADS, stream](
-            x, y, c, w, params, scale, lo, gx, gy, h, v(partials), *tail
-        )
+        c = aux if aux is not None else x
+        launch(_loss_kernel(math_fn, dt == np.int16), blocks, THREADS, caller,
+               x, y, c, w, params, scale, lo, gx, gy, h, partials, *tail)
     return total, value
 
 
 def _finish(caller, spec, total, n, value, grad):
     """Queue :func:`drivers.finish_kernel`: the loss from the sum ``total`` and divisor
     ``n`` into ``value``, and the gradient (1-D) scaled by its factor (None: not wanted)."""
-    v = caller.view
-    g = v(grad) if grad is not None else _empty(np.float64, False, 0)
-    val = v(value) if value is not None else _empty(np.float64, False, 0)
+    g = grad if grad is not None else _empty(np.float64, False, 0)
+    val = value if value is not None else _empty(np.float64, False, 0)
     blocks = max(1, min(-(-g.shape[0] // THREADS), MAX_BLOCKS))
-    kernel((spec.finish, "finish"), lambda threads: drivers.finish_kernel(spec.finish))[
-        blocks, THREADS, caller.stream()
-    ](v(total), n, val, g)
+    finish = kernel((spec.finish, "finish"), lambda threads: drivers.finish_kernel(spec.finish))
+    launch(finish, blocks, THREADS, caller, total, n, val, g)
 
 
 class _LabelCheck(SimpleNamespace):
@@ -372,13 +367,11 @@ def _check_labels(caller, labels, width, options, mean):
     stats = caller.empty((3, blocks + 1), np.int64)  # per block, then the grid's: smallest, largest, count
     weights = caller.empty((blocks,), np.float64) if class_weight is not None else None
     gate = caller.empty((3,), np.float64)
-    v = caller.view
     nothing = _empty(np.float64, False, 0)
-    kernel("label_check", drivers.label_check_kernel)[blocks, THREADS, caller.stream()](
-        v(labels), 0 if ignore is None else ignore, ignore is not None, width,
-        nothing if class_weight is None else v(class_weight), mean,
-        v(stats), nothing if weights is None else v(weights), v(caller.zeros((1,), np.int32)), v(gate),
-    )
+    launch(kernel("label_check", drivers.label_check_kernel), blocks, THREADS, caller,
+           labels, 0 if ignore is None else ignore, ignore is not None, width,
+           nothing if class_weight is None else class_weight, mean,
+           stats, nothing if weights is None else weights, caller.zeros((1,), np.int32), gate)
     verdict = caller.to_host_later(gate)
 
     def wait():
@@ -395,9 +388,7 @@ def _all_zero_one(caller, t):
     n = flat.shape[0]
     blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
     partials = caller.empty((blocks,), np.float64)
-    kernel("not_zero_one", drivers.not_zero_one_kernel)[blocks, THREADS, caller.stream()](
-        caller.view(flat), caller.view(partials)
-    )
+    launch(kernel("not_zero_one", drivers.not_zero_one_kernel), blocks, THREADS, caller, flat, partials)
     return not caller.to_host(partials).any()
 
 
