@@ -742,12 +742,26 @@ def label_check_kernel(threads):
     reduce = block_sum(threads)
     extremes_of_block = block_merge(threads, min_max, "block_label_extremes", int64)
 
+    def of_block(lo, hi, count, wsum, weighted, stats, column):
+        """The block's (smallest, largest, count, weight sum) from its threads', stored
+        in ``stats[:, column]`` (the sum is returned, not stored)."""
+        lo, hi = extremes_of_block(lo, hi)
+        count = reduce(count)
+        if weighted:
+            wsum = reduce(wsum)
+        if cuda.threadIdx.x == 0:
+            stats[0, column] = lo
+            stats[1, column] = hi
+            stats[2, column] = int64(count)
+        return lo, hi, count, wsum
+
+    of_block = compile_device(of_block, "label_stats_of_block")
+    no_lo, no_hi = int64(9223372036854775807), int64(-9223372036854775807 - 1)
+
     def kernel(labels, ignore, has_ignore, n_classes, class_weight, mean, stats, weights, counter, gate):
         t = cuda.threadIdx.x
-        lo = int64(9223372036854775807)
-        hi = int64(-9223372036854775807 - 1)
-        count = 0.0
-        wsum = 0.0
+        b = cuda.blockIdx.x
+        lo, hi, count, wsum = no_lo, no_hi, 0.0, 0.0
         weighted = class_weight.shape[0] != 0
         for i in range(cuda.grid(1), labels.shape[0], cuda.gridsize(1)):
             label = int64(labels[uint64(i)])
@@ -758,38 +772,21 @@ def label_check_kernel(threads):
             count += 1.0
             if weighted and 0 <= label < n_classes:
                 wsum += class_weight[label]
-        lo, hi = extremes_of_block(lo, hi)
-        count = reduce(count)
-        if weighted:
-            wsum = reduce(wsum)
-        if t == 0:
-            b = cuda.blockIdx.x
-            stats[0, b] = lo
-            stats[1, b] = hi
-            stats[2, b] = int64(count)
-            if weighted:
-                weights[b] = wsum
+        wsum = of_block(lo, hi, count, wsum, weighted, stats, b)[3]
+        if weighted and t == 0:
+            weights[b] = wsum
         if not arrived_last(counter):
             return
         blocks = cuda.gridDim.x
-        lo = int64(9223372036854775807)
-        hi = int64(-9223372036854775807 - 1)
-        count = 0.0
-        wsum = 0.0
+        lo, hi, count, wsum = no_lo, no_hi, 0.0, 0.0
         for k in range(t, blocks, threads):
             lo = min(lo, stats[0, k])
             hi = max(hi, stats[1, k])
             count += np.float64(stats[2, k])
             if weighted:
                 wsum += weights[k]
-        lo, hi = extremes_of_block(lo, hi)
-        count = reduce(count)
-        if weighted:
-            wsum = reduce(wsum)
+        lo, hi, count, wsum = of_block(lo, hi, count, wsum, weighted, stats, blocks)
         if t == 0:
-            stats[0, blocks] = lo
-            stats[1, blocks] = hi
-            stats[2, blocks] = int64(count)
             gate[0] = 1.0 if count != 0.0 and (lo < 0 or hi >= n_classes) else 0.0
             n = wsum if mean == MEAN_OVER_CLASS_WEIGHTS else count
             if mean == MEAN_AS_GIVEN:
