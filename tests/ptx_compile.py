@@ -48,7 +48,8 @@ def loss_signature(spec, dt, sparse, aux):
     finish = (float64[::1], int32[::1], float64, float64[::1], dt[::1])  # partials, counter, factor, total, value
     if spec.family == "elementwise":
         a = dt[::1]
-        return (a, a, float64[::1] if aux else a, float64[::1], params, float64, a, a, a, a, *finish)
+        rule = float64[::1]  # hinge's rule, decided on the device
+        return (a, a, float64[::1] if aux else a, float64[::1], params, float64, a, a, a, a, rule, *finish)
     a2 = dt[:, ::1]
     y = int64[::1] if sparse else a2
     gate = float64[::1]  # the label check's verdict
@@ -77,6 +78,9 @@ def cases():
                 if spec.aux is not None:
                     sig = loss_signature(spec, dt, False, True)
                     yield label + " aux", call._loss_kernel(spec.math), sig
+                if spec.data_params:
+                    yield (label + " rule on the device", call._loss_kernel(spec.math, False, True),
+                           loss_signature(spec, dt, False, False))
                 continue
             row_fns = [(spec.math, spec.target == "labels", "")]
             if spec.target == "float_or_labels" and spec.sparse_math is not None:
@@ -113,7 +117,7 @@ def cases():
         yield f"finish {dt}", drivers.finish_kernel(rmse.finish), (float64[::1], float64, dt[::1], dt[::1])
     yield "label_check", drivers.label_check_kernel(256), (
         int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], int32[::1], float64[::1])
-    yield "not_zero_one", drivers.not_zero_one_kernel(256), (float32[::1], float64[::1])
+    yield "zero_one_rule", drivers.zero_one_rule_kernel(256), (float32[::1], float64[::1], int32[::1], float64[::1])
 
 
 def main():

@@ -2,9 +2,10 @@
 
 It follows :func:`fastloss._api.evaluate` step for step and shares its checks, so that a
 bad argument gets the same error on either side. What needs the data (the label range,
-the denominator of a sparse cross-entropy, hinge's 0/1 rule) is computed by a kernel and
-read back before the loss kernel runs: these calls wait for the GPU once; every other
-call only queues kernels on the caller's stream and returns device arrays.
+the denominator of a sparse cross-entropy, hinge's 0/1 rule) is computed by a kernel
+queued before the loss kernel, which reads it from the device. Only a call with integer
+labels then waits, for the label check's verdict alone, to raise for a bad label; every
+other call only queues kernels on the caller's stream and returns device arrays.
 """
 
 import math
@@ -44,13 +45,14 @@ def kernel(key, build):
     return k
 
 
-def _loss_kernel(math_fn, bf16=False):
-    """The grid-stride kernel of an element-wise loss's math (``bf16``: on bfloat16 bits)."""
+def _loss_kernel(math_fn, bf16=False, rule_on_device=False):
+    """The grid-stride kernel of an element-wise loss's math (``bf16``: on bfloat16 bits;
+    ``rule_on_device``: its parameter decided by a kernel, hinge's 0/1 rule)."""
 
     def build(threads):
-        return drivers.elementwise_kernel(compile_math(math_fn), math_fn.__name__, threads, bf16)
+        return drivers.elementwise_kernel(compile_math(math_fn), math_fn.__name__, threads, bf16, rule_on_device)
 
-    return kernel((math_fn, "elementwise", bf16), build)
+    return kernel((math_fn, "elementwise", bf16, rule_on_device), build)
 
 
 #: Rows of at most this many elements take a warp each, or part of one (several rows
@@ -218,8 +220,10 @@ def _evaluate(spec, caller, natives, common, options):
             mean = drivers.MEAN_OVER_CLASS_WEIGHTS if weighted else drivers.MEAN_OVER_COUNTED
             denominator = 1.0  # the gate divides
         labels = _check_labels(caller, work[1], width, options, mean)
-    target = _all_zero_one(caller, work[1]) if spec.data_params else None
-    params = spec.params(options, (metas[0], target) if spec.data_params else metas)
+    # Hinge's 0/1 rule is decided by a kernel, and the loss kernel reads it from there:
+    # the parameter computed here for it (as if the rule held) is not used.
+    rule = _zero_one_rule(caller, work[1]) if spec.data_params else None
+    params = spec.params(options, (metas[0], True) if spec.data_params else metas)
     params = tuple(float(v) for v in params) or (0.0,)
 
     # Outputs: gradients straight into out= where its layout allows, else into buffers.
@@ -245,7 +249,7 @@ def _evaluate(spec, caller, natives, common, options):
 
     reduced = want != "only" and not keep_loss and spec.finish is None
     factor = (1.0 / denominator if denominator != 0.0 else math.nan) if reduction == "mean" else 1.0
-    gate = labels.gate if labels is not None else None
+    gate = labels.gate if labels is not None else rule
     total, value = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess,
                            shape2d, rows, factor, loss_storage, reduced, gate)
     if labels is not None:  # the check ran before the loss kernel: a bad label raises here, nothing written
@@ -291,7 +295,8 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
             factor, loss_dtype, reduced, gate):
     """Queue the loss kernel; return the device arrays of the float64 sum of the weighted
     losses and (when ``reduced``) of that sum times ``factor``, in ``loss_dtype``.
-    ``gate``: the label check's verdict for a row kernel (None: no labels)."""
+    ``gate``: what a kernel decided before it, the label check's verdict for a row
+    kernel or hinge's rule for an element-wise one (None: nothing)."""
     count = shape2d[0]
     x = work[0]
     dt = caller.dtype(x)  # the kernels' dtype (int16: bfloat16 bits)
@@ -329,8 +334,9 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
         partials = caller.empty((blocks,), np.float64)
         c = aux if aux is not None else x
-        launch(_loss_kernel(math_fn, dt == np.int16), blocks, THREADS, caller,
-               x, y, c, w, params, scale, lo, gx, gy, h, partials, *tail)
+        rule = gate if gate is not None else _empty(np.float64, False, 0)
+        launch(_loss_kernel(math_fn, dt == np.int16, gate is not None), blocks, THREADS, caller,
+               x, y, c, w, params, scale, lo, gx, gy, h, rule, partials, *tail)
     return total, value
 
 
@@ -382,14 +388,14 @@ def _check_labels(caller, labels, width, options, mean):
     return _LabelCheck(gate=gate, wait=wait)
 
 
-def _all_zero_one(caller, t):
-    """Keras's hinge rule, decided on the device: every target in {0, 1} (NaN aside)."""
-    flat = t  # element-wise work arrays are 1-D already
-    n = flat.shape[0]
-    blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
-    partials = caller.empty((blocks,), np.float64)
-    launch(kernel("not_zero_one", drivers.not_zero_one_kernel), blocks, THREADS, caller, flat, partials)
-    return not caller.to_host(partials).any()
+def _zero_one_rule(caller, t):
+    """Queue :func:`drivers.zero_one_rule_kernel` on hinge's targets ``t`` (1-D) and
+    return the device array of its rule, which the loss kernel queued behind it reads."""
+    blocks = max(1, min(-(-t.shape[0] // THREADS), MAX_BLOCKS))
+    rule = caller.empty((1,), np.float64)
+    launch(kernel("zero_one_rule", drivers.zero_one_rule_kernel), blocks, THREADS, caller,
+           t, caller.empty((blocks,), np.float64), caller.zeros((1,), np.int32), rule)
+    return rule
 
 
 def _float64_on_device(caller, value, name):

@@ -53,14 +53,17 @@ from .jit import compile_device, compile_kernel
 from .reductions import arrived_last, block_merge, block_sum, grid_finish, group_merge, group_sum
 
 
-def elementwise_kernel(elem, name, threads, bf16=False):
+def elementwise_kernel(elem, name, threads, bf16=False, rule_on_device=False):
     """Grid-stride kernel for ``elem(x, y, c, p) -> (loss, dx, dy, hess)`` over 1-D arrays,
     evaluated in float64. ``y`` and ``c`` are ``x`` again where the loss has none. With
     ``bf16``, ``x``, ``y`` and the gradients and hessian hold bfloat16 bit patterns
-    (int16); ``c`` (a float64 array where the loss has one) and the losses do not."""
+    (int16); ``c`` (a float64 array where the loss has one) and the losses do not. With
+    ``rule_on_device``, the loss's one parameter is ``rule[0]``, decided on the device
+    (hinge's 0/1 rule: :func:`zero_one_rule_kernel`); otherwise ``rule`` is empty."""
     _, load, store = element_access(np.float64, bf16)
     reduce = block_sum(threads)
     finish = grid_finish(threads)
+    parameters = _rule_parameters if rule_on_device else _given_parameters
 
     def sample(i, xi, yi, ci, w, params, scale, loss_out, gx, gy, h):
         """Element ``i`` (its inputs already loaded): store its outputs, return its loss."""
@@ -78,10 +81,11 @@ def elementwise_kernel(elem, name, threads, bf16=False):
             h[uint64(i)] = store(g * d2)
         return loss
 
-    name = f"{name}{'_bf16' if bf16 else ''}"
+    name = f"{name}{'_bf16' if bf16 else ''}{'_rule' if rule_on_device else ''}"
     sample = compile_device(sample, f"sample_{name}")
 
-    def kernel(x, y, c, w, params, scale, loss_out, gx, gy, h, partials, counter, factor, total_out, value):
+    def kernel(x, y, c, w, params, scale, loss_out, gx, gy, h, rule, partials, counter, factor, total_out, value):
+        params = parameters(params, rule)
         n = x.shape[0]
         i = cuda.grid(1)
         stride = cuda.gridsize(1)
@@ -105,6 +109,17 @@ def elementwise_kernel(elem, name, threads, bf16=False):
         finish(partials, counter, factor, total_out, value)
 
     return compile_kernel(kernel, f"elementwise_{name}")
+
+
+@cuda.jit(device=True)
+def _given_parameters(params, rule):
+    return params
+
+
+@cuda.jit(device=True)
+def _rule_parameters(params, rule):
+    """The one parameter of a loss whose rule the device decided."""
+    return (rule[0],)
 
 
 def rows_kernel(body, threads, group, name):
@@ -799,12 +814,15 @@ def label_check_kernel(threads):
     return compile_kernel(kernel, "label_check")
 
 
-def not_zero_one_kernel(threads):
-    """Per block, the number of targets outside {0, 1} (NaN left out): Keras's hinge
-    maps targets to {-1, 1} when there are none."""
+def zero_one_rule_kernel(threads):
+    """Keras's hinge rule, decided on the device: ``rule[0]`` = 1 when every target of
+    ``t`` is 0 or 1 (NaN left out), else 0. Each block leaves its count of other targets
+    in ``partials``; the last block to finish (:func:`~.reductions.arrived_last`, a
+    ticket in ``counter``, zero at launch) adds them and writes the rule, which the
+    loss kernel queued behind it reads (:func:`elementwise_kernel`)."""
     reduce = block_sum(threads)
 
-    def kernel(t, partials):
+    def kernel(t, partials, counter, rule):
         count = 0.0
         for i in range(cuda.grid(1), t.shape[0], cuda.gridsize(1)):
             v = np.float64(t[uint64(i)])
@@ -813,5 +831,13 @@ def not_zero_one_kernel(threads):
         count = reduce(count)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = count
+        if not arrived_last(counter):
+            return
+        total = 0.0
+        for k in range(cuda.threadIdx.x, cuda.gridDim.x, threads):
+            total += partials[k]
+        total = reduce(total)
+        if cuda.threadIdx.x == 0:
+            rule[0] = 1.0 if total == 0.0 else 0.0
 
-    return compile_kernel(kernel, "not_zero_one")
+    return compile_kernel(kernel, "zero_one_rule")
