@@ -337,6 +337,31 @@ def test_the_label_check_reads_back_once_after_the_loss_kernel_is_queued(weighte
     _close(host(res.grad), cpu.grad, np.float64)
 
 
+def test_a_failed_launch_still_waits_for_the_label_checks_copy(rng, monkeypatch):
+    """The verdict's copy goes to memory that the thread's next call reuses (perhaps on
+    another stream): a call whose loss kernel fails to launch waits for the copy, without
+    raising for the labels, and raises the launch's error."""
+    from fastloss.cuda import call
+
+    check, events = call._check_labels, []
+
+    def checked(*args):
+        labels_check = check(*args)
+        settle = labels_check.settle
+        labels_check.settle = lambda: events.append("settle") or settle()
+        labels_check.wait = lambda: events.append("wait")
+        return labels_check
+
+    def failed(*args):
+        raise RuntimeError("no launch")
+
+    monkeypatch.setattr(call, "_check_labels", checked)
+    monkeypatch.setattr(call, "_launch", failed)
+    with pytest.raises(RuntimeError, match="no launch"):
+        fl.sparse_softmax_cross_entropy(dev(rng.normal(size=(4, 3))), dev(np.array([0, 5, 1, 2])))
+    assert events == ["settle"]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 def test_rmse_finish_scales_every_gradient_element(dtype, rng):
     """RMSE's finish kernel scales the gradient in a grid-stride loop, four elements at a

@@ -209,17 +209,15 @@ def _evaluate(spec, caller, natives, common, options):
     if spec.denominator is not None and not sparse:  # pragma: no cover - every data-dependent one is sparse
         raise NotImplementedError(f"{spec.name}: no device denominator")
     # Integer labels are checked by a kernel that leaves the loss kernel its gate (and,
-    # for a sparse cross-entropy's mean, its denominator): the call waits for the check
-    # only once the loss kernel is queued behind it.
+    # for a sparse cross-entropy's mean, its denominator; the host's is then 1).
     denominator = float(count)
-    labels = None
+    mean = None
     if sparse and count:
         mean = drivers.MEAN_AS_GIVEN
         if spec.denominator is not None and reduction == "mean":
             weighted = options.get("class_weight") is not None
             mean = drivers.MEAN_OVER_CLASS_WEIGHTS if weighted else drivers.MEAN_OVER_COUNTED
-            denominator = 1.0  # the gate divides
-        labels = _check_labels(caller, work[1], width, options, mean)
+            denominator = 1.0
     # Hinge's 0/1 rule is decided by a kernel, and the loss kernel reads it from there:
     # the parameter computed here for it (as if the rule held) is not used.
     rule = _zero_one_rule(caller, work[1]) if spec.data_params else None
@@ -249,10 +247,18 @@ def _evaluate(spec, caller, natives, common, options):
 
     reduced = want != "only" and not keep_loss and spec.finish is None
     factor = (1.0 / denominator if denominator != 0.0 else math.nan) if reduction == "mean" else 1.0
+    # The label check is queued right before the loss kernel, and waited for right after:
+    # nothing between them raises but a failed launch, which waits for it too.
+    labels = _check_labels(caller, work[1], width, options, mean) if mean is not None else None
     gate = labels.gate if labels is not None else rule
-    total, value = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess,
-                           shape2d, rows, factor, loss_storage, reduced, gate)
-    if labels is not None:  # the check ran before the loss kernel: a bad label raises here, nothing written
+    try:
+        total, value = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess,
+                               shape2d, rows, factor, loss_storage, reduced, gate)
+    except BaseException:
+        if labels is not None:
+            labels.settle()
+        raise
+    if labels is not None:  # a bad label raises here, nothing written
         labels.wait()
 
     # The loss: reduced in the same launch; RMSE's finished from the sum by a second kernel.
@@ -351,7 +357,9 @@ def _finish(caller, spec, total, n, value, grad):
 
 
 class _LabelCheck(SimpleNamespace):
-    """A queued label check: ``gate`` for the loss kernel, ``wait()`` for the host."""
+    """A queued label check: ``gate`` for the loss kernel; ``wait()`` for the host, which
+    raises for a bad label; ``settle()``, which only waits (the verdict's copy lands in
+    memory this thread's next call reuses: a call that fails must not leave it pending)."""
 
 
 def _check_labels(caller, labels, width, options, mean):
@@ -385,7 +393,7 @@ def _check_labels(caller, labels, width, options, mean):
             lo, hi, _ = caller.to_host(stats)[:, -1]
             _api.check_label_range(int(lo), int(hi), width, ignore)
 
-    return _LabelCheck(gate=gate, wait=wait)
+    return _LabelCheck(gate=gate, wait=wait, settle=verdict)
 
 
 def _zero_one_rule(caller, t):
