@@ -29,7 +29,8 @@ def launch(kernel, blocks, threads, caller, *args):
     """Queue ``kernel[blocks, threads]`` on ``caller``'s stream with ``args``: device
     arrays (the caller's framework's, or Numba's) and numbers or tuples of them."""
     stream = caller.stream()
-    if DIRECT:
+    direct = DIRECT
+    if direct:
         arrays = [describe(a) for a in args]
         key = (kernel, caller.device, tuple(array_kind(d) if d else scalar_kind(a) for d, a in zip(arrays, args)))
         plan = _plans.get(key)
@@ -38,7 +39,7 @@ def launch(kernel, blocks, threads, caller, *args):
             return
     views = [caller.view(a) if _is_framework_array(a) else a for a in args]
     kernel[blocks, threads, stream](*views)
-    if DIRECT:
+    if direct:
         plan = _Plan.of(kernel, key[2], views)
         if plan is not None:
             _plans[key] = plan
