@@ -202,9 +202,14 @@ def test_bad_labels_raise_the_cpu_error_before_any_gradient_is_written(rng):
     _close(host(res.loss), want.loss, np.float64)
 
 
-def test_every_row_ignored_gives_nan_mean_and_zero_gradient(rng):
-    z = rng.normal(size=(3, 4))
-    res = fl.sparse_softmax_cross_entropy(dev(z), dev(np.full(3, -1)), ignore_index=-1)
+@pytest.mark.parametrize("rows", [3, 45], ids=["one-block", "grid-turns"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_row_ignored_gives_nan_mean_and_zero_gradient(rows, weighted, rng):
+    """The label check's gate carries the mean's denominator: 0 counted rows (or class
+    weights) give a NaN mean and a zero gradient, however many blocks counted."""
+    z = rng.normal(size=(rows, 4))
+    class_weight = dev(np.array([0.5, 1.0, 2.0, 4.0])) if weighted else None
+    res = fl.sparse_softmax_cross_entropy(dev(z), dev(np.full(rows, -1)), ignore_index=-1, class_weight=class_weight)
     assert np.isnan(host(res.loss))
     np.testing.assert_array_equal(host(res.grad), 0.0)
 
