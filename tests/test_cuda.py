@@ -342,6 +342,24 @@ def test_the_label_check_reads_back_once_after_the_loss_kernel_is_queued(weighte
     _close(host(res.grad), cpu.grad, np.float64)
 
 
+def test_class_weight_goes_to_the_device_once_and_is_checked(rng, monkeypatch):
+    """Host class weights are copied to the device once per call (the label check and
+    the loss kernel share the copy), and a wrong shape is an error."""
+    from fastloss.cuda import arrays
+
+    z, labels = dev(rng.normal(size=(5, 3))), dev(np.array([0, 2, 1, 1, 0]))
+    copies = []
+    from_host = arrays.Caller.from_host
+    monkeypatch.setattr(arrays.Caller, "from_host", lambda self, a: copies.append(a) or from_host(self, a))
+    weights = np.array([0.5, 1.0, 2.0])
+    res = fl.sparse_softmax_cross_entropy(z, labels, class_weight=weights)
+    assert len(copies) == 1
+    want = fl.sparse_softmax_cross_entropy(host(z), host(labels), class_weight=weights)
+    _close(host(res.loss), want.loss, np.float64)
+    with pytest.raises(ValueError, match="one weight per class"):
+        fl.sparse_softmax_cross_entropy(z, labels, class_weight=np.ones(4))
+
+
 def test_a_failed_launch_still_waits_for_the_label_checks_copy(rng, monkeypatch):
     """The verdict's copy goes to memory that the thread's next call reuses (perhaps on
     another stream): a call whose loss kernel fails to launch waits for the copy, without

@@ -249,7 +249,9 @@ def _evaluate(spec, caller, natives, common, options):
     factor = (1.0 / denominator if denominator != 0.0 else math.nan) if reduction == "mean" else 1.0
     # The label check is queued right before the loss kernel, and waited for right after:
     # nothing between them raises but a failed launch, which waits for it too.
-    labels = _check_labels(caller, work[1], width, options, mean) if mean is not None else None
+    labels = None
+    if mean is not None:
+        labels = _check_labels(caller, work[1], width, options.get("ignore_index"), aux, mean)
     gate = labels.gate if labels is not None else rule
     try:
         total, value = _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, buffers, hess,
@@ -362,20 +364,14 @@ class _LabelCheck(SimpleNamespace):
     memory this thread's next call reuses: a call that fails must not leave it pending)."""
 
 
-def _check_labels(caller, labels, width, options, mean):
+def _check_labels(caller, labels, width, ignore, class_weight, mean):
     """Queue :func:`drivers.label_check_kernel` on ``labels`` (SPEC section 3: no kernel
-    ever reads with a bad one), with ``mean`` (``drivers.MEAN_*``) saying what the gate
-    divides by, and the copy of its verdict to the host. Its ``wait()``, called once the
-    loss kernel is queued behind it, raises the CPU's error for a label out of range (the
-    loss kernel, gated, wrote nothing). Nothing is copied to the device, and the host
-    waits for the check alone, not for the loss kernel."""
-    ignore = options.get("ignore_index")
-    cw = options.get("class_weight")
-    class_weight = None
-    if cw is not None:
-        class_weight = _float64_on_device(caller, cw, "class_weight")
-        if tuple(class_weight.shape) != (width,):
-            raise ValueError(f"class_weight must have shape ({width},), one weight per class, got {tuple(cw.shape)}")
+    ever reads with a bad one), with ``class_weight`` (float64 on the device, or None:
+    the loss kernel's, :func:`_aux_array`) and ``mean`` (``drivers.MEAN_*``) saying what
+    the gate divides by, and the copy of its verdict to the host. Its ``wait()``, called
+    once the loss kernel is queued behind it, raises the CPU's error for a label out of
+    range (the loss kernel, gated, wrote nothing). Nothing is copied to the device, and
+    the host waits for the check alone, not for the loss kernel."""
     n = labels.shape[0]
     blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
     stats = caller.empty((3, blocks + 1), np.int64)  # per block, then the grid's: smallest, largest, count
@@ -424,9 +420,14 @@ def _float64_on_device(caller, value, name):
 
 
 def _aux_array(caller, spec, options, metas, width, rows, shape2d):
-    if spec.aux is None or rows:  # the class-axis aux array (class_weight) is read by _check_labels
+    if spec.aux is None or rows:  # the class-axis aux array: class_weight (_check_labels reads it too)
         if rows and spec.aux is not None and options.get("class_weight") is not None:
-            return _float64_on_device(caller, options["class_weight"], "class_weight")
+            class_weight = _float64_on_device(caller, options["class_weight"], "class_weight")
+            if tuple(class_weight.shape) != (width,):
+                raise ValueError(
+                    f"class_weight must have shape ({width},), one weight per class, got {tuple(class_weight.shape)}"
+                )
+            return class_weight
         return None
     value = options.get("pos_weight")
     if value is None or (not is_device_array(value) and np.ndim(value) == 0):
