@@ -117,7 +117,8 @@ def cases():
         yield f"finish {dt}", drivers.finish_kernel(rmse.finish), (float64[::1], float64, dt[::1], dt[::1])
     yield "label_check", drivers.label_check_kernel(256), (
         int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], int32[::1], float64[::1])
-    yield "zero_one_rule", drivers.zero_one_rule_kernel(256), (float32[::1], float64[::1], int32[::1], float64[::1])
+    yield "zero_one_rule", drivers.zero_one_rule_kernel(256), (
+        float32[::1], float64[::1], int32[::1], float64[::1], float64[::1])
 
 
 def main():

@@ -394,12 +394,13 @@ def _check_labels(caller, labels, width, ignore, class_weight, mean):
 
 def _zero_one_rule(caller, t):
     """Queue :func:`drivers.zero_one_rule_kernel` on hinge's targets ``t`` (1-D) and
-    return the device array of its rule, which the loss kernel queued behind it reads."""
+    return the device array that decides its rule, which the loss kernel queued behind
+    it reads."""
     blocks = max(1, min(-(-t.shape[0] // THREADS), MAX_BLOCKS))
-    rule = caller.empty((1,), np.float64)
+    others = caller.empty((1,), np.float64)
     launch(kernel("zero_one_rule", drivers.zero_one_rule_kernel), blocks, THREADS, caller,
-           t, caller.empty((blocks,), np.float64), caller.zeros((1,), np.int32), rule)
-    return rule
+           t, caller.empty((blocks,), np.float64), caller.zeros((1,), np.int32), others, _empty(np.float64, False, 0))
+    return others
 
 
 def _float64_on_device(caller, value, name):

@@ -58,8 +58,9 @@ def elementwise_kernel(elem, name, threads, bf16=False, rule_on_device=False):
     evaluated in float64. ``y`` and ``c`` are ``x`` again where the loss has none. With
     ``bf16``, ``x``, ``y`` and the gradients and hessian hold bfloat16 bit patterns
     (int16); ``c`` (a float64 array where the loss has one) and the losses do not. With
-    ``rule_on_device``, the loss's one parameter is ``rule[0]``, decided on the device
-    (hinge's 0/1 rule: :func:`zero_one_rule_kernel`); otherwise ``rule`` is empty."""
+    ``rule_on_device``, the loss's one parameter is decided on the device from
+    ``rule[0]`` (hinge's 0/1 rule: :func:`zero_one_rule_kernel`); otherwise ``rule`` is
+    empty."""
     _, load, store = element_access(np.float64, bf16)
     reduce = block_sum(threads)
     finish = grid_finish(threads)
@@ -118,8 +119,9 @@ def _given_parameters(params, rule):
 
 @cuda.jit(device=True)
 def _rule_parameters(params, rule):
-    """The one parameter of a loss whose rule the device decided."""
-    return (rule[0],)
+    """Hinge's one parameter, map01, from the count of targets that are not 0 or 1
+    (:func:`zero_one_rule_kernel`)."""
+    return (1.0 if rule[0] == 0.0 else 0.0,)
 
 
 def rows_kernel(body, threads, group, name):
@@ -815,14 +817,14 @@ def label_check_kernel(threads):
 
 
 def zero_one_rule_kernel(threads):
-    """Keras's hinge rule, decided on the device: ``rule[0]`` = 1 when every target of
-    ``t`` is 0 or 1 (NaN left out), else 0. Each block leaves its count of other targets
-    in ``partials``; the last block to finish (:func:`~.reductions.arrived_last`, a
-    ticket in ``counter``, zero at launch) adds them and writes the rule, which the
-    loss kernel queued behind it reads (:func:`elementwise_kernel`)."""
+    """Keras's hinge rule, decided on the device: ``others[0]`` = the number of targets
+    of ``t`` that are not 0 or 1 (NaN left out), summed by the last block to finish
+    (:func:`~.reductions.grid_finish`; ``nothing``: an empty array). The loss kernel
+    queued behind it maps the targets to -1/1 when it is 0 (:func:`elementwise_kernel`)."""
     reduce = block_sum(threads)
+    finish = grid_finish(threads)
 
-    def kernel(t, partials, counter, rule):
+    def kernel(t, partials, counter, others, nothing):
         count = 0.0
         for i in range(cuda.grid(1), t.shape[0], cuda.gridsize(1)):
             v = np.float64(t[uint64(i)])
@@ -831,13 +833,6 @@ def zero_one_rule_kernel(threads):
         count = reduce(count)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = count
-        if not arrived_last(counter):
-            return
-        total = 0.0
-        for k in range(cuda.threadIdx.x, cuda.gridDim.x, threads):
-            total += partials[k]
-        total = reduce(total)
-        if cuda.threadIdx.x == 0:
-            rule[0] = 1.0 if total == 0.0 else 0.0
+        finish(partials, counter, 1.0, others, nothing)
 
     return compile_kernel(kernel, "zero_one_rule")
