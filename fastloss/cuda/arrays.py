@@ -5,9 +5,10 @@ device arrays (the simulator's too, and any other ``__cuda_array_interface__`` o
 whose results come back as Numba device arrays). Inputs that offer only a CUDA
 ``__dlpack__`` (JAX) are imported through PyTorch or CuPy, and results go back through
 DLPack to the caller's library. Outputs and workspaces are allocated by the caller's
-framework (its caching allocator, on its current stream); kernels see Numba views of
-them, made without a copy and without synchronising (``sync=False``): every kernel runs
-on the caller's stream, which orders it after the work that produced the inputs.
+framework (its caching allocator, on its current stream). A kernel's first launch sees
+Numba views of them, made without a copy and without synchronising (:meth:`Caller.view`);
+later launches take their pointers directly (:mod:`.launch`). Every kernel runs on the
+caller's stream, which orders it after the work that produced the inputs.
 """
 
 import threading
