@@ -114,7 +114,7 @@ def cases():
         yield f"{ce.name} {'bfloat16' if dt is int16 else dt} rows (512, 512), 8 loads in flight", k, tuple(sig)
     rmse = next(spec for spec in SPECS if spec.finish is not None)
     for dt in (float32, float64):
-        yield f"finish {dt}", drivers.finish_kernel(rmse.finish), (float64[::1], float64, dt[::1], dt[::1])
+        yield f"finish {dt}", drivers.finish_kernel(rmse.finish, 256), (float64[::1], float64, dt[::1], dt[::1])
     yield "label_check", drivers.label_check_kernel(256), (
         int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], int32[::1], float64[::1])
     yield "zero_one_rule", drivers.zero_one_rule_kernel(256), (

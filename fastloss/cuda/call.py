@@ -17,7 +17,7 @@ from numba.cuda import config as cuda_config
 
 from .. import _api
 from ..losses import embedding, float32_form, generative, softmax
-from . import drivers, is_device_array, rowmath
+from . import drivers, is_device_array, jit, rowmath
 from .arrays import adopt
 from .jit import compile_math
 from .launch import launch
@@ -38,10 +38,12 @@ _kernels = {}
 
 
 def kernel(key, build):
-    """The kernel ``build(threads)`` for ``key``, compiled once per block size."""
-    k = _kernels.get((key, THREADS))
+    """The kernel ``build(threads)`` for ``key``, compiled once per block size (and
+    register target, :data:`fastloss.cuda.jit.RESIDENT_THREADS`)."""
+    full = (key, THREADS, jit.RESIDENT_THREADS)
+    k = _kernels.get(full)
     if k is None:
-        k = _kernels[(key, THREADS)] = build(THREADS)
+        k = _kernels[full] = build(THREADS)
     return k
 
 
@@ -133,7 +135,8 @@ def _rows_kernel(math_fn, layout, dtype):
     """The row kernel of ``math_fn`` for ``layout`` = (threads per block, threads per
     row) (:func:`_row_layout`) and logits of ``dtype`` (int16: bfloat16 bits)."""
     dtype = np.dtype(dtype)
-    key = (math_fn, "rows", layout, dtype.itemsize <= 4, dtype == np.int16, drivers.LOADS_IN_FLIGHT)
+    key = (math_fn, "rows", layout, dtype.itemsize <= 4, dtype == np.int16, drivers.LOADS_IN_FLIGHT,
+           jit.RESIDENT_THREADS)
     k = _kernels.get(key)
     if k is None:
         factory, formulas, named = _ROW_KERNELS[math_fn]
@@ -354,7 +357,7 @@ def _finish(caller, spec, total, n, value, grad):
     g = grad if grad is not None else _empty(np.float64, False, 0)
     val = value if value is not None else _empty(np.float64, False, 0)
     blocks = max(1, min(-(-g.shape[0] // THREADS), MAX_BLOCKS))
-    finish = kernel((spec.finish, "finish"), lambda threads: drivers.finish_kernel(spec.finish))
+    finish = kernel((spec.finish, "finish"), lambda threads: drivers.finish_kernel(spec.finish, threads))
     launch(finish, blocks, THREADS, caller, total, n, val, g)
 
 

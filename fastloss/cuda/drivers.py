@@ -109,7 +109,7 @@ def elementwise_kernel(elem, name, threads, bf16=False, rule_on_device=False):
             partials[cuda.blockIdx.x] = block_total
         finish(partials, counter, factor, total_out, value)
 
-    return compile_kernel(kernel, f"elementwise_{name}")
+    return compile_kernel(kernel, f"elementwise_{name}", threads)
 
 
 @cuda.jit(device=True)
@@ -148,19 +148,20 @@ def rows_kernel(body, threads, group, name):
             factor *= gate[2]
         t = cuda.threadIdx.x % group
         acc = 0.0
-        first = cuda.blockIdx.x * per_block + cuda.threadIdx.x // group
-        for row in range(first, x.shape[0], per_block * cuda.gridDim.x):
+        row = cuda.blockIdx.x * per_block + cuda.threadIdx.x // group
+        while row < x.shape[0]:
             loss = body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h)
             if t == 0:
                 acc += loss
                 if loss_out.shape[0] != 0:
                     loss_out[row] = loss
+            row += per_block * cuda.gridDim.x
         block_total = reduce(acc)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = block_total
         finish(partials, counter, factor, total, value)
 
-    return compile_kernel(kernel, name)
+    return compile_kernel(kernel, name, threads)
 
 
 @cuda.jit(device=True)
@@ -228,21 +229,21 @@ def row_max_sum_exp(threads, group, merge, narrow, load):
     return compile_device(lse, f"row_max_sum_exp_{threads}_{group}_{narrow.__name__}_{load.__name__}")
 
 
-def row_pass(element, load_x, load_y, group, name):
+def row_pass(element, load_x, load_y, group, name, loads=None):
     """Device function ``(row, t, x, y, c, gx, gy, h) -> s``: thread ``t``'s pass over its
     elements j = t, t + group, ... of a row (``x`` its first input's row, of the row's
     length), ``s`` the sum of ``element(row, j, load_x(x, j), load_y(y, j), c, gx, gy,
     h)``, which may write element j's outputs; ``c`` holds the row's constants and ``y``
     what ``load_y`` reads (a target row, class weights, a label).
 
-    The loads of :data:`LOADS_IN_FLIGHT` elements are issued before the first of them is
-    worked: a loop that writes as it reads keeps one element's loads in flight, since no
+    The loads of ``loads`` elements (default :data:`LOADS_IN_FLIGHT`) are issued before
+    the first of them is worked: a loop that writes as it reads keeps one element's loads in flight, since no
     load may move above a store that could alias it (and with ``out=`` the inputs, one
     does). The loop is written out that many times over (the source below), so the
     loaded values live in registers however large ``element`` is: a loop over a local
     array, which the compiler does not unroll around a large body, keeps them in local
     memory."""
-    loads = LOADS_IN_FLIGHT
+    loads = loads or LOADS_IN_FLIGHT
     ahead = [f"x{u}, y{u} = load_x(x, j + {u} * group), load_y(y, j + {u} * group)" for u in range(loads)]
     work = [f"s += element(row, j + {u} * group, x{u}, y{u}, c, gx, gy, h)" for u in range(loads)]
     source = "\n".join([
@@ -322,8 +323,10 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, group, narrow
         wi = np.float64(w[row]) if w.shape[0] != 0 else 1.0
         a = params[0]
         total_t = 0.0
-        for j in range(t, n, group):
+        j = t
+        while j < n:
             total_t += target(wide(yr[uint64(j)]), a, n)
+            j += group
         total_t = reduce(total_t)
         m, d = lse(z, t, n)  # its barrier also ends every thread's reads of pass 1
         log_d, inv_d = log_and_reciprocal(d)
@@ -397,17 +400,23 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
         want_g = gx.shape[1] != 0
         want_h = h.shape[1] != 0
         if params[2] != 0.0 and label == params[1]:  # an ignored row: loss and gradient 0
-            for j in range(t, gx.shape[1], group):
+            j = t
+            while j < gx.shape[1]:
                 gx[r, uint64(j)] = store(0.0)
-            for j in range(t, h.shape[1], group):
+                j += group
+            j = t
+            while j < h.shape[1]:
                 h[r, uint64(j)] = store(0.0)
+                j += group
             return 0.0
         w_y = np.float64(cw[label]) if weighted else 1.0
         z_y = wide(z[label])  # read before any thread writes the row
         wsum = 0.0
         if weighted:
-            for j in range(t, n, group):
+            j = t
+            while j < n:
                 wsum += cw[uint64(j)]
+                j += group
             wsum = weight_sum(wsum)
         else:
             wsum = float(n)
@@ -464,8 +473,10 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
 
         def stats(z, yr, t, n, params):
             s = 0.0
-            for j in range(t, n, group):
+            j = t
+            while j < n:
                 s += stat(load(z[uint64(j)]), target(yr, j), params)
+                j += group
             return stat_sum(s), 0.0, 0.0, 0.0
     elif mode == "softmax":
         def stats(z, yr, t, n, params):
@@ -491,7 +502,11 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
             gy[r, uint64(j)] = store(gb)
         return 0.0
 
-    grads = row_pass(compile_device(element, f"element_{name}"), wide_at, target, group, f"pass_{name}_{group}")
+    # Jensen-Shannon's gradient takes two float64 logarithms and exponentials an element:
+    # compute, not loads, bounds its pass, and four elements' loads in flight cost it 40
+    # registers a thread (and spills, in blocks of 512): one at a time.
+    loads = 1 if mode == "two_softmax" else None
+    grads = row_pass(compile_device(element, f"element_{name}"), wide_at, target, group, f"pass_{name}_{group}", loads)
 
     def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
@@ -502,10 +517,12 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
         width = np.float64(n)
         u = 0.0
         vs = 0.0
-        for j in range(t, n, group):
+        j = t
+        while j < n:
             a, b = term(load(z[uint64(j)]), target(yr, j), s0, s1, s2, s3, width, params)
             u += a
             vs += b
+            j += group
         u = reduce(u)
         vs = reduce(vs)
         if gx.shape[1] != 0:
@@ -548,10 +565,12 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
         pos = 0.0
         neg = -math.inf
         ties = 0.0
-        for j in range(t, n, group):
+        j = t
+        while j < n:
             pj, u = slot(load(z[uint64(j)]), load(yr[uint64(j)]))
             pos += pj
             neg, ties = step(neg, ties, u)
+            j += group
         pos = reduce(pos)
         neg, ties = max_count(neg, ties)
         loss, a = hinge_row(neg, pos, scale * wi)
@@ -602,15 +621,18 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
         big_n = 0.0
         bad_n = 0.0
         if not squared:
-            for j in range(t, n, group):
+            j = t
+            while j < n:
                 aj = load(a[uint64(j)])
                 big_p, bad_p = max_nan(big_p, bad_p, abs(aj - load(pos[uint64(j)]) + eps))
                 big_n, bad_n = max_nan(big_n, bad_n, abs(aj - load(neg[uint64(j)]) + eps))
+                j += group
             big_p, bad_p = largest(big_p, bad_p)
             big_n, bad_n = largest(big_n, bad_n)
         s_p = 0.0
         s_n = 0.0
-        for j in range(t, n, group):
+        j = t
+        while j < n:
             aj = load(a[uint64(j)])
             tp = aj - load(pos[uint64(j)])
             tn = aj - load(neg[uint64(j)])
@@ -620,19 +642,22 @@ def triplet_rows_kernel(merge, max_nan, merge_nan, power, finish_norm, triplet_r
             else:
                 s_p += power(abs(tp + eps) / big_p, norm_p)
                 s_n += power(abs(tn + eps) / big_n, norm_p)
+            j += group
         s_p = reduce(s_p)
         s_n = reduce(s_n)
         d_pos = s_p if squared else finish_norm(big_p, bad_p, s_p, norm_p)
         d_neg = s_n if squared else finish_norm(big_n, bad_n, s_n, norm_p)
         loss, active = triplet_row(d_pos, d_neg, margin, scale * wi)
         if gx.shape[1] != 0:
-            for j in range(t, n, group):
+            j = t
+            while j < n:
                 u = uint64(j)
                 g_a, g_p, g_n = element_grads(load(a[u]), load(pos[u]), load(neg[u]), active, shift, d_pos, d_neg,
                                               norm_p, squared)
                 gx[r, u] = store(g_a)
                 gy[r, u] = store(g_p)
                 gv[r, u] = store(g_n)
+                j += group
         return loss * wi
 
     body = compile_device(body, f"row_triplet_margin_loss_{threads}_{group}")
@@ -696,14 +721,14 @@ def element_access(narrow, bf16):
     return (float32_load if narrow is np.float32 else plain_load), plain_load, plain_store
 
 
-def finish_kernel(finish):
+def finish_kernel(finish, threads):
     """The kernel that finishes a loss from its reduced sum (RMSE's ``finish``, see
     :class:`fastloss._registry.LossSpec`), after the loss kernel on the same stream: each
     thread computes ``(loss, factor) = finish(total[0], n)``, the first stores ``value[0]
     = loss`` (``value`` empty: not wanted), and all multiply the gradient ``g`` (1-D;
     empty: none) by ``factor``, in a grid-stride loop with four loads in flight before
-    their stores (one at a time, a thread would wait out each load's latency). The call
-    queues it and goes on: nothing waits for the sum."""
+    their stores (one at a time, a thread would wait out each load's latency), in blocks
+    of ``threads``. The call queues it and goes on: nothing waits for the sum."""
     finish = cuda.jit(device=True)(finish)
 
     def kernel(total, n, value, g):
@@ -725,7 +750,7 @@ def finish_kernel(finish):
             g[uint64(i)] = np.float64(g[uint64(i)]) * factor
             i += stride
 
-    return compile_kernel(kernel, "finish")
+    return compile_kernel(kernel, "finish", threads)
 
 
 @cuda.jit(device=True)
@@ -780,15 +805,16 @@ def label_check_kernel(threads):
         b = cuda.blockIdx.x
         lo, hi, count, wsum = no_lo, no_hi, 0.0, 0.0
         weighted = class_weight.shape[0] != 0
-        for i in range(cuda.grid(1), labels.shape[0], cuda.gridsize(1)):
+        i = cuda.grid(1)
+        while i < labels.shape[0]:
             label = int64(labels[uint64(i)])
-            if has_ignore and label == ignore:
-                continue
-            lo = min(lo, label)
-            hi = max(hi, label)
-            count += 1.0
-            if weighted and 0 <= label < n_classes:
-                wsum += class_weight[label]
+            if not (has_ignore and label == ignore):
+                lo = min(lo, label)
+                hi = max(hi, label)
+                count += 1.0
+                if weighted and 0 <= label < n_classes:
+                    wsum += class_weight[label]
+            i += cuda.gridsize(1)
         wsum = of_block(lo, hi, count, wsum, weighted, stats, b)[3]
         if weighted and t == 0:
             weights[b] = wsum
@@ -796,12 +822,14 @@ def label_check_kernel(threads):
             return
         blocks = cuda.gridDim.x
         lo, hi, count, wsum = no_lo, no_hi, 0.0, 0.0
-        for k in range(t, blocks, threads):
+        k = t
+        while k < blocks:
             lo = min(lo, stats[0, k])
             hi = max(hi, stats[1, k])
             count += np.float64(stats[2, k])
             if weighted:
                 wsum += weights[k]
+            k += threads
         lo, hi, count, wsum = of_block(lo, hi, count, wsum, weighted, stats, blocks)
         if t == 0:
             gate[0] = 1.0 if count != 0.0 and (lo < 0 or hi >= n_classes) else 0.0
@@ -813,7 +841,7 @@ def label_check_kernel(threads):
             else:
                 gate[1], gate[2] = 0.0, math.nan
 
-    return compile_kernel(kernel, "label_check")
+    return compile_kernel(kernel, "label_check", threads)
 
 
 def zero_one_rule_kernel(threads):
@@ -826,13 +854,15 @@ def zero_one_rule_kernel(threads):
 
     def kernel(t, partials, counter, others, nothing):
         count = 0.0
-        for i in range(cuda.grid(1), t.shape[0], cuda.gridsize(1)):
+        i = cuda.grid(1)
+        while i < t.shape[0]:
             v = np.float64(t[uint64(i)])
             if not (v == 0.0 or v == 1.0 or math.isnan(v)):
                 count += 1.0
+            i += cuda.gridsize(1)
         count = reduce(count)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = count
         finish(partials, counter, 1.0, others, nothing)
 
-    return compile_kernel(kernel, "zero_one_rule")
+    return compile_kernel(kernel, "zero_one_rule", threads)

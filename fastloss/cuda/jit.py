@@ -51,10 +51,36 @@ def _device_function(py_func):
     return cuda.jit(device=True)(py_func)
 
 
-def compile_kernel(py_func, name):
-    """Compile a kernel closure under ``name`` (shown by profilers), lazily per signature."""
+#: Threads per SM that a kernel's registers must leave room for, or None. A kernel
+#: launched with blocks of more than 256 threads is compiled with a register cap
+#: (:func:`max_registers`): at most what a thread of one such block may have, so that the
+#: block fits an SM's 65536 registers. Without it the compiler may take up to 255 a
+#: thread, and the kernel then fails to launch: in 2026-12 the sparse cross-entropy kernel
+#: for wide rows took 163 registers a thread, which no block of 512 threads can have.
+#: Blocks of 256 or fewer always fit, and get no cap: a cap of 255 makes the compiler take
+#: more registers than it otherwise would (62 for MSE, against 44). RESIDENT_THREADS caps
+#: every kernel lower, for that many threads an SM (1024: 64 registers a thread), at the
+#: price of spills where a kernel needs more. ``tests/compile_kernels.py`` reports every
+#: kernel's registers, spills and blocks per SM; ``benchmarks/scripts/gpu_variants.py``
+#: compares settings on a GPU.
+RESIDENT_THREADS = None
+
+
+def max_registers(threads):
+    """The register cap of a kernel launched with blocks of ``threads``: 65536 shared by
+    the block (or by RESIDENT_THREADS threads, if more), in the multiples of 8 that
+    registers are allocated in; None where that is 255 or more (no cap needed)."""
+    cap = 65536 // max(threads, RESIDENT_THREADS or 0) // 8 * 8
+    return cap if cap < 255 else None
+
+
+def compile_kernel(py_func, name, threads):
+    """Compile a kernel closure under ``name`` (shown by profilers), lazily per signature,
+    for blocks of ``threads`` (:func:`max_registers`; the simulator has no registers)."""
     py_func.__name__ = py_func.__qualname__ = name
-    return cuda.jit(py_func)
+    if cuda_config.ENABLE_CUDASIM:
+        return cuda.jit(py_func)
+    return cuda.jit(max_registers=max_registers(threads))(py_func)
 
 
 def compile_device(py_func, name):
