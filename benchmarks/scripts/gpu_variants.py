@@ -9,7 +9,9 @@ shape) runs under each variant of the module settings of :mod:`fastloss.cuda.cal
 (``THREADS`` and ``MAX_BLOCKS`` for element-wise kernels; ``WARP_ROW_WIDTH``,
 ``ROW_THREADS`` and ``MAX_ROW_BLOCKS`` for row kernels) and of
 ``fastloss.cuda.drivers.LOADS_IN_FLIGHT`` (the row passes' loads per thread before the
-first is used), and reports:
+first is used) and ``fastloss.cuda.jit.RESIDENT_THREADS`` (the threads per SM that the
+kernels' registers are capped for: ``python tests/compile_kernels.py --resident N`` says
+what each kernel spills for it), and reports:
 
 - **kernels µs**: the GPU time of the call's kernels (and copies) per call, from the
   PyTorch profiler's CUDA activity (CUPTI), host overhead excluded: what the layout
@@ -29,16 +31,19 @@ import torch
 from gpu_compare import DEV, copy_bandwidth, inputs, kernel_ms, report, timed, versions
 
 import fastloss as fl
-from fastloss.cuda import call, drivers
+from fastloss.cuda import call, drivers, jit
 
 #: The settings a variant may change, and the module each lives in.
 SETTINGS = {"THREADS": call, "MAX_BLOCKS": call, "WARP_ROW_WIDTH": call, "ROW_LANE_ELEMENTS": call,
-            "ROW_THREADS": call, "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers}
+            "ROW_THREADS": call, "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers, "RESIDENT_THREADS": jit}
 
 #: The variants of each family, the shipped settings first (an empty dict).
 VARIANTS = {  # in the order they run: the cross-entropy at vocabulary sizes first
     # The grid cap bounds the rows in flight (one per block): 264 rows of 128 KB are 34 MB of L2.
-    "wide": [{}, {"LOADS_IN_FLIGHT": 8}, {"LOADS_IN_FLIGHT": 16}, {"ROW_THREADS": 256},
+    # Blocks of 512 at 65-128 registers a thread: one an SM; RESIDENT_THREADS 1024 caps them
+    # at 64, two an SM (264 rows in flight), as ROW_THREADS 512 was chosen for.
+    "wide": [{}, {"RESIDENT_THREADS": 1024}, {"RESIDENT_THREADS": 1024, "LOADS_IN_FLIGHT": 8},
+             {"LOADS_IN_FLIGHT": 8}, {"LOADS_IN_FLIGHT": 16}, {"ROW_THREADS": 256},
              {"ROW_THREADS": 1024}, {"MAX_ROW_BLOCKS": 264}, {"ROW_THREADS": 1024, "MAX_ROW_BLOCKS": 132},
              {"ROW_THREADS": 256, "LOADS_IN_FLIGHT": 16}],
     "element": [{}, {"MAX_BLOCKS": 2112}, {"MAX_BLOCKS": 4224}, {"THREADS": 512, "MAX_BLOCKS": 1056},
@@ -46,8 +51,9 @@ VARIANTS = {  # in the order they run: the cross-entropy at vocabulary sizes fir
     # WARP_ROW_WIDTH 0: rows of 256 take a block of 64 threads each (the layout of 155ce93).
     # ROW_LANE_ELEMENTS: rows of 10 in segments of 16 lanes (shipped), a warp (0) or 4 and 2
     # lanes; rows of 64 in 16 and 8 lanes.
-    "narrow": [{}, {"LOADS_IN_FLIGHT": 8}, {"ROW_LANE_ELEMENTS": 0}, {"ROW_LANE_ELEMENTS": 4},
-               {"ROW_LANE_ELEMENTS": 8}, {"MAX_ROW_BLOCKS": 2112}, {"MAX_ROW_BLOCKS": 8448}, {"THREADS": 128},
+    "narrow": [{}, {"RESIDENT_THREADS": 1024}, {"LOADS_IN_FLIGHT": 8}, {"ROW_LANE_ELEMENTS": 0},
+               {"ROW_LANE_ELEMENTS": 4}, {"ROW_LANE_ELEMENTS": 8}, {"MAX_ROW_BLOCKS": 2112}, {"MAX_ROW_BLOCKS": 8448},
+               {"THREADS": 128},
                {"WARP_ROW_WIDTH": 0}],
 }
 
