@@ -27,4 +27,4 @@ def test_every_kernel_compiles_for_sm90_and_fits_an_sm(background):
     assert done.returncode == 0, "\n".join(line for line in lines if not line.startswith("ok")) + done.stderr[-3000:]
     compiled = [line for line in lines if line.startswith("ok")]
     assert len(compiled) > 90, done.stdout  # every loss in three dtypes, and the helpers
-    assert all(" registers, " in line and " blocks of " in line for line in compiled), done.stdout
+    assert all(" registers" in line and " blocks of " in line for line in compiled), done.stdout
