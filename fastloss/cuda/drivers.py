@@ -442,7 +442,8 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
     return rows_kernel(body, threads, group, f"rows_sparse_softmax_cross_entropy{'_bf16' if bf16 else ''}")
 
 
-def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow, bf16, mode, sparse, name):
+def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow, bf16, mode, sparse, name,
+                      grad_loads=None):
     """A group of threads per row (:func:`rows_kernel`) for the class-axis losses whose
     row is a first pass of row statistics, a second of summed terms, and a third of
     gradients: KL divergence, categorical cross-entropy, the VAE's KL term, softmax focal
@@ -455,8 +456,9 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
     2. u, v = the group sums of ``term``; the reductions' barriers end every thread's
        reads of other threads' elements;
     3. each thread writes ``grad`` of its own elements into ``gx`` (and ``gy`` where
-       wanted), reading them again, a few ahead of the writes (:func:`row_pass`): in place
-       with the gradient rows the inputs themselves.
+       wanted), reading them again, a few ahead of the writes (:func:`row_pass`, with
+       ``grad_loads`` loads in flight; None: :data:`LOADS_IN_FLIGHT`): in place with the
+       gradient rows the inputs themselves.
 
     With ``sparse`` the targets are integer labels and y_j = [j = label]. Exponentials of
     the log-sum-exp in ``narrow`` precision, every sum and the row's loss in float64.
@@ -509,11 +511,8 @@ def stats_rows_kernel(merge, stat, term, grad, row_loss, threads, group, narrow,
             gy[r, uint64(j)] = store(gb)
         return 0.0
 
-    # Jensen-Shannon's gradient takes two float64 logarithms and exponentials an element:
-    # compute, not loads, bounds its pass, and four elements' loads in flight cost it 40
-    # registers a thread (and spills, in blocks of 512): one at a time.
-    loads = 1 if mode == "two_softmax" else None
-    grads = row_pass(compile_device(element, f"element_{name}"), wide_at, target, group, f"pass_{name}_{group}", loads)
+    grads = row_pass(compile_device(element, f"element_{name}"), wide_at, target, group, f"pass_{name}_{group}",
+                     grad_loads)
 
     def body(row, t, x, y, v, c, w, params, scale, gx, gy, gv, h):
         n = x.shape[1]
