@@ -37,10 +37,16 @@ _BFLOAT16 = SimpleNamespace(kind="f", name="bfloat16", itemsize=2)
 _kernels = {}
 
 
+def _compiled_with():
+    """The module settings that a compiled kernel depends on besides its own key (what
+    ``benchmarks/scripts/gpu_variants.py`` changes between variants): the element-wise
+    block size, the row passes' loads in flight and the register target."""
+    return THREADS, drivers.LOADS_IN_FLIGHT, jit.RESIDENT_THREADS
+
+
 def kernel(key, build):
-    """The kernel ``build(threads)`` for ``key``, compiled once per block size (and
-    register target, :data:`fastloss.cuda.jit.RESIDENT_THREADS`)."""
-    full = (key, THREADS, jit.RESIDENT_THREADS)
+    """The kernel ``build(threads)`` for ``key``, compiled once per :func:`_compiled_with`."""
+    full = (key, *_compiled_with())
     k = _kernels.get(full)
     if k is None:
         k = _kernels[full] = build(THREADS)
@@ -138,8 +144,7 @@ def _rows_kernel(math_fn, layout, dtype):
     """The row kernel of ``math_fn`` for ``layout`` = (threads per block, threads per
     row) (:func:`_row_layout`) and logits of ``dtype`` (int16: bfloat16 bits)."""
     dtype = np.dtype(dtype)
-    key = (math_fn, "rows", layout, dtype.itemsize <= 4, dtype == np.int16, drivers.LOADS_IN_FLIGHT,
-           jit.RESIDENT_THREADS)
+    key = (math_fn, "rows", layout, dtype.itemsize <= 4, dtype == np.int16, *_compiled_with())
     k = _kernels.get(key)
     if k is None:
         factory, formulas, named = _ROW_KERNELS[math_fn]
