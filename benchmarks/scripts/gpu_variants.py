@@ -40,8 +40,9 @@ SETTINGS = {"THREADS": call, "MAX_BLOCKS": call, "WARP_ROW_WIDTH": call, "ROW_LA
 #: The variants of each family, the shipped settings first (an empty dict).
 VARIANTS = {  # in the order they run: the cross-entropy at vocabulary sizes first
     # The grid cap bounds the rows in flight (one per block): 264 rows of 128 KB are 34 MB of L2.
-    # Blocks of 512 at 65-128 registers a thread: one an SM; RESIDENT_THREADS 1024 caps them
-    # at 64, two an SM (264 rows in flight), as ROW_THREADS 512 was chosen for.
+    # Blocks of 512 at 68-110 registers a thread: one an SM; RESIDENT_THREADS 1024 caps them
+    # at 64, two an SM (264 rows in flight), as ROW_THREADS 512 was chosen for. Blocks of 256
+    # fit three (sparse CE, 80 registers) or four (softmax CE, 64) an SM.
     "wide": [{}, {"RESIDENT_THREADS": 1024}, {"RESIDENT_THREADS": 1024, "LOADS_IN_FLIGHT": 8},
              {"LOADS_IN_FLIGHT": 8}, {"LOADS_IN_FLIGHT": 16}, {"ROW_THREADS": 256},
              {"ROW_THREADS": 1024}, {"MAX_ROW_BLOCKS": 264}, {"ROW_THREADS": 1024, "MAX_ROW_BLOCKS": 132},

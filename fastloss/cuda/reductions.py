@@ -13,6 +13,15 @@ warp's tree adds in the same order as a block's of the same size.
 - :func:`grid_finish`: the last block to finish sums the blocks' partial sums in index
   order, in the same launch.
 
+A block's tree is a loop over ``step = cuda.blockDim.x // 2, ..., 1``: ``blockDim.x`` is
+the ``threads`` the kernel is built for at every launch, but the compiler cannot know it.
+With the constant ``threads`` as the bound it unrolled the loop and worked out every
+level's shared-memory address and ``t < step`` test once, before the kernel's loop over
+rows, keeping them in registers through the whole row for each reduction of the kernel:
+about 30 registers a thread in the kernels for wide rows (blocks of 512; sparse
+cross-entropy 127 -> 96, ``tests/compile_kernels.py`` prints every kernel's). What the
+loop costs, a compare and a shift a level, is nothing beside the level's barrier.
+
 Numba's CUDA simulator has no warp shuffles: there, :data:`WARP` is 4 and a shuffle is an
 exchange through a barrier among the lanes of the simulated segment
 (:func:`_sim_exchange`), so the tests run the same trees, with several rows per block and
@@ -100,7 +109,7 @@ def block_sum(threads):
         t = cuda.threadIdx.x
         shared[t] = value
         cuda.syncthreads()
-        step = threads // 2
+        step = cuda.blockDim.x // 2  # threads // 2, unknown to the compiler (module docstring)
         while step > 0:
             if t < step:
                 shared[t] += shared[t + step]
@@ -125,7 +134,7 @@ def block_merge(threads, merge, name, dtype=float64):
         sm[t] = m
         sd[t] = d
         cuda.syncthreads()
-        step = threads // 2
+        step = cuda.blockDim.x // 2  # as in block_sum
         while step > 0:
             if t < step:
                 sm[t], sd[t] = merge(sm[t], sd[t], sm[t + step], sd[t + step])
