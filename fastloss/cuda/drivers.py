@@ -206,12 +206,17 @@ def row_max_sum_exp(threads, group, merge, narrow, load):
     merge_group = group_merge(threads, group, merge, "max_sum_exp")
 
     def step(m, d, v):
-        """One element into an online (max, sum of exp(z - max)) state."""
-        if v > m:
-            return v, d * np.float64(math.exp(m - v)) + 1.0
-        if v != -math.inf:
-            return m, d + np.float64(math.exp(v - m))
-        return m, d
+        """One element into an online (max, sum of exp(z - max)) state: a new maximum
+        scales the sum by exp(m - v), any other value adds exp(v - m), a ``-inf`` adds
+        nothing. Both exponents are -|v - m| (negation is exact), so the one exponential
+        is taken before the choice and the choice is a select, not a branch: the lanes of
+        a warp that meet a new maximum at different elements (most of them, in a row's
+        first few dozen) do not run both sides one after the other."""
+        e = np.float64(math.exp(-abs(v - m)))
+        up = v > m
+        scale = e if up else 1.0
+        add = 1.0 if up else (e if v != -math.inf else 0.0)  # no -inf - (-inf) = NaN in d
+        return (v if up else m), d * scale + add
 
     step = compile_device(step, f"online_step_{narrow.__name__}")
 
