@@ -236,6 +236,30 @@ def test_a_row_with_every_logit_masked_is_nan_in_that_row_only(name, width, rng)
         _close(g, c, np.float64)
 
 
+@pytest.mark.parametrize("width", [5, 40], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("name", ["sparse_softmax_cross_entropy", "softmax_cross_entropy", "softmax_kl_divergence",
+                                  "js_divergence", "softmax_focal_loss"])
+def test_a_nan_or_inf_logit_spreads_to_its_row_only(name, width, rng):
+    """A NaN logit, a lone +inf logit (its softmax weight is exp(inf - inf)) or two of them
+    make their row's loss and gradient NaN, as on the CPU (and in PyTorch), and touch no
+    other row. The GPU's online log-sum-exp would otherwise give a lone +inf the weight 1
+    and its row a finite gradient."""
+    arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float64, shape=(5, width))
+    arrays[0][1, 2] = np.nan
+    arrays[0][2, 3] = np.inf
+    arrays[0][3, [0, 4]] = np.inf
+    with np.errstate(invalid="ignore"):
+        cpu = fl.compute(name, *arrays, **options, reduction="none")
+    gpu = fl.compute(name, *[dev(a) for a in arrays], **_device_options(options), reduction="none")
+    loss = host(gpu.loss)
+    assert np.isnan(loss[1:4]).all() and not np.isnan(loss[[0, 4]]).any()
+    _close(loss, cpu.loss, np.float64)
+    g, c = (r.grad[0] if isinstance(r.grad, tuple) else r.grad for r in (gpu, cpu))
+    g = host(g)
+    assert np.isnan(g[1:4]).all() and not np.isnan(g[[0, 4]]).any()
+    _close(g, c, np.float64)
+
+
 def test_extreme_logits_stay_finite():
     z = np.array([[1e4, -1e4, 0.0], [-np.inf, 0.0, -np.inf], [-1e4, -1e4, -1e4]])
     labels = np.array([1, 1, 0])

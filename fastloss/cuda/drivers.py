@@ -236,7 +236,10 @@ def row_max_sum_exp(threads, group, merge, narrow, load):
         while j < n:
             m, d = step(m, d, load(z[uint64(j)]))
             j += group
-        return merge_group(np.float64(m), d)
+        m, d = merge_group(np.float64(m), d)
+        if m == math.inf:  # a +inf logit weighs exp(inf - inf): no softmax, as on the CPU
+            d = math.nan
+        return m, d
 
     return compile_device(lse, f"row_max_sum_exp_{threads}_{group}_{narrow.__name__}_{load.__name__}")
 
