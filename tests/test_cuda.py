@@ -260,6 +260,20 @@ def test_a_nan_or_inf_logit_spreads_to_its_row_only(name, width, rng):
     _close(g, c, np.float64)
 
 
+@pytest.mark.parametrize("gamma", [2.0, 2.5])
+def test_focal_targets_outside_0_1_give_nan_as_on_the_cpu(gamma):
+    """A target outside [0, 1] makes the focal modulator a power of a negative base:
+    NaN in pow_nonneg on every backend, though the device's pow has whole powers of one."""
+    x = np.array([-0.6, 0.3, 2.0, 3.0])
+    y = np.array([-3.0, 0.5, 2.0, 1.5])
+    with np.errstate(invalid="ignore"):
+        cpu = fl.sigmoid_focal_loss(x, y, gamma=gamma, reduction="none")
+    gpu = fl.sigmoid_focal_loss(dev(x), dev(y), gamma=gamma, reduction="none")
+    assert np.isnan(cpu.loss[[0, 2, 3]]).all() and np.isfinite(cpu.loss[1])
+    _close(host(gpu.loss), cpu.loss, np.float64)
+    _close(host(gpu.grad), cpu.grad, np.float64)
+
+
 def test_extreme_logits_stay_finite():
     z = np.array([[1e4, -1e4, 0.0], [-np.inf, 0.0, -np.inf], [-1e4, -1e4, -1e4]])
     labels = np.array([1, 1, 0])

@@ -11,7 +11,8 @@ a ``def`` entry point that the Python layer calls.
 The portable math is a small subset of Python, and the translation is mechanical:
 
 * ``@native`` functions (the bit casts of :mod:`fastloss.math.elementary`) become the C
-  functions of ``NATIVES``; ``@portable(cuda=...)`` overrides concern other targets only;
+  functions of ``NATIVES``; ``@portable(cuda=...)`` overrides concern other targets only
+  (a portable function named there, such as ``device_pow_nonneg``, is not translated);
 * a local is a C ``long long`` where its value is integer arithmetic (bit casts, shifts,
   integer constants), else a double (or a ``bint`` for a comparison);
 * a parameter that is indexed or has ``.shape`` is an array, passed as a pointer and a
@@ -482,10 +483,18 @@ def _decorator(stmt):
     return None
 
 
+def _overrides(stmt):
+    """The names of the portable functions a ``@portable(target=f)`` decorator puts in its
+    function's place on another target (f is not translated: C has the function itself)."""
+    return {k.value.id for d in stmt.decorator_list if isinstance(d, ast.Call)
+            for k in d.keywords if isinstance(k.value, ast.Name)}
+
+
 def parse():
     """Every portable function, in dependency order, the natives and the module constants."""
     functions, natives, constants = [], [], []
     tables = {}
+    elsewhere = set()  # portable functions that only stand in for others on another target
     for rel in MODULES:
         module = pathlib.Path(rel).stem
         tree = ast.parse((PACKAGE / rel).read_text())
@@ -511,6 +520,8 @@ def parse():
                 fn = Function(module, stmt, table)
                 functions.append(fn)
                 table[stmt.name] = fn
+                elsewhere |= _overrides(stmt)
+    functions = [f for f in functions if f.name not in elsewhere]
     by_key = {(f.module, f.name): f for f in functions + natives}
     by_key.update({tuple(cname.split("__", 1)): cname for cname, _ in constants})
     for table in tables.values():
