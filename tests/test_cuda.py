@@ -274,6 +274,26 @@ def test_focal_targets_outside_0_1_give_nan_as_on_the_cpu(gamma):
     _close(host(gpu.grad), cpu.grad, np.float64)
 
 
+def test_a_launch_that_raised_leaves_the_next_ones_intact(rng):
+    """Simulator only (a GPU's exp gives inf, Python's raises): the simulator raises a
+    launch's first exception at once and leaves the block's other threads running, some
+    waiting in a simulated warp exchange. Those must give up and be gone before the next
+    launch, or it reads the dead launch's grid (its label check then refuses valid
+    labels)."""
+    from numba.cuda import config as cuda_config
+
+    if not cuda_config.ENABLE_CUDASIM:
+        pytest.skip("a real GPU raises nothing here")
+    x, y = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    y[1, 1] = 1e300  # log_target: exp(1e300) overflows in the simulated lane
+    with pytest.raises(OverflowError):
+        fl.softmax_kl_divergence(dev(x), dev(y), log_target=True, reduction="none")
+    z, labels = rng.normal(size=(4, 6)), np.array([1, 3, 4, 2])
+    want = fl.sparse_softmax_cross_entropy(z, labels, reduction="none").loss
+    for _ in range(2):
+        _close(host(fl.sparse_softmax_cross_entropy(dev(z), dev(labels), reduction="none").loss), want, np.float64)
+
+
 def test_extreme_logits_stay_finite():
     z = np.array([[1e4, -1e4, 0.0], [-np.inf, 0.0, -np.inf], [-1e4, -1e4, -1e4]])
     labels = np.array([1, 1, 0])

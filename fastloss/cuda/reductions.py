@@ -42,6 +42,31 @@ WARP = 4 if SIMULATOR else 32
 if SIMULATOR:
     _lock = threading.Lock()
 
+    class _LaneBarrier:
+        """A reusable barrier for the lanes of a simulated segment that gives up, as the
+        simulator's ``syncthreads`` does, once the block is aborted (a thread of it
+        raised). A lane left waiting would hold the simulator's stand-in for ``cuda`` in
+        this module's globals (swapped in on the first entry into a device function,
+        restored on the last exit), and every later kernel would read the dead launch's
+        grid from it: :func:`arrived_last` would find no last block."""
+
+        def __init__(self, parties):
+            self._turn = threading.Condition()
+            self._parties, self._arrived, self._round = parties, 0, 0
+
+        def wait(self, lane):
+            with self._turn:
+                this_round = self._round
+                self._arrived += 1
+                if self._arrived == self._parties:
+                    self._arrived, self._round = 0, this_round + 1
+                    self._turn.notify_all()
+                    return
+                while self._round == this_round:
+                    if lane.abort:
+                        raise RuntimeError("a thread of the block raised: warp exchange abandoned")
+                    self._turn.wait(0.01)
+
     def _sim_exchange(value, mask):
         """Every lane's ``value`` among the lanes of ``mask`` (the caller's segment of its
         simulated warp): each lane writes its slot, waits for the others, reads all, and
@@ -56,12 +81,12 @@ if SIMULATOR:
             segments = block.__dict__.setdefault("_fastloss_warps", {})
             segment = segments.get(key)
             if segment is None:
-                segment = segments[key] = (threading.Barrier(width, timeout=300), [None] * width)
+                segment = segments[key] = (_LaneBarrier(width), [None] * width)
         barrier, slots = segment
         slots[me.threadIdx.x % width] = value
-        barrier.wait()
+        barrier.wait(me)
         values = list(slots)
-        barrier.wait()
+        barrier.wait(me)
         return values
 
     def shuffle_down(value, step, mask):
