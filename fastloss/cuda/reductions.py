@@ -29,6 +29,7 @@ per warp, without a GPU.
 """
 
 import threading
+import time
 
 from numba import cuda, float64, int32, uint32
 from numba.cuda import config as cuda_config
@@ -48,11 +49,14 @@ if SIMULATOR:
         raised). A lane left waiting would hold the simulator's stand-in for ``cuda`` in
         this module's globals (swapped in on the first entry into a device function,
         restored on the last exit), and every later kernel would read the dead launch's
-        grid from it: :func:`arrived_last` would find no last block."""
+        grid from it: :func:`arrived_last` would find no last block. Lanes that never come
+        (a kernel whose lanes part ways around an exchange) fail the launch after
+        ``patience`` seconds rather than hang it."""
 
-        def __init__(self, parties):
+        def __init__(self, parties, patience=300.0):
             self._turn = threading.Condition()
             self._parties, self._arrived, self._round = parties, 0, 0
+            self._patience = patience
 
         def wait(self, lane):
             with self._turn:
@@ -62,9 +66,12 @@ if SIMULATOR:
                     self._arrived, self._round = 0, this_round + 1
                     self._turn.notify_all()
                     return
+                deadline = time.monotonic() + self._patience
                 while self._round == this_round:
                     if lane.abort:
                         raise RuntimeError("a thread of the block raised: warp exchange abandoned")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"simulated warp exchange: lanes missing after {self._patience} s")
                     self._turn.wait(0.01)
 
     def _sim_exchange(value, mask):
