@@ -294,6 +294,36 @@ def test_a_launch_that_raised_leaves_the_next_ones_intact(rng):
         _close(host(fl.sparse_softmax_cross_entropy(dev(z), dev(labels), reduction="none").loss), want, np.float64)
 
 
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_special_values_give_what_the_cpu_gives(name, rng):
+    """NaN, infinities, zeros and huge values sprinkled into every float input give the
+    CPU's losses and gradients, NaN where it has NaN (this found a lone +inf logit and a
+    focal target outside [0, 1] treated otherwise on the GPU). The simulator runs Python's
+    math, which raises where a GPU gives inf or NaN: such a draw is drawn again."""
+    specials = [np.nan, np.inf, -np.inf, 0.0, 1e4, -1e4, 1e300, -1e300]
+    reduction = "mean" if name == "root_mean_squared_error" else "none"
+    for _ in range(20):
+        arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float64,
+                                   shape=(4, 6) if name in ROWWISE else (9,))
+        for a in arrays:
+            if a.dtype.kind == "f":
+                a.reshape(-1)[rng.integers(0, a.size, 3)] = rng.choice(specials, 3)
+        try:
+            gpu = fl.compute(name, *[dev(a) for a in arrays], **_device_options(options), reduction=reduction)
+        except (OverflowError, ValueError) as exc:  # the simulator's Python math
+            assert "math" in str(exc), exc
+            continue
+        with np.errstate(all="ignore"):
+            cpu = fl.compute(name, *arrays, **options, reduction=reduction)
+        grads = (r.grad if isinstance(r.grad, tuple) else (r.grad,) for r in (gpu, cpu))
+        for got, want in [(gpu.loss, cpu.loss), *zip(*grads)]:
+            got = host(got)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            _close(got, want, np.float64)
+        return
+    pytest.fail("every draw raised in the simulator's Python math")
+
+
 def test_extreme_logits_stay_finite():
     z = np.array([[1e4, -1e4, 0.0], [-np.inf, 0.0, -np.inf], [-1e4, -1e4, -1e4]])
     labels = np.array([1, 1, 0])

@@ -42,37 +42,50 @@ WARP = 4 if SIMULATOR else 32
 
 if SIMULATOR:
     _lock = threading.Lock()
+    #: Seconds a simulated warp exchange waits for lanes that are alive but do not come.
+    PATIENCE = 300.0
 
     class _LaneBarrier:
-        """A reusable barrier for the lanes of a simulated segment that gives up, as the
-        simulator's ``syncthreads`` does, once the block is aborted (a thread of it
-        raised). A lane left waiting would hold the simulator's stand-in for ``cuda`` in
-        this module's globals (swapped in on the first entry into a device function,
-        restored on the last exit), and every later kernel would read the dead launch's
-        grid from it: :func:`arrived_last` would find no last block. Lanes that never come
-        (a kernel whose lanes part ways around an exchange) fail the launch after
-        ``patience`` seconds rather than hang it."""
+        """A reusable barrier for the lanes of a simulated segment (``lanes``, their
+        ``threadIdx.x`` in the block run by ``manager``) that gives up, as the simulator's
+        ``syncthreads`` does, once the block is aborted (a thread of it raised), or once a
+        lane has ended without coming: the simulator notices a thread's exception only
+        while the thread is alive, and one that raised and ended at once goes unnoticed
+        until the others end. A lane left waiting would hold the simulator's stand-in for
+        ``cuda`` in this module's globals (swapped in on the first entry into a device
+        function, restored on the last exit), and every later kernel would read the dead
+        launch's grid from it: :func:`arrived_last` would find no last block. Lanes that
+        stay away alive (a kernel whose lanes part ways around an exchange) fail the
+        launch after :data:`PATIENCE` seconds rather than hang it."""
 
-        def __init__(self, parties, patience=300.0):
+        def __init__(self, lanes, manager):
             self._turn = threading.Condition()
-            self._parties, self._arrived, self._round = parties, 0, 0
-            self._patience = patience
+            self._lanes, self._manager = frozenset(lanes), manager
+            self._arrived, self._round = 0, 0
 
         def wait(self, lane):
             with self._turn:
                 this_round = self._round
                 self._arrived += 1
-                if self._arrived == self._parties:
+                if self._arrived == len(self._lanes):
                     self._arrived, self._round = 0, this_round + 1
                     self._turn.notify_all()
                     return
-                deadline = time.monotonic() + self._patience
+                look = time.monotonic() + 0.5  # lanes do come late: look for ended ones after a while
+                deadline = look + PATIENCE
                 while self._round == this_round:
                     if lane.abort:
                         raise RuntimeError("a thread of the block raised: warp exchange abandoned")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"simulated warp exchange: lanes missing after {self._patience} s")
+                    if time.monotonic() > look:
+                        if not self._lanes <= self._alive():
+                            raise RuntimeError("a lane ended without coming to its warp exchange")
+                        if look > deadline:
+                            raise TimeoutError(f"simulated warp exchange: lanes missing after {PATIENCE} s")
+                        look = time.monotonic() + 0.5
                     self._turn.wait(0.01)
+
+        def _alive(self):
+            return {t.threadIdx.x for t in threading.enumerate() if getattr(t, "_manager", None) is self._manager}
 
     def _sim_exchange(value, mask):
         """Every lane's ``value`` among the lanes of ``mask`` (the caller's segment of its
@@ -88,7 +101,9 @@ if SIMULATOR:
             segments = block.__dict__.setdefault("_fastloss_warps", {})
             segment = segments.get(key)
             if segment is None:
-                segment = segments[key] = (_LaneBarrier(width), [None] * width)
+                warp = me.threadIdx.x - me.threadIdx.x % WARP
+                lanes = [warp + b for b in range(WARP) if mask >> b & 1]
+                segment = segments[key] = (_LaneBarrier(lanes, block), [None] * width)
         barrier, slots = segment
         slots[me.threadIdx.x % width] = value
         barrier.wait(me)
