@@ -28,6 +28,7 @@ exchange through a barrier among the lanes of the simulated segment
 per warp, without a GPU.
 """
 
+import gc
 import threading
 import time
 
@@ -78,7 +79,7 @@ if SIMULATOR:
                         raise RuntimeError("a thread of the block raised: warp exchange abandoned")
                     if time.monotonic() > look:
                         if not self._lanes <= self._alive():
-                            raise RuntimeError("a lane ended without coming to its warp exchange")
+                            raise self._ended_lane_error()
                         if look > deadline:
                             raise TimeoutError(f"simulated warp exchange: lanes missing after {PATIENCE} s")
                         look = time.monotonic() + 0.5
@@ -86,6 +87,15 @@ if SIMULATOR:
 
         def _alive(self):
             return {t.threadIdx.x for t in threading.enumerate() if getattr(t, "_manager", None) is self._manager}
+
+        def _ended_lane_error(self):
+            """The exception a thread of the block ended with (the simulator keeps it on
+            the thread), raised again here so that the launch reports it; else an error
+            saying that a lane ended without coming."""
+            for t in gc.get_referrers(self._manager):  # the block's threads, ended ones too
+                if getattr(t, "_manager", None) is self._manager and getattr(t, "exception", None):
+                    return t.exception[0]
+            return RuntimeError("a lane ended without coming to its warp exchange")
 
     def _sim_exchange(value, mask):
         """Every lane's ``value`` among the lanes of ``mask`` (the caller's segment of its
