@@ -6,13 +6,16 @@ it:
 
 - :mod:`.jit`: the loss math of :mod:`fastloss.losses` compiled with
   ``cuda.jit(device=True)`` from the same Python functions as the CPU kernels;
-- :mod:`.drivers`: the kernels (loop drivers per loss family, deterministic two-stage
-  reductions, the label check);
+- :mod:`.drivers`: the kernels (loop drivers per loss family, the label check), with
+  :mod:`.rowmath`, the per-loss formulas of the shared row kernel, and
+  :mod:`.reductions`, the deterministic sums over a warp, a block and the grid;
 - :mod:`.arrays`: device arrays in and out (``__cuda_array_interface__``, CUDA DLPack),
   allocation with the caller's framework, and the caller's stream;
 - :mod:`.launch`: kernel launches, through numba-cuda's dispatch the first time and
   straight to ``cuda.core`` after;
-- :mod:`.call`: the call path for device arrays (validation, dispatch, results).
+- :mod:`.call`: the call path for device arrays (validation, dispatch, results);
+- :mod:`.simulator`: what Numba's CUDA simulator lacks (warp shuffles), made up for there
+  alone, so that the tests run every kernel without a GPU.
 
 Importing :mod:`fastloss` never imports ``numba.cuda``: :func:`is_device_array` decides
 from attributes alone, and the rest loads on the first device call.

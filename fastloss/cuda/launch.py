@@ -13,11 +13,9 @@ it. ``tests/launch_check.py`` checks the typing and the flattening against numba
 own, without a GPU.
 
 The simulator has no compiled kernels: there every launch is numba-cuda's, once the
-threads of any earlier launch that raised have stopped (:func:`_join_aborted_threads`).
+threads of any earlier launch that raised have stopped
+(:func:`.simulator.join_aborted_threads`).
 """
-
-import threading
-import time
 
 import numpy as np
 from numba.cuda import config as cuda_config
@@ -44,27 +42,14 @@ def launch(kernel, blocks, threads, caller, *args):
             return
     views = [caller.view(a) if _is_framework_array(a) else a for a in args]
     if SIMULATED:
-        _join_aborted_threads()
+        from .simulator import join_aborted_threads
+
+        join_aborted_threads()
     kernel[blocks, threads, stream](*views)
     if direct:
         plan = _Plan.of(kernel, key[2], views)
         if plan is not None:
             _plans[key] = plan
-
-
-def _join_aborted_threads(patience=10.0):
-    """Wait (at most ``patience`` seconds) for the simulated threads of launches that
-    raised. The simulator raises the first thread's exception at once and leaves the
-    block's other threads to stop at their next barrier; while one runs inside a device
-    function, a module's ``cuda`` is still the simulator's stand-in for that launch, and a
-    new launch would read the dead one's grid from it (the label check then finds no
-    last block, and a valid label fails the check)."""
-    from numba.cuda.simulator.kernel import BlockThread
-
-    deadline = time.monotonic() + patience
-    for t in threading.enumerate():
-        if isinstance(t, BlockThread) and t.abort and t.is_alive():
-            t.join(max(0.0, deadline - time.monotonic()))
 
 
 _NOT_ARRAYS = (int, float, tuple, np.generic)
