@@ -74,15 +74,35 @@ def arrays(draw):
 @settings(max_examples=1500, deadline=None, database=None)
 @given(arrays())
 def check_arrays(described):
+    ptr, shape, strides, dtype = described
     view = numba_view(*described)
     want = typeof(view, Purpose.argument)
-    got = launch.array_type(launch.array_kind(described))
+    mine = launch.describe(view)
+    assert mine[1] == launch.facts(shape, strides, dtype), f"{described}: {mine[1]}"
+    assert mine[0] == (ptr if view.size else 0), f"{described}: pointer {mine[0]}"
+    got = launch.array_type(mine[1].kind)
     assert got == want, f"{described}: typed {got}, numba-cuda types {want}"
     params = []
-    launch.flatten_array(described, params)
-    mine = [(type(p), p) for p in params]
-    assert mine == numba_params(want, view), f"{described}: {mine} != {numba_params(want, view)}"
-    assert launch.describe(view) == (view.device_ctypes_pointer.value, view.shape, view.strides, view.dtype)
+    launch.flatten_array(mine, params)
+    flat = [(type(p), p) for p in params]
+    assert flat == numba_params(want, view), f"{described}: {flat} != {numba_params(want, view)}"
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(arrays())
+def check_torch_arrays(described):
+    """A PyTorch tensor (a CPU one: what is described is the same on a GPU) is described
+    as a Numba array of the same memory is: same facts, same pointer."""
+    import torch
+
+    _, shape, strides, dtype = described
+    elements = tuple(s // dtype.itemsize for s in strides)
+    extent = 1 + sum((n - 1) * s for n, s in zip(shape, elements)) if 0 not in shape else 0
+    torch_dtype = getattr(torch, str(dtype))
+    t = torch.empty(max(extent, 1), dtype=torch_dtype).as_strided(shape, elements)
+    ptr, f = launch.describe(t)
+    assert f == launch.facts(shape, strides, dtype), f"{described}: {f}"
+    assert ptr == (t.data_ptr() if t.numel() else 0), f"{described}: pointer {ptr}"
 
 
 SCALARS = [0, 1, -5, 2**31, 2**62, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 1.5, -0.0, float("nan"), float("inf"),
@@ -90,12 +110,24 @@ SCALARS = [0, 1, -5, 2**31, 2**62, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 1.5, -
 
 
 def check_scalars():
-    """Arguments of one kind get one numba type, and are never taken for arrays."""
+    """Arguments of one kind get one numba type, and are never taken for arrays; the
+    direct launches flatten every number and tuple of the kinds the kernels take as
+    numba-cuda does."""
     types_of_kind = {}
     for v in SCALARS:
         assert launch.describe(v) is None, v
         kind = launch.scalar_kind(v)
-        types_of_kind.setdefault(kind, set()).add(typeof(v, Purpose.argument))
+        ty = typeof(v, Purpose.argument)
+        types_of_kind.setdefault(kind, set()).add(ty)
+        flatten = launch.scalar_flattener(ty)
+        if flatten is None:
+            assert not isinstance(v, (float, bool, tuple)), f"{v!r} ({ty}): no direct flattening"
+            continue
+        params = []
+        flatten(v, params)
+        mine = [(type(p), repr(getattr(p, "value", p))) for p in params]
+        theirs = [(t, repr(p)) for t, p in numba_params(ty, v)]
+        assert mine == theirs, f"{v!r} ({ty}): {mine} != {theirs}"
     for kind, found in types_of_kind.items():
         assert len(found) == 1, f"{kind}: {found}"
 
@@ -103,7 +135,14 @@ def check_scalars():
 def main():
     check_arrays()
     check_scalars()
-    print("ok: direct launches type and flatten arguments as numba-cuda does")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        torch_checked = "PyTorch not installed: its tensors' descriptions not checked"
+    else:
+        check_torch_arrays()
+        torch_checked = "PyTorch tensors described as Numba's arrays of the same memory"
+    print(f"ok: direct launches type and flatten arguments as numba-cuda does; {torch_checked}")
     return 0
 
 

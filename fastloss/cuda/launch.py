@@ -4,18 +4,23 @@ numba-cuda launches a kernel by typing every argument, wrapping every array in a
 object and flattening it into the kernel's parameters: microseconds an array (numba-cuda
 issue #477), and a row kernel takes 18 arrays. :func:`launch` goes through numba-cuda the
 first time a kernel sees arguments of given types, which compiles it, and keeps a *plan*:
-the compiled kernel and its argument types. Later launches with arguments of the same
-kinds type arrays from (dtype, ndim, layout) alone (:func:`array_type`), flatten each
-from its pointer, shape and strides as numba-cuda's ``_Kernel._prepare_args`` does
-(:func:`flatten_array`; numbers and tuples go through that function itself), and hand
-the parameters to ``cuda.core.launch`` with the launch configuration numba-cuda gives
-it. ``tests/launch_check.py`` checks the typing and the flattening against numba-cuda's
-own, without a GPU.
+the compiled kernel, its argument types, and a flattener per argument. Later launches
+with arguments of the same kinds describe each array by its pointer and its
+:class:`Facts` (its type's (dtype, ndim, layout) and its parameters but the pointer),
+worked out once per shape, strides and dtype and looked up after that; flatten arrays
+(:func:`flatten_array`) and numbers (:func:`scalar_flattener`) as numba-cuda's
+``_Kernel._prepare_args`` does; and hand the parameters to ``cuda.core.launch`` with the
+launch configuration numba-cuda gives it. ``tests/launch_check.py`` checks the typing
+and the flattening against numba-cuda's own, without a GPU.
 
 The simulator has no compiled kernels: there every launch is numba-cuda's, once the
 threads of any earlier launch that raised have stopped
 (:func:`.simulator.join_aborted_threads`).
 """
+
+import ctypes
+import math
+from typing import NamedTuple
 
 import numpy as np
 from numba.cuda import config as cuda_config
@@ -34,11 +39,12 @@ def launch(kernel, blocks, threads, caller, *args):
     stream = caller.stream()
     direct = DIRECT
     if direct:
-        arrays = [describe(a) for a in args]
-        key = (kernel, caller.device, tuple(array_kind(d) if d else scalar_kind(a) for d, a in zip(arrays, args)))
+        described = [describe(a) for a in args]
+        kinds = tuple(scalar_kind(a) if d is None else d[1].kind for d, a in zip(described, args))
+        key = (kernel, caller.device, kinds)
         plan = _plans.get(key)
         if plan is not None:
-            plan.run(blocks, threads, stream, arrays, args)
+            plan.run(blocks, threads, stream, described, args)
             return
     views = [caller.view(a) if _is_framework_array(a) else a for a in args]
     if SIMULATED:
@@ -47,7 +53,7 @@ def launch(kernel, blocks, threads, caller, *args):
         join_aborted_threads()
     kernel[blocks, threads, stream](*views)
     if direct:
-        plan = _Plan.of(kernel, key[2], views)
+        plan = _Plan.of(kernel, kinds, views)
         if plan is not None:
             _plans[key] = plan
 
@@ -55,45 +61,94 @@ def launch(kernel, blocks, threads, caller, *args):
 _NOT_ARRAYS = (int, float, tuple, np.generic)
 
 
+class Facts(NamedTuple):
+    """What a launch needs to know of a device array besides its pointer: the same for
+    every array of one shape, strides and dtype, so worked out once for each
+    (:func:`facts`; an array is described from a dictionary lookup after that)."""
+
+    #: What Numba's type of the array depends on: (dtype, ndim, layout letter).
+    kind: tuple
+    #: Its elements.
+    size: int
+    #: The kernel parameters before its pointer, as numba-cuda's ``_prepare_args``
+    #: appends them: meminfo and parent (null), size, itemsize.
+    head: tuple
+    #: The parameters after the pointer: the shape, then the strides in bytes.
+    dims: tuple
+
+
+def facts(shape, strides, dtype):
+    """The :class:`Facts` of arrays of ``shape``, ``strides`` (bytes) and NumPy ``dtype``."""
+    shape, strides = tuple(shape), tuple(strides)
+    size = math.prod(shape)
+    kind = (dtype, len(shape), layout(shape, strides, dtype.itemsize))
+    return Facts(kind, size, (0, 0, size, dtype.itemsize), shape + strides)
+
+
+#: Facts by (shape, strides, dtype) as each library gives them: NumPy dtypes and strides in
+#: bytes (CuPy, Numba), PyTorch's dtypes and strides in elements (a dictionary of its own).
+_facts, _torch_facts = {}, {}
+#: Entries a dictionary of facts keeps before it starts again (shapes that keep changing).
+FACTS_KEPT = 4096
+
+
+def _remember(table, key, found):
+    if len(table) >= FACTS_KEPT:
+        table.clear()
+    table[key] = found
+    return found
+
+
 def describe(a):
-    """(pointer, shape, strides in bytes, dtype) of device array ``a``, or None for a
-    number or a tuple."""
-    if isinstance(a, _NOT_ARRAYS):
-        return None
-    return _describer(type(a))(a)
+    """(pointer, :class:`Facts`) of device array ``a``, or None for a number or a tuple.
+    The pointer of an empty array is 0, as numba-cuda passes it."""
+    d = _DESCRIBERS.get(type(a))
+    return (d or _describer(type(a)))(a)
 
 
 def _describer(cls):
     d = _DESCRIBERS.get(cls)
     if d is None:
         top = cls.__module__.split(".")[0]
-        d = _DESCRIBERS[cls] = {"torch": _torch_array, "cupy": _cupy_array}.get(top, _numba_array)
+        if issubclass(cls, _NOT_ARRAYS):
+            d = _not_an_array
+        else:
+            d = {"torch": _torch_array, "cupy": _cupy_array}.get(top, _numba_array)
+        _DESCRIBERS[cls] = d
     return d
 
 
 _DESCRIBERS = {}
-_TORCH_DTYPES = {}
+
+
+def _not_an_array(a):
+    return None
 
 
 def _torch_array(t):
-    dtype = _TORCH_DTYPES.get(t.dtype)
-    if dtype is None:
-        dtype = _TORCH_DTYPES[t.dtype] = np.dtype(str(t.dtype).removeprefix("torch."))
-    size = dtype.itemsize
-    return t.data_ptr(), tuple(t.shape), tuple(s * size for s in t.stride()), dtype
+    key = (t.shape, t.stride(), t.dtype)
+    f = _torch_facts.get(key)
+    if f is None:
+        dtype = np.dtype(str(t.dtype).removeprefix("torch."))
+        f = _remember(_torch_facts, key, facts(key[0], [s * dtype.itemsize for s in key[1]], dtype))
+    return (t.data_ptr() if f.size else 0), f
 
 
 def _cupy_array(a):
-    return a.data.ptr, a.shape, a.strides, a.dtype
+    key = (a.shape, a.strides, a.dtype)
+    f = _facts.get(key) or _remember(_facts, key, facts(*key))
+    return (a.data.ptr if f.size else 0), f
 
 
 def _numba_array(a):
-    return a.device_ctypes_pointer.value, a.shape, a.strides, a.dtype
+    key = (a.shape, a.strides, a.dtype)
+    f = _facts.get(key) or _remember(_facts, key, facts(*key))
+    return (a.device_ctypes_pointer.value if f.size else 0), f
 
 
 def _is_framework_array(a):
     """Whether ``a`` is a PyTorch or CuPy array (kernels take Numba views of those)."""
-    return not isinstance(a, _NOT_ARRAYS) and _describer(type(a)) is not _numba_array
+    return _describer(type(a)) in (_torch_array, _cupy_array)
 
 
 def layout(shape, strides, itemsize):
@@ -121,12 +176,6 @@ def layout(shape, strides, itemsize):
     return "F"
 
 
-def array_kind(described):
-    """What Numba's type of a described array depends on: (dtype, ndim, layout)."""
-    _, shape, strides, dtype = described
-    return dtype, len(shape), layout(shape, strides, dtype.itemsize)
-
-
 def scalar_kind(v):
     """What Numba's type of an argument that is not an array depends on: its Python type
     (an int's, whether it fits int64; a tuple's, its items')."""
@@ -138,7 +187,7 @@ def scalar_kind(v):
 
 
 def array_type(kind):
-    """Numba's type of an array of ``kind`` (:func:`array_kind`)."""
+    """Numba's type of an array of ``kind`` (:attr:`Facts.kind`)."""
     from numba.core import types
     from numba.np.numpy_support import from_dtype
 
@@ -147,23 +196,47 @@ def array_type(kind):
 
 
 def flatten_array(described, params):
-    """Append a described array's kernel parameters to ``params``, as numba-cuda's
-    ``_Kernel._prepare_args`` does: meminfo and parent (null), size, itemsize, data
-    pointer (null for an empty array, as numba-cuda's device arrays have it), then the
-    shape and the strides in bytes."""
-    ptr, shape, strides, dtype = described
-    size = 1
-    for n in shape:
-        size *= n
-    params += (0, 0, size, dtype.itemsize, ptr if size else 0, *shape, *strides)
+    """Append a described array's kernel parameters (:func:`describe`) to ``params``, as
+    numba-cuda's ``_Kernel._prepare_args`` does: meminfo and parent (null), size,
+    itemsize, data pointer (null for an empty array, as numba-cuda's device arrays have
+    it), then the shape and the strides in bytes."""
+    ptr, f = described
+    params += f.head
+    params.append(ptr)
+    params += f.dims
+
+
+def scalar_flattener(ty):
+    """The function ``(value, params)`` that appends the kernel parameters of a number
+    or a tuple of Numba type ``ty`` to ``params`` as numba-cuda's ``_prepare_args`` does
+    (ctypes numbers; a boolean as it is; a tuple item by item), or None for other types
+    (a kernel taking one is always launched through numba-cuda)."""
+    from numba.core import types
+
+    if isinstance(ty, types.BaseTuple):
+        items = [scalar_flattener(t) for t in ty]
+        if None in items:
+            return None
+
+        def flatten(value, params):
+            for item, v in zip(items, value):
+                item(v, params)
+
+        return flatten
+    if ty == types.boolean:
+        return lambda value, params: params.append(value)
+    if isinstance(ty, types.Integer) or ty in (types.float32, types.float64):
+        number = getattr(ctypes, "c_double" if ty == types.float64 else "c_float" if ty == types.float32 else f"c_{ty}")
+        return lambda value, params: params.append(number(value))
+    return None
 
 
 class _Plan:
     """A compiled kernel and its argument types, launched without numba-cuda's dispatch."""
 
-    def __init__(self, overload, argtypes, kernel):
-        self.overload = overload
+    def __init__(self, argtypes, flatteners, kernel):
         self.argtypes = argtypes
+        self.flatteners = flatteners  # per argument: flatten_array, or its scalar_flattener
         self.kernel = kernel  # cuda.core's, for the current device
         self._configs = {}
 
@@ -171,25 +244,25 @@ class _Plan:
     def of(cls, kernel, kinds, views):
         """The plan for launches whose arguments are of ``kinds``, after a launch of
         ``kernel`` with ``views`` through numba-cuda; None if numba-cuda's types for
-        ``views`` are not the ones ``kinds`` give (then every such launch is
+        ``views`` are not the ones ``kinds`` give, or it takes an argument that
+        :func:`scalar_flattener` does not know (then every such launch is
         numba-cuda's)."""
         argtypes = tuple(kernel.typeof_pyval(v) for v in views)
         mine = tuple(array_type(k) if _is_array_kind(k) else kernel.typeof_pyval(v) for k, v in zip(kinds, views))
         overload = kernel.overloads.get(argtypes)
-        if overload is None or mine != argtypes:
+        if overload is None or mine != argtypes or overload.extensions:
             return None
-        return cls(overload, argtypes, overload._codelibrary.get_cufunc().kernel)
+        flatteners = tuple(flatten_array if _is_array_kind(k) else scalar_flattener(t) for k, t in zip(kinds, argtypes))
+        if None in flatteners:
+            return None
+        return cls(argtypes, flatteners, overload._codelibrary.get_cufunc().kernel)
 
-    def run(self, blocks, threads, stream, arrays, args):
+    def run(self, blocks, threads, stream, described, args):
         from cuda.core import launch as core_launch
 
         params = []
-        retr = []
-        for ty, d, a in zip(self.argtypes, arrays, args):
-            if d is not None:
-                flatten_array(d, params)
-            else:
-                self.overload._prepare_args(ty, a, stream, retr, params)
+        for flatten, d, a in zip(self.flatteners, described, args):
+            flatten(a if d is None else d, params)
         core_launch(_core_stream(stream), self._config(blocks, threads), self.kernel, *params)
 
     def _config(self, blocks, threads):
