@@ -35,7 +35,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numba.cuda.dispatcher as cuda_dispatcher  # noqa: E402
 from numba import cuda  # noqa: E402
-from numba.types import UniTuple, boolean, float16, float32, float64, int16, int32, int64  # noqa: E402
+from numba.types import UniTuple, boolean, float16, float32, float64, int16, int64, uint32  # noqa: E402
 
 from fastloss._registry import SPECS  # noqa: E402
 from fastloss.cuda import call, drivers, jit  # noqa: E402
@@ -60,7 +60,7 @@ def n_params(spec):
 
 def loss_signature(spec, dt, sparse, aux):
     params = UniTuple(float64, n_params(spec))
-    finish = (float64[::1], int32[::1], float64, float64[::1], dt[::1])  # partials, counter, factor, total, value
+    finish = (float64[::1], uint32[::1], float64, float64[::1], dt[::1])  # partials, counter, factor, total, value
     if spec.family == "elementwise":
         a = dt[::1]
         rule = float64[::1]  # hinge's rule, decided on the device
@@ -134,10 +134,10 @@ def cases():
         yield (f"finish {dt}", drivers.finish_kernel(rmse.finish, call.THREADS),
                (float64[::1], float64, dt[::1], dt[::1]), call.THREADS)
     yield "label_check", drivers.label_check_kernel(call.THREADS), (
-        int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], int32[::1], float64[::1]
+        int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], uint32[::1], float64[::1]
     ), call.THREADS
     yield "zero_one_rule", drivers.zero_one_rule_kernel(call.THREADS), (
-        float32[::1], float64[::1], int32[::1], float64[::1], float64[::1]), call.THREADS
+        float32[::1], float64[::1], uint32[::1], float64[::1], float64[::1]), call.THREADS
 
 
 def resources(kernel, sig):

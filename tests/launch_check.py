@@ -17,7 +17,7 @@ import sys
 import types
 
 os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
-# This checkout's fastloss, not an installed copy (see ptx_compile.py).
+# This checkout's fastloss, not an installed copy (see compile_kernels.py).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402

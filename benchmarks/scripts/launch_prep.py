@@ -8,7 +8,9 @@ and flattens every argument into kernel parameters (``fastloss/cuda/launch.py``)
 ``cuda.core`` launches it. This times that preparation, everything a direct launch does
 on the host but the driver call, with PyTorch CPU tensors standing for CUDA ones (what
 is read of a tensor, its pointer, shape, strides and dtype, is read the same way on
-either device). Needs PyTorch and numba-cuda; prints the median µs per launch.
+either device), and for the Numba arrays a call also passes (zero-length placeholders,
+the workspace's counter). Needs PyTorch and numba-cuda; prints the median µs per
+launch.
 """
 
 import argparse

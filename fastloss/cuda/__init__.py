@@ -13,6 +13,8 @@ it:
   allocation with the caller's framework, and the caller's stream;
 - :mod:`.launch`: kernel launches, through numba-cuda's dispatch the first time and
   straight to ``cuda.core`` after;
+- :mod:`.workspace`: the scratch device arrays a call needs besides its results, kept
+  per host thread, device and stream between calls;
 - :mod:`.call`: the call path for device arrays (validation, dispatch, results);
 - :mod:`.simulator`: what Numba's CUDA simulator lacks (warp shuffles), made up for there
   alone, so that the tests run every kernel without a GPU.

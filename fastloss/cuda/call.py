@@ -5,7 +5,9 @@ bad argument gets the same error on either side. What needs the data (the label 
 the denominator of a sparse cross-entropy, hinge's 0/1 rule) is computed by a kernel
 queued before the loss kernel, which reads it from the device. Only a call with integer
 labels then waits, for the label check's verdict alone, to raise for a bad label; every
-other call only queues kernels on the caller's stream and returns device arrays.
+other call only queues kernels on the caller's stream and returns device arrays. Scratch
+arrays (partial sums, the label check's, the blocks' ticket counter) come from the
+thread's workspace for the stream (:mod:`.workspace`); a call allocates its results.
 """
 
 import math
@@ -22,6 +24,7 @@ from .arrays import adopt
 from .jit import compile_math
 from .launch import launch
 from .reductions import WARP
+from .workspace import forget, workspace
 
 #: Threads per block (a power of two) and the most blocks an element-wise kernel uses.
 #: The simulator runs a Python thread per GPU thread: it gets small blocks.
@@ -180,6 +183,9 @@ def evaluate(spec, arrays, common, options):
     try:
         with caller.context():
             return _evaluate(spec, caller, natives, common, options)
+    except BaseException:
+        forget(caller)  # a launch may have failed with tickets taken: a new counter next time
+        raise
     finally:
         cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = warn
 
@@ -330,11 +336,11 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
     h = out(hess)
     lo = loss_out if loss_out is not None else _empty(loss_dtype, False, 0)
     w = weights if weights is not None else _empty(np.float64, False, 0)
-    total = caller.empty((1,), np.float64)
+    space = workspace(caller)
+    total = space.array("total", (1,), np.float64)
     value = caller.empty((1,), loss_dtype) if reduced else None
     val = value if reduced else _empty(loss_dtype, False, 0)
-    counter = caller.zeros((1,), np.int32)  # the last block's ticket (an asynchronous memset)
-    tail = (counter, factor, total, val)
+    tail = (space.counter, factor, total, val)
     if rows and count == 0:  # no rows, no blocks: the sum is 0
         total = caller.from_host(np.zeros(1))
         if value is not None:
@@ -344,7 +350,7 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
         c = aux if aux is not None else _empty(np.float64, False, 0)
         threads, group = layout = _row_layout(shape2d[1])
         blocks = min(-(-count // (threads // group)), MAX_ROW_BLOCKS)
-        partials = caller.empty((blocks,), np.float64)
+        partials = space.array("partials", (blocks,), np.float64)
         vv = work[2] if len(work) > 2 else x
         gv = out(buffers[2]) if spec.grads > 2 else _empty(dt, rows, count)
         g = gate if gate is not None else _empty(np.float64, False, 0)
@@ -352,7 +358,7 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
                x, y, vv, c, w, params, scale, lo, gx, gy, gv, h, g, partials, *tail)
     else:
         blocks = max(1, min(-(-count // THREADS), MAX_BLOCKS))
-        partials = caller.empty((blocks,), np.float64)
+        partials = space.array("partials", (blocks,), np.float64)
         c = aux if aux is not None else x
         rule = gate if gate is not None else _empty(np.float64, False, 0)
         launch(_loss_kernel(math_fn, dt == np.int16, gate is not None), blocks, THREADS, caller,
@@ -386,14 +392,15 @@ def _check_labels(caller, labels, width, ignore, class_weight, mean):
     the host waits for the check alone, not for the loss kernel."""
     n = labels.shape[0]
     blocks = max(1, min(-(-n // THREADS), MAX_BLOCKS))
-    stats = caller.empty((3, blocks + 1), np.int64)  # per block, then the grid's: smallest, largest, count
-    weights = caller.empty((blocks,), np.float64) if class_weight is not None else None
-    gate = caller.empty((3,), np.float64)
+    space = workspace(caller)
+    stats = space.array("label stats", (3, blocks + 1), np.int64)  # per block, then the grid's: min, max, count
+    weights = space.array("label weights", (blocks,), np.float64) if class_weight is not None else None
+    gate = space.array("label gate", (3,), np.float64)
     nothing = _empty(np.float64, False, 0)
     launch(kernel("label_check", drivers.label_check_kernel), blocks, THREADS, caller,
            labels, 0 if ignore is None else ignore, ignore is not None, width,
            nothing if class_weight is None else class_weight, mean,
-           stats, nothing if weights is None else weights, caller.zeros((1,), np.int32), gate)
+           stats, nothing if weights is None else weights, space.counter, gate)
     verdict = caller.to_host_later(gate)
 
     def wait():
@@ -409,9 +416,10 @@ def _zero_one_rule(caller, t):
     return the device array that decides its rule, which the loss kernel queued behind
     it reads."""
     blocks = max(1, min(-(-t.shape[0] // THREADS), MAX_BLOCKS))
-    others = caller.empty((1,), np.float64)
+    space = workspace(caller)
+    others = space.array("rule", (1,), np.float64)
     launch(kernel("zero_one_rule", drivers.zero_one_rule_kernel), blocks, THREADS, caller,
-           t, caller.empty((blocks,), np.float64), caller.zeros((1,), np.int32), others, _empty(np.float64, False, 0))
+           t, space.array("rule partials", (blocks,), np.float64), space.counter, others, _empty(np.float64, False, 0))
     return others
 
 

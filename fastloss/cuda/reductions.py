@@ -173,12 +173,14 @@ def group_merge(threads, group, merge, name):
 @cuda.jit(device=True)
 def arrived_last(counter):
     """Whether the calling block is the last of the grid to get here (an atomic ticket in
-    ``counter``, zero at launch; every thread of the block gets the answer). What thread
-    0 wrote before is visible to the last block."""
+    ``counter``, a uint32 that is 0 at launch; every thread of the block gets the answer).
+    What thread 0 wrote before is visible to the last block. The tickets are taken by an
+    increment that wraps at the grid's size: the last one puts the counter back to 0, so
+    that the stream's next kernel can use it without a memset (:mod:`.workspace`)."""
     last = cuda.shared.array(1, int32)
     if cuda.threadIdx.x == 0:
         cuda.threadfence()  # this block's writes are visible before its ticket
-        ticket = cuda.atomic.add(counter, 0, 1)
+        ticket = cuda.atomic.inc(counter, 0, uint32(cuda.gridDim.x - 1))
         last[0] = 1 if ticket == cuda.gridDim.x - 1 else 0
     cuda.syncthreads()
     return last[0] != 0
