@@ -439,12 +439,16 @@ class _nothing:
         return False
 
 
+_TORCH_DTYPES = {}
+
+
 def _torch_dtype(torch, dtype):
-    return {
-        np.dtype(np.float16): torch.float16,
-        np.dtype(np.float32): torch.float32,
-        np.dtype(np.float64): torch.float64,
-        np.dtype(np.int64): torch.int64,
-        np.dtype(np.int16): torch.int16,
-        np.dtype(np.int32): torch.int32,
-    }[np.dtype(dtype)]
+    """PyTorch's dtype for the NumPy ``dtype`` (or anything ``np.dtype`` takes) of a kernel
+    array (looked up: building the table costs more than the allocation it is for)."""
+    found = _TORCH_DTYPES.get(dtype)
+    if found is None:
+        name = np.dtype(dtype).name
+        if name not in ("float16", "float32", "float64", "int64", "int16", "int32"):
+            raise KeyError(f"no kernel array of dtype {name}")
+        found = _TORCH_DTYPES[dtype] = getattr(torch, name)
+    return found
