@@ -43,7 +43,9 @@ step() {  # step NAME SECONDS COMMAND...: its output into $OUT/NAME.txt
 # A test that hangs (a warp shuffle waiting on lanes that never come) fails alone.
 per_test=()
 python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 100)
-step tests 150 env NUMBA_ENABLE_CUDASIM=0 python3 -m pytest -q -n 12 -p no:cacheprovider "${per_test[@]}" \
+# Twelve workers where pytest-xdist is there (gpu_wheels.sh brings it), else one.
+python3 -c "import xdist" 2>/dev/null && per_test+=(-n 12)
+step tests 150 env NUMBA_ENABLE_CUDASIM=0 python3 -m pytest -q -p no:cacheprovider "${per_test[@]}" \
   tests/test_cuda.py tests/test_cuda_frameworks.py
 step compare 150 python3 benchmarks/scripts/gpu_compare.py
 step variants 240 python3 benchmarks/scripts/gpu_variants.py
