@@ -74,6 +74,10 @@ class Caller:
         a.copy_to_device(np.full(shape, value, dtype=dtype), stream=self.stream())
         return a
 
+    def counter(self):
+        """A uint32 zero, allocated and cleared on the stream (a kernel's ticket counter)."""
+        return self.zeros((1,), np.uint32)
+
     def deliver(self, buf, shape, axis, rows, dtype):
         """A kernel output in the caller's shape, axis order and dtype (Numba arrays come
         in with the class axis last: :meth:`kernel_layout` refuses any other)."""
@@ -164,6 +168,12 @@ class TorchCaller(Caller):
 
     def full(self, shape, dtype, value):
         return self.torch.full(shape, value, dtype=_torch_dtype(self.torch, dtype), device=self.device)
+
+    def counter(self):
+        """An int32 zero cleared on the stream, given to kernels as uint32 (a Numba view:
+        PyTorch has uint32 only from 2.3)."""
+        zero = self.zeros((1,), np.int32)
+        return _view(zero.data_ptr(), (1,), (4,), np.uint32, zero, self.device)
 
     def deliver(self, buf, shape, axis, rows, dtype):
         if buf.dtype == self.torch.int16 and dtype == self.torch.bfloat16:  # bfloat16 bits

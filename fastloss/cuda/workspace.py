@@ -21,7 +21,6 @@ them, allocated by the caller's framework on the caller's stream:
 import threading
 
 import numpy as np
-from numba import cuda
 
 #: Arrays a workspace keeps, besides its counter, before it starts again (shapes that keep
 #: changing: the arrays' lengths follow the grid, which follows the input's size).
@@ -37,9 +36,9 @@ class Workspace:
     def __init__(self, caller):
         self._caller = caller
         self._arrays = {}
-        # uint32, for the increment that wraps (reductions.arrived_last): a Numba array for
-        # every caller (PyTorch has no uint32 before 2.3), zeroed once, before it returns.
-        self.counter = cuda.to_device(np.zeros(1, np.uint32))
+        # uint32, for the increment that wraps (reductions.arrived_last); cleared on the
+        # stream, as every allocation here is made (so a CUDA graph can capture it).
+        self.counter = caller.counter()
 
     def array(self, name, shape, dtype):
         """The workspace's array for ``name`` of ``shape`` and ``dtype`` (contents left by
