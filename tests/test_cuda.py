@@ -864,7 +864,9 @@ def _bf16_launch(name, inputs, sparse, options, in_place):
     work = [dev(a) for a in inputs]
     grads = [work[k] if in_place else cuda.device_array(shape, np.int16) for k in range(spec.grads)]
     loss = cuda.device_array(n, np.float32)
-    call._launch(arrays.Caller(), spec, math_fn, work, None, None, params, 1.0, loss, grads, None, shape, rows,
+    class_weight = options.get("class_weight")
+    aux = None if class_weight is None else dev(np.asarray(class_weight, np.float64))
+    call._launch(arrays.Caller(), spec, math_fn, work, aux, None, params, 1.0, loss, grads, None, shape, rows,
                  1.0, np.float32, False, None)
     return host(loss), [host(g) for g in grads]
 
@@ -889,6 +891,7 @@ def _bf16_against_cpu(name, arrays, sparse, options):
 BF16_ROW_CASES = [
     ("sparse_softmax_cross_entropy", {}),
     ("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
+    ("sparse_softmax_cross_entropy", {"class_weight": "per class", "label_smoothing": 0.3, "ignore_index": 2}),
     ("softmax_cross_entropy", {"label_smoothing": 0.2}),
     ("softmax_kl_divergence", {}),
     *NEW_ROW_KERNELS,
@@ -903,7 +906,11 @@ def test_bfloat16_bits_in_every_row_kernel(name, options, width, rng):
     loss of the same (bfloat16) values, and each gradient the CPU's float32 gradient
     rounded to bfloat16 (within half a bfloat16 step, plus float32's error); in place
     (``out=`` the inputs) the same bits."""
-    arrays, options = prepared(name, options, rng, np.float32, shape=(6, width))
+    weights = options.get("class_weight") == "per class"
+    arrays, options = prepared(name, {k: v for k, v in options.items() if k != "class_weight"}, rng, np.float32,
+                               shape=(6, width))
+    if weights:
+        options["class_weight"] = rng.uniform(0.25, 3.0, width)
     if name in ("sparse_softmax_cross_entropy", "softmax_cross_entropy", "softmax_kl_divergence"):
         arrays[0][1, 2] = -np.inf  # a masked logit
     sparse = len(arrays) > 1 and arrays[1].dtype.kind in "iu"

@@ -253,12 +253,13 @@ def row_max_sum_exp(threads, group, merge, narrow, load):
     return compile_device(lse, f"row_max_sum_exp_{threads}_{group}_{narrow.__name__}_{load.__name__}")
 
 
-def row_pass(element, load_x, load_y, group, name, loads=None):
+def row_pass(element, load_x, load_y, group, name, loads=None, zero=0.0):
     """Device function ``(row, t, x, y, c, gx, gy, h) -> s``: thread ``t``'s pass over its
     elements j = t, t + group, ... of a row (``x`` its first input's row, of the row's
     length), ``s`` the sum of ``element(row, j, load_x(x, j), load_y(y, j), c, gx, gy,
     h)``, which may write element j's outputs; ``c`` holds the row's constants and ``y``
-    what ``load_y`` reads (a target row, class weights, a label).
+    what ``load_y`` reads (a target row, class weights, a label). The sum starts from
+    ``zero`` and has its type (float64; ``np.float32(0)`` sums in float32).
 
     The loads of ``loads`` elements (default :data:`LOADS_IN_FLIGHT`) are issued before
     the first of them is worked: a loop that writes as it reads keeps one element's loads
@@ -292,7 +293,7 @@ def row_pass(element, load_x, load_y, group, name, loads=None):
     source = "\n".join([
         "def run(row, t, x, y, c, gx, gy, h):",
         "    n = x.shape[0]",
-        "    s = 0.0",
+        "    s = zero",
         "    j = t",
         f"    while j + {loads - 1} * group < n:",
         *(f"        {line}" for line in ahead + work),
@@ -300,7 +301,7 @@ def row_pass(element, load_x, load_y, group, name, loads=None):
         *end,
         "    return s",
     ])
-    namespace = {"element": element, "load_x": load_x, "load_y": load_y, "group": group}
+    namespace = {"element": element, "load_x": load_x, "load_y": load_y, "group": group, "zero": zero}
     exec(compile(source, f"<row_pass {name}>", "exec"), namespace)
     return compile_device(namespace["run"], name)
 
@@ -398,33 +399,40 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
     most 32 bits, as PyTorch and Liger-Kernel do; float64 for float64), of logits read in
     it and differences ``z_j - m`` taken in it (:func:`row_max_sum_exp`), their sums and
     the row's loss in float64. With ``bf16`` the logits and gradients are bfloat16 bit patterns
-    in int16 arrays, converted in registers (round to nearest even on the way out).
+    in int16 arrays, converted in registers (round to nearest even on the way out), and
+    the second pass works in float32 (``work``): p_j, the gradient and hessian, which
+    are rounded to bfloat16's 8 bits, and each thread's sum of its smoothing terms (its
+    share of the row, summed across the group in float64). In float64 it took five
+    float32/float64 conversions an element (sm_90 runs 16 an SM a cycle, against 128
+    float32 operations), about as long as the pass's memory traffic at (8192, 32000).
     """
     load, wide, store = element_access(narrow, bf16)
     lse = row_max_sum_exp(threads, group, merge, narrow, load)
+    work = np.float32 if bf16 else np.float64
 
     def element(row, j, zj, cj, c, gx, gy, h):
         """Write the gradient (and hessian) of logit ``j`` (``zj`` in ``narrow``
-        precision; ``mn`` the row's maximum in it, ``m`` in float64; ``cj`` its class
+        precision; ``mn`` the row's maximum in it, ``m`` in ``work``; ``cj`` its class
         weight); return its smoothing term."""
-        m, mn, inv_d, a, k, w_y, ls, gs, label = c
+        m, mn, inv_d, a, k, label_weight, ls, gs, label = c
         r = uint64(row)
         if gx.shape[1] != 0 or h.shape[1] != 0:
-            pj = np.float64(math.exp(zj - mn)) * inv_d
+            pj = work(math.exp(zj - mn)) * inv_d
             if gx.shape[1] != 0:
-                gx[r, uint64(j)] = store(grad(pj, j == label, a, k * cj, w_y * (1.0 - ls), gs))
+                gx[r, uint64(j)] = store(grad(pj, j == label, a, k * cj, label_weight, gs))
             if h.shape[1] != 0:
-                h[r, uint64(j)] = store(gs * a * pj * (1.0 - pj))
-        return cj * (m - np.float64(zj)) if ls != 0.0 else 0.0
+                h[r, uint64(j)] = store(gs * a * pj * (work(1.0) - pj))
+        return cj * (m - work(zj)) if ls != 0.0 else work(0.0)
 
     def class_weight(cw, j):
         """The class weight of class j (1 without class weights)."""
-        return np.float64(cw[uint64(j)]) if cw.shape[0] != 0 else 1.0
+        return work(cw[uint64(j)]) if cw.shape[0] != 0 else work(1.0)
 
     narrow_at, _ = row_loads(narrow, bf16)
     suffix = f"{narrow.__name__}{'_bf16' if bf16 else ''}"
     terms = row_pass(compile_device(element, f"ce_element_{suffix}"), narrow_at,
-                     compile_device(class_weight, "class_weight"), group, f"pass_ce_{group}_{suffix}")
+                     compile_device(class_weight, f"class_weight_{work.__name__}"), group, f"pass_ce_{group}_{suffix}",
+                     zero=work(0.0))
     reduce = group_sum(threads, group)
     weight_sum = group_sum(threads, group)  # one instance per caller (see grid_finish's note)
 
@@ -467,7 +475,8 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
         a = w_y * (1.0 - ls) + k * wsum
         s = 0.0
         if want_g or want_h or ls != 0.0:
-            s = terms(row, t, z, cw, (m, mn, inv_d, a, k, w_y, ls, gs, label), gx, gy, h)
+            c = (work(m), mn, work(inv_d), work(a), work(k), work(w_y * (1.0 - ls)), ls, work(gs), label)
+            s = np.float64(terms(row, t, z, cw, c, gx, gy, h))
         if ls != 0.0:
             s = reduce(s)
         return row_loss(w_y, ls, k, m, z_y, log_d, s, wsum) * wi
@@ -747,7 +756,7 @@ def bf16_store(v):
     bits = _as_int32(f)
     if f != f:
         return int16(0x7FC0)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    bits = int32(bits + 0x7FFF + ((bits >> 16) & 1))  # Numba adds in int64: back to 32 bits
     return int16(bits >> 16)
 
 
