@@ -129,6 +129,15 @@ def cases():
         sig = list(loss_signature(ce, dt, True, False))
         sig[7] = sig[-1] = float32[::1]
         yield f"{ce.name} {'bfloat16' if dt is int16 else dt} rows (512, 512), 8 loads in flight", k, tuple(sig), 512
+    # The float32 gradient of float32 logits' cross-entropy (drivers.FLOAT32_CE_GRADIENT).
+    shipped, drivers.FLOAT32_CE_GRADIENT = drivers.FLOAT32_CE_GRADIENT, True
+    try:
+        kernels = [(layout, call._rows_kernel(ce.math, layout, "float32")) for layout in ((256, 32), (512, 512))]
+    finally:
+        drivers.FLOAT32_CE_GRADIENT = shipped
+    for layout, k in kernels:
+        yield (f"{ce.name} float32 rows {layout}, float32 gradient", k, loss_signature(ce, float32, True, False),
+               layout[0])
     rmse = next(spec for spec in SPECS if spec.finish is not None)
     for dt in (float32, float64):
         yield (f"finish {dt}", drivers.finish_kernel(rmse.finish, call.THREADS),

@@ -706,6 +706,31 @@ def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeyp
         _close(host(gpu.hess), cpu.hess, np.float64)
 
 
+@pytest.mark.parametrize("width", [13, 61], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("case", range(len(OPTION_CASES["sparse_softmax_cross_entropy"])))
+def test_the_float32_cross_entropy_gradient_variant(case, width, rng, monkeypatch):
+    """drivers.FLOAT32_CE_GRADIENT (gpu_variants.py times it): float32 logits' sparse
+    cross-entropy gradient and hessian computed in float32, against the CPU's to
+    float32's accuracy; and it is another kernel (the shipped one computes in float64)."""
+    from fastloss.cuda import drivers
+
+    name = "sparse_softmax_cross_entropy"
+    arrays, options = prepared(name, OPTION_CASES[name][case], rng, np.float32, shape=(5, width))
+    if "class_weight" in options:
+        options["class_weight"] = rng.uniform(0.25, 3.0, width)
+    arrays[0][0] *= 30.0  # a row of widely spread logits
+    cpu = fl.compute(name, *arrays, **options, reduction="none", hessian=True)
+    shipped = fl.compute(name, *(dev(a) for a in arrays), **options, reduction="none", hessian=True)
+    monkeypatch.setattr(drivers, "FLOAT32_CE_GRADIENT", True)
+    gpu = fl.compute(name, *(dev(a) for a in arrays), **options, reduction="none", hessian=True)
+    _close(host(gpu.loss), cpu.loss, np.float32)
+    _close(host(gpu.grad), cpu.grad, np.float32)
+    _close(host(gpu.hess), cpu.hess, np.float32)
+    assert host(gpu.loss).tobytes() == host(shipped.loss).tobytes()  # the loss's arithmetic is the same
+    if case == 0:
+        assert host(gpu.grad).tobytes() != host(shipped.grad).tobytes()  # float32 rounds otherwise
+
+
 @pytest.mark.parametrize("width", [6, 40], ids=["warp-rows", "block-rows"])
 @pytest.mark.parametrize("name,options", [("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}),
                                           ("softmax_cross_entropy", {}), ("kl_divergence", {}),

@@ -9,7 +9,8 @@ shape) runs under each variant of the module settings of :mod:`fastloss.cuda.cal
 (``THREADS`` and ``MAX_BLOCKS`` for element-wise kernels; ``WARP_ROW_WIDTH``,
 ``ROW_THREADS`` and ``MAX_ROW_BLOCKS`` for row kernels) and of
 ``fastloss.cuda.drivers.LOADS_IN_FLIGHT`` (the row passes' loads per thread before the
-first is used) and ``fastloss.cuda.jit.RESIDENT_THREADS`` (the threads per SM that the
+first is used), ``fastloss.cuda.drivers.FLOAT32_CE_GRADIENT`` (float32 logits' sparse
+cross-entropy gradient in float32) and ``fastloss.cuda.jit.RESIDENT_THREADS`` (the threads per SM that the
 kernels' registers are capped for: ``python tests/compile_kernels.py --resident N`` says
 what each kernel spills for it), and reports:
 
@@ -35,7 +36,8 @@ from fastloss.cuda import call, drivers, jit
 
 #: The settings a variant may change, and the module each lives in.
 SETTINGS = {"THREADS": call, "MAX_BLOCKS": call, "WARP_ROW_WIDTH": call, "ROW_LANE_ELEMENTS": call,
-            "ROW_THREADS": call, "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers, "RESIDENT_THREADS": jit}
+            "ROW_THREADS": call, "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers, "FLOAT32_CE_GRADIENT": drivers,
+            "RESIDENT_THREADS": jit}
 
 #: The variants of each family, the shipped settings first (an empty dict).
 VARIANTS = {  # in the order they run: the cross-entropy at vocabulary sizes first
@@ -43,7 +45,8 @@ VARIANTS = {  # in the order they run: the cross-entropy at vocabulary sizes fir
     # Blocks of 512 at 68-110 registers a thread: one an SM; RESIDENT_THREADS 1024 caps them
     # at 64, two an SM (264 rows in flight), as ROW_THREADS 512 was chosen for. Blocks of 256
     # fit three (sparse CE, 80 registers) or four (softmax CE, 64) an SM.
-    "wide": [{}, {"RESIDENT_THREADS": 1024}, {"RESIDENT_THREADS": 1024, "LOADS_IN_FLIGHT": 8},
+    "wide": [{}, {"FLOAT32_CE_GRADIENT": True}, {"RESIDENT_THREADS": 1024},
+             {"RESIDENT_THREADS": 1024, "LOADS_IN_FLIGHT": 8},
              {"LOADS_IN_FLIGHT": 8}, {"LOADS_IN_FLIGHT": 16}, {"ROW_THREADS": 256},
              {"ROW_THREADS": 1024}, {"MAX_ROW_BLOCKS": 264}, {"ROW_THREADS": 1024, "MAX_ROW_BLOCKS": 132},
              {"ROW_THREADS": 256, "LOADS_IN_FLIGHT": 16}],

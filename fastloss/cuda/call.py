@@ -43,8 +43,9 @@ _kernels = {}
 def _compiled_with():
     """The module settings that a compiled kernel depends on besides its own key (what
     ``benchmarks/scripts/gpu_variants.py`` changes between variants): the element-wise
-    block size, the row passes' loads in flight and the register target."""
-    return THREADS, drivers.LOADS_IN_FLIGHT, jit.RESIDENT_THREADS
+    block size, the row passes' loads in flight, the float32 cross-entropy gradient and
+    the register target."""
+    return THREADS, drivers.LOADS_IN_FLIGHT, drivers.FLOAT32_CE_GRADIENT, jit.RESIDENT_THREADS
 
 
 def kernel(key, build):

@@ -188,6 +188,14 @@ def log_and_reciprocal(d):
 #: when a kernel is built (``fastloss.cuda.call`` keys its kernels by it), so that
 #: ``benchmarks/scripts/gpu_variants.py`` can compare values on a GPU.
 LOADS_IN_FLIGHT = 4
+#: Whether the sparse cross-entropy of float32 logits computes its gradient (p_j, the
+#: gradient and hessian) in float32, as bfloat16 logits always do: False (shipped)
+#: keeps float64, within about an ulp of the CPU's; True, what PyTorch does, spares the
+#: float64 unit (sm_90, the pass's loop over four elements: float32/float64 conversions
+#: 20 -> 12, float64 operations 44 -> 12) for a few ulp (measured against the CPU in the
+#: simulator: 5 ulp with class weights, where float64 gave 1). Read when a kernel is
+#: built, like LOADS_IN_FLIGHT; ``gpu_variants.py`` times both.
+FLOAT32_CE_GRADIENT = False
 
 
 def row_max_sum_exp(threads, group, merge, narrow, load):
@@ -400,39 +408,41 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
     it and differences ``z_j - m`` taken in it (:func:`row_max_sum_exp`), their sums and
     the row's loss in float64. With ``bf16`` the logits and gradients are bfloat16 bit patterns
     in int16 arrays, converted in registers (round to nearest even on the way out), and
-    the second pass works in float32 (``work``): p_j, the gradient and hessian, which
-    are rounded to bfloat16's 8 bits, and each thread's sum of its smoothing terms (its
-    share of the row, summed across the group in float64). In float64 it took five
-    float32/float64 conversions an element (sm_90 runs 16 an SM a cycle, against 128
-    float32 operations), about as long as the pass's memory traffic at (8192, 32000).
+    the second pass works in float32: p_j, the gradient and hessian (``work``), which
+    are rounded to bfloat16's 8 bits, and each thread's sum of its smoothing terms
+    (``acc``: its share of the row, summed across the group in float64). In float64 it
+    took five float32/float64 conversions an element (sm_90 runs 16 an SM a cycle,
+    against 128 float32 operations), about as long as the pass's memory traffic at
+    (8192, 32000). For float32 logits :data:`FLOAT32_CE_GRADIENT` decides ``work``.
     """
     load, wide, store = element_access(narrow, bf16)
     lse = row_max_sum_exp(threads, group, merge, narrow, load)
-    work = np.float32 if bf16 else np.float64
+    work = np.float32 if bf16 or (narrow is np.float32 and FLOAT32_CE_GRADIENT) else np.float64  # the gradient's
+    acc = np.float32 if bf16 else np.float64  # the smoothing terms' and their sum's
 
     def element(row, j, zj, cj, c, gx, gy, h):
         """Write the gradient (and hessian) of logit ``j`` (``zj`` in ``narrow``
-        precision; ``mn`` the row's maximum in it, ``m`` in ``work``; ``cj`` its class
-        weight); return its smoothing term."""
+        precision; ``mn`` the row's maximum in it, ``m`` in ``acc``; ``cj`` its class
+        weight, in ``acc``); return its smoothing term."""
         m, mn, inv_d, a, k, label_weight, ls, gs, label = c
         r = uint64(row)
         if gx.shape[1] != 0 or h.shape[1] != 0:
             pj = work(math.exp(zj - mn)) * inv_d
             if gx.shape[1] != 0:
-                gx[r, uint64(j)] = store(grad(pj, j == label, a, k * cj, label_weight, gs))
+                gx[r, uint64(j)] = store(grad(pj, j == label, a, k * work(cj), label_weight, gs))
             if h.shape[1] != 0:
                 h[r, uint64(j)] = store(gs * a * pj * (work(1.0) - pj))
-        return cj * (m - work(zj)) if ls != 0.0 else work(0.0)
+        return cj * (m - acc(zj)) if ls != 0.0 else acc(0.0)
 
     def class_weight(cw, j):
         """The class weight of class j (1 without class weights)."""
-        return work(cw[uint64(j)]) if cw.shape[0] != 0 else work(1.0)
+        return acc(cw[uint64(j)]) if cw.shape[0] != 0 else acc(1.0)
 
     narrow_at, _ = row_loads(narrow, bf16)
     suffix = f"{narrow.__name__}{'_bf16' if bf16 else ''}"
     terms = row_pass(compile_device(element, f"ce_element_{suffix}"), narrow_at,
-                     compile_device(class_weight, f"class_weight_{work.__name__}"), group, f"pass_ce_{group}_{suffix}",
-                     zero=work(0.0))
+                     compile_device(class_weight, f"class_weight_{acc.__name__}"), group, f"pass_ce_{group}_{suffix}",
+                     zero=acc(0.0))
     reduce = group_sum(threads, group)
     weight_sum = group_sum(threads, group)  # one instance per caller (see grid_finish's note)
 
@@ -475,7 +485,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
         a = w_y * (1.0 - ls) + k * wsum
         s = 0.0
         if want_g or want_h or ls != 0.0:
-            c = (work(m), mn, work(inv_d), work(a), work(k), work(w_y * (1.0 - ls)), ls, work(gs), label)
+            c = (acc(m), mn, work(inv_d), work(a), work(k), work(w_y * (1.0 - ls)), ls, work(gs), label)
             s = np.float64(terms(row, t, z, cw, c, gx, gy, h))
         if ls != 0.0:
             s = reduce(s)
