@@ -55,13 +55,20 @@ def cpu_backend(request, monkeypatch):
 # a function that returns it, waiting for it if need be. ``job(run)`` runs its commands
 # with ``run(argv, **popen)``, which returns a ``subprocess.CompletedProcess`` with text
 # output (``timeout=`` as for ``subprocess.run``). A job's return value or exception goes
-# to its tests; a job that several tests name runs once.
+# to its tests; a job that several tests name runs once. Those tests run last (in their
+# collection order, which is their jobs'): the in-process tests keep the main loop busy
+# while the jobs run, rather than the loop waiting, early, for a job it reached first.
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "background(job=job): job(run) starts with the test loop, on a thread; the test gets its result "
         "from the background fixture")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests with a background job after all the others (stable: each group keeps its order)."""
+    items.sort(key=lambda item: item.get_closest_marker("background") is not None)
 
 
 class _Background:
