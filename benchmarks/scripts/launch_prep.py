@@ -54,13 +54,9 @@ def main(argv=None):
                   else launch.scalar_flattener(typeof(a, Purpose.argument)) for a in arguments]
 
     def prepare():  # as launch() and _Plan.run() do, but the driver call
-        described = [launch.describe(a) for a in arguments]
-        kinds = tuple(launch.scalar_kind(a) if d is None else d[1].kind for d, a in zip(described, arguments))
+        described, kinds = launch.describe_arguments(arguments)
         hash((prepare, 0, kinds))
-        params = []
-        for flatten, d, a in zip(flatteners, described, arguments):
-            flatten(a if d is None else d, params)
-        return params
+        return launch.flatten_arguments(flatteners, described, arguments)
 
     assert len(prepare()) == 15 * 5 + sum(2 * len(a.shape) for a in arguments if hasattr(a, "shape")) + 3
     times = []

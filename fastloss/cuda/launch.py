@@ -39,8 +39,7 @@ def launch(kernel, blocks, threads, caller, *args):
     stream = caller.stream()
     direct = DIRECT
     if direct:
-        described = [describe(a) for a in args]
-        kinds = tuple(scalar_kind(a) if d is None else d[1].kind for d, a in zip(described, args))
+        described, kinds = describe_arguments(args)
         key = (kernel, caller.device, kinds)
         plan = _plans.get(key)
         if plan is not None:
@@ -56,6 +55,22 @@ def launch(kernel, blocks, threads, caller, *args):
         plan = _Plan.of(kernel, kinds, views)
         if plan is not None:
             _plans[key] = plan
+
+
+def describe_arguments(args):
+    """(each argument's :func:`describe`, the kinds of all of them): what a launch's plan
+    is looked up by."""
+    described = [describe(a) for a in args]
+    return described, tuple(scalar_kind(a) if d is None else d[1].kind for d, a in zip(described, args))
+
+
+def flatten_arguments(flatteners, described, args):
+    """The kernel parameters of ``args`` (described by :func:`describe_arguments`), each by
+    its flattener (:func:`flatten_array` or its :func:`scalar_flattener`)."""
+    params = []
+    for flatten, d, a in zip(flatteners, described, args):
+        flatten(a if d is None else d, params)
+    return params
 
 
 _NOT_ARRAYS = (int, float, tuple, np.generic)
@@ -260,9 +275,7 @@ class _Plan:
     def run(self, blocks, threads, stream, described, args):
         from cuda.core import launch as core_launch
 
-        params = []
-        for flatten, d, a in zip(self.flatteners, described, args):
-            flatten(a if d is None else d, params)
+        params = flatten_arguments(self.flatteners, described, args)
         core_launch(_core_stream(stream), self._config(blocks, threads), self.kernel, *params)
 
     def _config(self, blocks, threads):
