@@ -1,5 +1,7 @@
 import os
+import pathlib
 import subprocess
+import sys
 import threading
 import zlib
 
@@ -152,3 +154,15 @@ def pytest_runtestloop(session):
 def background(request):
     """A function returning the result of this test's ``@pytest.mark.background`` job."""
     return lambda: _BACKGROUND.result(request.node)
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def python_job(*args, timeout=300, **env):
+    """A background job running ``python *args`` with this checkout first on its path and
+    the environment variables ``env`` set; it returns the ``CompletedProcess``."""
+    def job(run):
+        return run([sys.executable, *args], timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+    return job

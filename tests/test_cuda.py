@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import ALL_LOSSES
+from conftest import ALL_LOSSES, ROOT, python_job
 from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
@@ -841,19 +841,13 @@ def test_zero_targets_and_clipped_probabilities(name, eps, rng):
     _against_cpu(name, [p, q], options, reduction="none")
 
 
-def test_the_call_overhead_script_runs():
+@pytest.mark.background(job=python_job(str(ROOT / "benchmarks" / "scripts" / "gpu_call_overhead.py"), "--tiny",
+                                        "--calls", "2", "--top", "3", "--numba"))
+def test_the_call_overhead_script_runs(background):
     """benchmarks/scripts/gpu_call_overhead.py (the launch-overhead diagnosis for a GPU
-    machine) on tiny shapes, so that it works when a GPU comes."""
-    import os
-    import pathlib
-    import subprocess
-
-    from numba.cuda import config as cuda_config
-
-    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scripts" / "gpu_call_overhead.py"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if cuda_config.ENABLE_CUDASIM else "0")
-    done = subprocess.run([sys.executable, str(script), "--tiny", "--calls", "2", "--top", "3", "--numba"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    machine) on tiny shapes, so that it works when a GPU comes (run as these tests run:
+    under the simulator unless NUMBA_ENABLE_CUDASIM=0)."""
+    done = background()
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("µs of host time per call") == 3, done.stdout
     assert "empty numba-cuda launch, 17 arrays" in done.stdout

@@ -3,18 +3,14 @@ ran a parallel kernel can fork and call losses in the child (as multiprocessing 
 PyTorch's DataLoader do)."""
 
 import os
-import pathlib
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
-from conftest import CPU_BACKENDS
+from conftest import CPU_BACKENDS, python_job
 
 import fastloss as fl
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 LARGE = 1 << 17  # above the parallel threshold
 
 FORK = """
@@ -46,20 +42,23 @@ else:
 
 
 LAYERS = [None, "omp", "workqueue"]  # None: Numba's choice (TBB where installed)
+FORK_CASES = [(backend, layer) for backend in CPU_BACKENDS for layer in LAYERS if backend == "numba" or not layer]
+
+
+def _fork_job(backend, layer):
+    layers = {"NUMBA_THREADING_LAYER": layer} if layer else {}
+    return python_job("-c", FORK.format(n=LARGE), backend, timeout=240, **layers)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer", LAYERS, ids=lambda x: x or "default")
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_fork_after_a_parallel_call(backend, layer):
-    if layer and backend != "numba":
-        pytest.skip("the threading layer is Numba's")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if layer:
-        env["NUMBA_THREADING_LAYER"] = layer
-    out = subprocess.run([sys.executable, "-c", FORK.format(n=LARGE), backend], capture_output=True, text=True,
-                         timeout=240, env=env)
-    assert out.stdout.strip().splitlines()[-1] == "OK", out.stdout + out.stderr[-2000:]
+@pytest.mark.parametrize("backend, layer", [
+    pytest.param(backend, layer, id=f"{backend}-{layer or 'default'}",
+                 marks=pytest.mark.background(job=_fork_job(backend, layer)))
+    for backend, layer in FORK_CASES])
+def test_fork_after_a_parallel_call(backend, layer, background):
+    """(``layer``: Numba's threading layer; None for Numba's choice, TBB where installed.)"""
+    out = background()
+    assert out.stdout.strip().splitlines()[-1:] == ["OK"], out.stdout + out.stderr[-2000:]
 
 
 THREADS = """
@@ -82,12 +81,13 @@ print(numba.threading_layer(), "OK" if not bad else "DIFFERENT")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer", ["omp", "workqueue"])
-def test_threads_under_every_numba_layer(layer):
+@pytest.mark.parametrize("layer", [
+    pytest.param(layer, marks=pytest.mark.background(job=python_job("-c", THREADS.format(n=LARGE),
+                                                                   NUMBA_THREADING_LAYER=layer)))
+    for layer in ("omp", "workqueue")])
+def test_threads_under_every_numba_layer(layer, background):
     """workqueue aborts on concurrent launches unless they are serialised: they are."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_THREADING_LAYER": layer}
-    out = subprocess.run([sys.executable, "-c", THREADS.format(n=LARGE)], capture_output=True, text=True,
-                         timeout=300, env=env)
+    out = background()
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == [layer, "OK"]
 
@@ -154,14 +154,18 @@ print((rss() - before) / 2**20)
 """
 
 
+LEAK_CALLS = 40_000
+LEAK_LIMIT_MB = 2.0  # 52 bytes a call; the growth seen without a leak: 0.12 MB
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident size from /proc")
-def test_no_memory_growth_over_many_calls():
-    out = subprocess.run([sys.executable, "-c", LEAKS.format(n=100_000)], capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+@pytest.mark.background(job=python_job("-c", LEAKS.format(n=LEAK_CALLS), timeout=600))
+def test_no_memory_growth_over_many_calls(background):
+    out = background()
     assert out.returncode == 0, out.stderr[-2000:]
     growth_mb = float(out.stdout.strip().splitlines()[-1])
-    assert growth_mb < 5.0
+    assert growth_mb < LEAK_LIMIT_MB
 
 
 def _free_memory():
@@ -171,23 +175,32 @@ def _free_memory():
         return 0
 
 
+BEYOND_INT32 = """
+import sys
+import numpy as np, fastloss as fl
+n = 2**31 + 17
+# np.zeros maps pages of zeros that the kernel only reads: no 8 GiB to write first
+# (that took some 20 s). The 17 elements past 2^31 hold -1e4 (softplus(1e4) = 1e4 each,
+# 1e-4 of the total): an index that wrapped at 2^31, or a count cut short, is caught.
+x = np.zeros(n, dtype=np.float32)
+x[2**31:] = -1e4
+res = fl.gan_generator_loss(x, grad=False, reduction="sum", backend=sys.argv[1])
+print(res.grad is None, repr(float(res.loss)))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_free_memory() < 16 * 2**30, reason="needs 16 GB of free memory")
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_more_than_2_to_the_31_elements(backend):
-    n = 2**31 + 17
-    # np.zeros maps pages of zeros that the kernel only reads: no 8 GiB to write first
-    # (that took some 20 s). The 17 elements past 2^31 hold -1e4 (softplus(1e4) = 1e4 each,
-    # 1e-4 of the total): an index that wrapped at 2^31, or a count cut short, is caught.
-    x = np.zeros(n, dtype=np.float32)
-    x[2**31:] = -1e4
-    try:
-        res = fl.gan_generator_loss(x, grad=False, reduction="sum", backend=backend)
-        expected = (n - 17) * np.log(2.0) + 17 * 1e4  # softplus(-x): log 2 at x = 0
-        assert res.grad is None
-        np.testing.assert_allclose(float(res.loss), expected, rtol=1e-6)
-    finally:
-        del x
+@pytest.mark.parametrize("backend", [
+    pytest.param(backend, marks=pytest.mark.background(job=python_job("-c", BEYOND_INT32, backend)))
+    for backend in CPU_BACKENDS])
+def test_more_than_2_to_the_31_elements(backend, background):
+    out = background()
+    assert out.returncode == 0, out.stderr[-2000:]
+    no_grad, loss = out.stdout.split()
+    expected = (2**31) * np.log(2.0) + 17 * 1e4  # softplus(-x): log 2 at x = 0
+    assert no_grad == "True"
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
 
 
 INTERRUPT = """
@@ -211,7 +224,7 @@ print("interrupted" if interrupted else "not interrupted", "OK" if same else "DI
 
 
 @pytest.mark.slow
-def test_keyboard_interrupt_leaves_the_process_usable():
-    out = subprocess.run([sys.executable, "-c", INTERRUPT], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+@pytest.mark.background(job=python_job("-c", INTERRUPT, timeout=120))
+def test_keyboard_interrupt_leaves_the_process_usable(background):
+    out = background()
     assert out.stdout.split() == ["interrupted", "OK"], out.stdout + out.stderr[-2000:]

@@ -1,9 +1,12 @@
 """``python -m fastloss tour --quick`` runs end to end: its tables and valid PNG figures."""
 
+import atexit
+import importlib.util
 import os
 import pathlib
-import subprocess
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -12,18 +15,30 @@ FIGURES = ["regression_loss_curves.png", "circles_loss_curves.png", "blobs_loss_
            "loss_gallery.png", "model_specific.png"]
 
 
-@pytest.fixture(scope="module")
-def quick_tour(tmp_path_factory):
-    for module in ("sklearn", "matplotlib", "tqdm"):
-        pytest.importorskip(module)
-    out = tmp_path_factory.mktemp("tour")
-    run = subprocess.run([sys.executable, "-m", "fastloss", "tour", "--quick", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=out,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run.stdout, out
+NEEDS = ("sklearn", "matplotlib", "tqdm")
 
 
+def _quick_tour(run):
+    """(the tour's output, its folder), or None where it cannot run."""
+    if any(importlib.util.find_spec(module) is None for module in NEEDS):
+        return None
+    out = pathlib.Path(tempfile.mkdtemp(prefix="fastloss-tour-"))
+    atexit.register(shutil.rmtree, out, True)
+    done = run([sys.executable, "-m", "fastloss", "tour", "--quick", "--out", str(out)], timeout=300, cwd=out,
+               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, out
+
+
+@pytest.fixture
+def quick_tour(background):
+    result = background()
+    if result is None:
+        pytest.skip(f"the tour needs {', '.join(NEEDS)}")
+    return result
+
+
+@pytest.mark.background(job=_quick_tour)
 def test_tables_name_every_task_and_loss(quick_tour):
     stdout, _ = quick_tour
     for heading in ("Regression", "Binary classification", "Three-class blobs", "Model-specific losses"):
@@ -35,6 +50,7 @@ def test_tables_name_every_task_and_loss(quick_tour):
     assert "nan" not in stdout.lower()
 
 
+@pytest.mark.background(job=_quick_tour)
 def test_figures_are_valid_pngs(quick_tour):
     from PIL import Image  # matplotlib's own dependency
 
