@@ -4,6 +4,11 @@ The extension's source, ``fastloss/cpu_cython/_kernels.pyx``, is generated from 
 portable loss math by ``fastloss/cpu_cython/generate.py`` (loaded by path: the build
 imports neither fastloss nor Numba). OpenMP is used where the compiler has it; without it
 the extension still builds, serially, and says so.
+
+Settings, as environment variables: ``FASTLOSS_ARCH`` (the target, ``native`` by default),
+``FASTLOSS_NO_OPENMP`` (build serially) and ``FASTLOSS_OPT`` (the optimisation flag, ``-O3``
+by default; ``-O0`` builds in seconds, for debugging and for the tests that only check
+that a build works).
 """
 
 import importlib.util
@@ -94,7 +99,8 @@ def extensions():
     # libm need not set errno, and FP exceptions do not trap (so branches can become selects).
     # No fused multiply-adds but those the math writes as fma(): a loop's SIMD body and its
     # scalar remainder would fuse differently (fastloss/math/elementary.py says more).
-    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", *_arch_flags(), *_inline_flags()]
+    optimise = os.environ.get("FASTLOSS_OPT", "-O3")
+    flags = [optimise, "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", *_arch_flags(), *_inline_flags()]
     if openmp:
         flags.append("-fopenmp")
     else:
