@@ -60,6 +60,8 @@ def cpu_backend(request, monkeypatch):
 # to its tests; a job that several tests name runs once. Those tests run last (in their
 # collection order, which is their jobs'): the in-process tests keep the main loop busy
 # while the jobs run, rather than the loop waiting, early, for a job it reached first.
+# Under pytest-xdist (the GPU session's twelve workers) a worker runs a job when its first
+# test needs it, and once.
 
 
 def pytest_configure(config):
@@ -75,7 +77,6 @@ def pytest_collection_modifyitems(config, items):
 
 class _Background:
     def __init__(self):
-        self.of = {}  # test id -> its job
         self.done = {}  # job -> threading.Event, in order of first use
         self.results = {}  # job -> (value, exception)
         self.lock = threading.Lock()
@@ -83,20 +84,25 @@ class _Background:
         self.stopping = False
 
     def start(self, items):
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return  # a pytest-xdist worker collects every test but runs a share: jobs run when needed
         for item in items:
             marker = item.get_closest_marker("background")
             if marker is not None:
-                job = self.of[item.nodeid] = marker.kwargs["job"]
-                self.done.setdefault(job, threading.Event())  # a job several tests share runs once
+                self.done.setdefault(marker.kwargs["job"], threading.Event())  # a job several tests share runs once
         if self.done:
             threading.Thread(target=self._work, name="background tests", daemon=True).start()
 
+    @staticmethod
+    def _outcome(job, run):
+        try:
+            return job(run), None
+        except BaseException as exc:  # noqa: BLE001 - raised again in the tests
+            return None, exc
+
     def _work(self):
         for job, done in self.done.items():
-            try:
-                self.results[job] = (job(self.run), None)
-            except BaseException as exc:  # noqa: BLE001 - raised again in the tests
-                self.results[job] = (None, exc)
+            self.results[job] = self._outcome(job, self.run)
             done.set()
 
     def run(self, argv, timeout=None, **popen):
@@ -117,10 +123,11 @@ class _Background:
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def result(self, node):
-        job = self.of.get(node.nodeid)
-        if job is None:  # not started with the loop: run it now
-            return node.get_closest_marker("background").kwargs["job"](_run_here)
-        self.done[job].wait()
+        job = node.get_closest_marker("background").kwargs["job"]
+        if job in self.done:
+            self.done[job].wait()
+        elif job not in self.results:  # not started with the loop: run it now, once
+            self.results[job] = self._outcome(job, _run_here)
         value, exc = self.results[job]
         if exc is not None:
             raise exc
