@@ -82,8 +82,9 @@ def _make_loss(spec):
                     return result
                 return evaluate(spec, arrays, options)
             params = fast_params(spec, options, fast.params)
-            if params is not None:
-                result = fast_call(fast, arrays, options.get("reduction", "mean"), params)
+            if params is not None and isinstance(reduction := options.get("reduction", "mean"), str):
+                result = fast_call(fast, arrays, reduction, params, options.get("grad", True),
+                                   options.get("sample_weight"), options.get("hessian", False))
                 if result is not None:
                     return result
         return evaluate(spec, arrays, options)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ALL_LOSSES
-from reference import OPTION_CASES, prepared
+from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
 from fastloss import _api, cpu_cython
@@ -137,3 +137,88 @@ def test_bad_options_fail_the_same_way_on_the_fast_path(rng):
         fl.sparse_softmax_cross_entropy(z, labels, delta=1.0)
     with pytest.raises(ValueError, match="reduction"):
         fl.sparse_softmax_cross_entropy(z, labels, reduction="avg")
+
+
+KEYWORDS = {
+    "grad=False": {"grad": False},
+    "grad=only": {"grad": "only"},
+    "grad=only,none": {"grad": "only", "reduction": "none"},
+    "weights": {"sample_weight": "float64"},
+    "weights-of-the-inputs-dtype,sum": {"sample_weight": "input", "reduction": "sum"},
+    "weights,grad=False,none": {"sample_weight": "float64", "grad": False, "reduction": "none"},
+    "backend=auto": {"backend": "auto"},
+    "backend=cython": {"backend": "cython"},
+    "hessian": {"hessian": True},
+    "hessian,grad=False": {"hessian": True, "grad": False},
+}
+
+
+def _keywords(case, arrays, name, rng):
+    kwargs = dict(KEYWORDS[case])
+    if "sample_weight" in kwargs:
+        shape = arrays[0].shape[:-1] if name in ROWWISE else arrays[0].shape
+        dtype = np.float64 if kwargs["sample_weight"] == "float64" else arrays[0].dtype
+        kwargs["sample_weight"] = rng.uniform(0, 2, size=shape).astype(dtype)
+    return kwargs
+
+
+@pytest.mark.parametrize("case", list(KEYWORDS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", FAST)
+def test_call_keywords_on_the_fast_path_equal_the_general_path(name, dtype, case, rng, monkeypatch):
+    """grad, sample_weight, hessian and backend ("auto", "cython") stay on the fast path and
+    give the general path's bits (hessian=True on a loss without one: the general path's
+    error)."""
+    arrays, _ = prepared(name, {}, rng, dtype)
+    kwargs = _keywords(case, arrays, name, rng)
+    spec = fl._registry.REGISTRY[name]
+    if kwargs.get("hessian") and not spec.hessian:
+        with pytest.raises(ValueError, match="has no hessian"):
+            getattr(fl, name)(*arrays, **kwargs)
+        return
+    general = _api.evaluate(spec, tuple(arrays), dict(kwargs))
+    monkeypatch.setattr(fl, "evaluate", lambda *a: pytest.fail("the general path ran"))
+    fast = getattr(fl, name)(*arrays, **kwargs)
+    for a, b in [(fast.loss, general.loss), (fast.hess, general.hess),
+                 *zip(_grads(fast), _grads(general))]:
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+    assert (fast.grad is None) == (general.grad is None) and (fast.loss is None) == (kwargs.get("grad") == "only")
+
+
+@pytest.mark.parametrize("case", ["broadcast_weights", "int_weights", "strided_weights", "weights_of_another_shape",
+                                  "numba", "numpy_bool_hessian", "bad_grad", "bad_backend", "reduction_not_a_string"])
+def test_call_keywords_the_fast_path_leaves_to_the_general_path(case, rng):
+    z = rng.normal(size=(8, 4))
+    labels = rng.integers(0, 4, 8)
+    w = rng.uniform(0, 2, size=8)
+    kwargs = {
+        "broadcast_weights": {"sample_weight": np.float64(0.5)},
+        "int_weights": {"sample_weight": np.arange(8)},
+        "strided_weights": {"sample_weight": np.repeat(w, 2)[::2]},
+        "weights_of_another_shape": {"sample_weight": w[:, None]},
+        "numba": {"backend": "numba"},
+        "numpy_bool_hessian": {"hessian": np.True_},
+        "bad_grad": {"grad": "yes"},
+        "bad_backend": {"backend": "gpu"},
+        "reduction_not_a_string": {"reduction": 1},
+    }[case]
+    if case == "numpy_bool_hessian":
+        spec, arrays = fl._registry.REGISTRY["mean_squared_error"], (z, z[::-1].copy())
+    else:
+        spec, arrays = fl._registry.REGISTRY["sparse_softmax_cross_entropy"], (z, labels)
+    if case in ("bad_grad", "bad_backend", "reduction_not_a_string", "weights_of_another_shape"):
+        with pytest.raises(ValueError) as fast_error:
+            getattr(fl, spec.name)(*arrays, **kwargs)
+        with pytest.raises(ValueError) as general_error:
+            _api.evaluate(spec, arrays, dict(kwargs))
+        assert str(fast_error.value) == str(general_error.value)
+        return
+    res = getattr(fl, spec.name)(*arrays, **kwargs)
+    ref = _api.evaluate(spec, arrays, dict(kwargs))
+    np.testing.assert_array_equal(res.loss, ref.loss)
+    np.testing.assert_array_equal(res.grad, ref.grad)
+    if case == "numpy_bool_hessian":
+        np.testing.assert_array_equal(res.hess, ref.hess)

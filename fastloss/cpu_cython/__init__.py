@@ -80,19 +80,23 @@ def run(math_fn, family, args):
 #: Options whose values bring arrays or change the "mean" divisor: calls using them take
 #: the general path.
 ARRAY_OPTIONS = frozenset({"pos_weight", "class_weight", "ignore_index"})
+#: Keywords of every loss that the fast path checks itself (``fast_call``'s arguments).
+CALL_KEYWORDS = frozenset({"reduction", "grad", "sample_weight", "hessian"})
 
 
 def fast_params(spec, options, default):
     """The math's parameters for the keyword ``options`` of a call (checked as the general
     path checks them), ``default`` where there are none, or None where the call must take
     the general path (an option that brings arrays, one that selects another math
-    function, or any other keyword)."""
-    if not options:
-        return default
+    function, a backend other than "auto" or "cython", or any other keyword)."""
     values = None
     for key, value in options.items():
-        if key == "reduction":
+        if key in CALL_KEYWORDS:
             continue
+        if key == "backend":
+            if isinstance(value, str) and value in ("auto", "cython"):
+                continue
+            return None
         option = spec.option_map.get(key)
         if option is None or key in ARRAY_OPTIONS:
             return None
@@ -123,6 +127,7 @@ def fast_spec(spec, result_type):
         spec.family == "rowwise",
         spec.target == "labels",
         has_target,
+        spec.hessian,
         len(spec.inputs),
         spec.grads,
         params,

@@ -2,8 +2,11 @@
 """The compiled fast path of a call: the common case checked and served in C.
 
 A call whose arrays are all exact, C-contiguous NumPy arrays of one float dtype (integer
-labels of ``intp``), whose options were checked and packed by the caller (only options
-that do not depend on the arrays come this way), is validated, computed and wrapped here. Anything else, and anything this code is unsure
+labels of ``intp``; sample weights, if any, of the loss's unreduced shape, float64 or the
+inputs' dtype), whose
+options were checked and packed by the caller (only options that do not depend on the
+arrays come this way), is validated, computed and wrapped here, with any ``reduction``,
+``grad`` and ``hessian``. Anything else, and anything this code is unsure
 of (a label out of range, say), returns None and takes the general path of
 ``fastloss._api``, which applies every rule of SPEC section 3 and raises its errors.
 """
@@ -33,19 +36,21 @@ cdef class FastSpec:
     cdef public bint rows             # a row-wise (class-axis) loss
     cdef public bint labels_only      # the second input must be integer labels
     cdef public bint has_target       # the second input is a target (not differentiable)
+    cdef public bint hessian          # the loss has a hessian diagonal
     cdef public int n_inputs
     cdef public int grads
     cdef public tuple params          # the math's parameters for the default options
     cdef public object result_type
 
-    def __init__(self, kernel, float32_kernel, sparse_kernel, rows, labels_only, has_target, n_inputs, grads,
-                 params, result_type):
+    def __init__(self, kernel, float32_kernel, sparse_kernel, rows, labels_only, has_target, hessian, n_inputs,
+                 grads, params, result_type):
         self.kernel = kernel
         self.float32_kernel = float32_kernel
         self.sparse_kernel = sparse_kernel
         self.rows = rows
         self.labels_only = labels_only
         self.has_target = has_target
+        self.hessian = hessian
         self.n_inputs = n_inputs
         self.grads = grads
         self.params = params
@@ -90,7 +95,8 @@ cdef object _scalar(double value, int typenum):
     return out
 
 
-def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params):
+def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, object want=True,
+              object sample_weight=None, object hessian=False):
     """The result of the common case, or None for the general path.
 
     It serves inputs below both ``_config.CYTHON_MAX_SIZE`` (the Cython backend's share
@@ -98,7 +104,9 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params):
     """
     cdef int reduction = 0  # 0 mean, 1 sum, 2 none
     cdef cnp.ndarray x, a, labels = None
-    cdef int typenum, i
+    cdef int typenum, i, n_grads
+    cdef bint keep_loss = True
+    cdef object weights = _NO_WEIGHTS
     cdef Py_ssize_t size, width, count, chunk, chunk_elements
     cdef object kernel = spec.kernel
     cdef double total, scale
@@ -111,6 +119,17 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params):
     elif reduction_name == "none":
         reduction = 2
     else:
+        return None
+    if want is True:
+        n_grads = spec.grads
+    elif want is False:
+        n_grads = 0
+    elif type(want) is str and want == "only":
+        n_grads = spec.grads
+        keep_loss = False
+    else:
+        return None
+    if not (hessian is False or (hessian is True and spec.hessian)):
         return None
     first = args[0]
     if type(first) is not cnp.ndarray:
@@ -153,14 +172,23 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params):
             return None
         if not _plain(args[i], typenum) or not _same_shape(x, <cnp.ndarray> args[i], 0):
             return None
+    if sample_weight is not None:  # of the unreduced loss's shape, float64 or the inputs' dtype
+        if not (_plain(sample_weight, cnp.NPY_FLOAT64) or _plain(sample_weight, typenum)):
+            return None
+        if not _same_shape(x, <cnp.ndarray> sample_weight, 1 if spec.rows else 0):
+            return None
+        weights = sample_weight
+        if typenum != cnp.NPY_FLOAT64 and cnp.PyArray_TYPE(<cnp.ndarray> weights) != cnp.NPY_FLOAT64:
+            weights = cnp.PyArray_Cast(<cnp.ndarray> weights, cnp.NPY_FLOAT64)
 
     empty = _EMPTY_F4_2 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_2
     if not spec.rows:
         empty = _EMPTY_F4_1 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_1
-    grads = [cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0) for i in range(spec.grads)]
+    grads = [cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0) for i in range(n_grads)]
     while len(grads) < 3:
         grads.append(empty)
-    if reduction == 2:
+    h = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0) if hessian else empty
+    if reduction == 2 and keep_loss:
         loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x) - (1 if spec.rows else 0), cnp.PyArray_DIMS(x),
                                      typenum, 0)
     else:
@@ -169,15 +197,17 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params):
     y = args[1] if spec.n_inputs > 1 else x
     if spec.rows:
         v = args[2] if spec.n_inputs > 2 else x
-        total = kernel(x, y, v, None, _NO_WEIGHTS, params, scale, loss_out,
-                       grads[0], grads[1], grads[2], empty, chunk, 1)
+        total = kernel(x, y, v, None, weights, params, scale, loss_out,
+                       grads[0], grads[1], grads[2], h, chunk, 1)
     else:
-        total = kernel(x, y, None, _NO_WEIGHTS, params, scale, loss_out, grads[0], grads[1], empty,
-                       chunk, 1)
-    if reduction == 0:
+        total = kernel(x, y, None, weights, params, scale, loss_out, grads[0], grads[1], h, chunk, 1)
+    if not keep_loss:
+        loss = None
+    elif reduction == 0:
         loss = _scalar(total / count if count else float("nan"), typenum)
     elif reduction == 1:
         loss = _scalar(total, typenum)
     else:
         loss = loss_out
-    return spec.result_type(loss, grads[0] if spec.grads == 1 else tuple(grads[:spec.grads]))
+    grad = None if n_grads == 0 else grads[0] if n_grads == 1 else tuple(grads[:n_grads])
+    return spec.result_type(loss, grad, h if hessian else None)
