@@ -84,7 +84,8 @@ def _make_loss(spec):
             params = fast_params(spec, options, fast.params)
             if params is not None and isinstance(reduction := options.get("reduction", "mean"), str):
                 result = fast_call(fast, arrays, reduction, params, options.get("grad", True),
-                                   options.get("sample_weight"), options.get("hessian", False))
+                                   options.get("sample_weight"), options.get("hessian", False),
+                                   options.get("ignore_index"))
                 if result is not None:
                     return result
         return evaluate(spec, arrays, options)

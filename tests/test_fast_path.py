@@ -222,3 +222,39 @@ def test_call_keywords_the_fast_path_leaves_to_the_general_path(case, rng):
     np.testing.assert_array_equal(res.grad, ref.grad)
     if case == "numpy_bool_hessian":
         np.testing.assert_array_equal(res.hess, ref.hess)
+
+
+@pytest.mark.parametrize("ignore", [-100, 2, "all"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ignore_index_on_the_fast_path_equals_the_general_path(ignore, reduction, dtype, rng, monkeypatch):
+    """Rows whose label is ignore_index count for nothing, and "mean" divides by the others
+    (all ignored: nan, as the general path gives); with and without sample weights."""
+    z = rng.normal(size=(37, 5)).astype(dtype)
+    labels = rng.integers(0, 5, 37)
+    if ignore == "all":
+        ignore = 7
+        labels[:] = 7
+    else:
+        labels[::3] = ignore
+    spec = fl._registry.REGISTRY["sparse_softmax_cross_entropy"]
+    for extra in ({}, {"sample_weight": rng.uniform(0, 2, size=37)}):
+        kwargs = {"ignore_index": ignore, "reduction": reduction, **extra}
+        with np.errstate(invalid="ignore"):
+            general = _api.evaluate(spec, (z, labels), dict(kwargs))
+        with monkeypatch.context() as m:
+            m.setattr(fl, "evaluate", lambda *a: pytest.fail("the general path ran"))
+            fast = fl.sparse_softmax_cross_entropy(z, labels, **kwargs)
+        assert fast.loss.dtype == general.loss.dtype and fast.loss.shape == general.loss.shape
+        np.testing.assert_array_equal(fast.loss, general.loss)
+        np.testing.assert_array_equal(fast.grad, general.grad)
+    if reduction == "mean" and labels[0] == 7:
+        assert np.isnan(fast.loss) and not fast.grad.any()
+
+
+def test_a_label_out_of_range_that_is_not_ignore_index_raises(rng):
+    z = rng.normal(size=(8, 4))
+    labels = rng.integers(0, 4, 8)
+    labels[2], labels[5] = -100, 4
+    with pytest.raises(ValueError, match="labels must be in"):
+        fl.sparse_softmax_cross_entropy(z, labels, ignore_index=-100)

@@ -77,9 +77,8 @@ def run(math_fn, family, args):
     return entry(math_fn)(*args, config.chunk_rows(x), threads)
 
 
-#: Options whose values bring arrays or change the "mean" divisor: calls using them take
-#: the general path.
-ARRAY_OPTIONS = frozenset({"pos_weight", "class_weight", "ignore_index"})
+#: Options whose values bring arrays: calls using them take the general path.
+ARRAY_OPTIONS = frozenset({"pos_weight", "class_weight"})
 #: Keywords of every loss that the fast path checks itself (``fast_call``'s arguments).
 CALL_KEYWORDS = frozenset({"reduction", "grad", "sample_weight", "hessian"})
 

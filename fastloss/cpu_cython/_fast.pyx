@@ -3,10 +3,10 @@
 
 A call whose arrays are all exact, C-contiguous NumPy arrays of one float dtype (integer
 labels of ``intp``; sample weights, if any, of the loss's unreduced shape, float64 or the
-inputs' dtype), whose
-options were checked and packed by the caller (only options that do not depend on the
-arrays come this way), is validated, computed and wrapped here, with any ``reduction``,
-``grad`` and ``hessian``. Anything else, and anything this code is unsure
+inputs' dtype), whose options were checked and packed by the caller (only options that
+bring no arrays come this way), is validated, computed and wrapped here, with any
+``reduction``, ``grad``, ``hessian`` and ``ignore_index`` (rows with that label count
+for nothing, and "mean" divides by the others). Anything else, and anything this code is unsure
 of (a label out of range, say), returns None and takes the general path of
 ``fastloss._api``, which applies every rule of SPEC section 3 and raises its errors.
 """
@@ -74,16 +74,20 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b, int skip_last):
     return True
 
 
-cdef bint _labels_in_range(cnp.ndarray labels, Py_ssize_t width):
+cdef Py_ssize_t _labels_counted(cnp.ndarray labels, Py_ssize_t width, bint has_ignore, cnp.npy_intp ignore):
+    """How many labels are in [0, width) (those equal to ``ignore`` are not counted), or -1
+    if any other is out of that range."""
     cdef const cnp.npy_intp* p = <const cnp.npy_intp*> cnp.PyArray_DATA(labels)
     cdef Py_ssize_t i, n = cnp.PyArray_SIZE(labels)
-    cdef bint ok = True
+    cdef Py_ssize_t counted = 0
     with nogil:
         for i in range(n):
+            if has_ignore and p[i] == ignore:
+                continue
             if p[i] < 0 or p[i] >= width:
-                ok = False
-                break
-    return ok
+                return -1
+            counted += 1
+    return counted
 
 
 cdef object _scalar(double value, int typenum):
@@ -96,7 +100,7 @@ cdef object _scalar(double value, int typenum):
 
 
 def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, object want=True,
-              object sample_weight=None, object hessian=False):
+              object sample_weight=None, object hessian=False, object ignore_index=None):
     """The result of the common case, or None for the general path.
 
     It serves inputs below both ``_config.CYTHON_MAX_SIZE`` (the Cython backend's share
@@ -108,6 +112,8 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
     cdef bint keep_loss = True
     cdef object weights = _NO_WEIGHTS
     cdef Py_ssize_t size, width, count, chunk, chunk_elements
+    cdef Py_ssize_t denominator  # the rows that "mean" divides by
+    cdef cnp.npy_intp ignore = 0
     cdef object kernel = spec.kernel
     cdef double total, scale
     if len(args) != spec.n_inputs:
@@ -131,6 +137,10 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
         return None
     if not (hessian is False or (hessian is True and spec.hessian)):
         return None
+    if ignore_index is not None:  # an integer (checked by the caller): labels equal to it count for nothing
+        if not -2**62 < ignore_index < 2**62:
+            return None
+        ignore = ignore_index
     first = args[0]
     if type(first) is not cnp.ndarray:
         return None
@@ -151,10 +161,12 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
         if width == 0:
             return None
         count = cnp.PyArray_DIM(x, 0)
+        denominator = count
         chunk = max(1, chunk_elements // width)
     else:
         width = 1
         count = size
+        denominator = count
         chunk = chunk_elements
     for i in range(1, spec.n_inputs):
         if i == 1 and spec.has_target and _plain(args[1], cnp.NPY_INTP):
@@ -165,7 +177,10 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
                 kernel = spec.sparse_kernel
             else:
                 return None
-            if not spec.rows or not _same_shape(x, labels, 1) or not _labels_in_range(labels, width):
+            if not spec.rows or not _same_shape(x, labels, 1):
+                return None
+            denominator = _labels_counted(labels, width, ignore_index is not None, ignore)
+            if denominator < 0:
                 return None
             continue
         if i == 1 and spec.labels_only:
@@ -193,7 +208,7 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
                                      typenum, 0)
     else:
         loss_out = _EMPTY_F4_1 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_1
-    scale = (1.0 / count if count else 0.0) if reduction == 0 else 1.0
+    scale = (1.0 / denominator if denominator else 0.0) if reduction == 0 else 1.0
     y = args[1] if spec.n_inputs > 1 else x
     if spec.rows:
         v = args[2] if spec.n_inputs > 2 else x
@@ -204,7 +219,7 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
     if not keep_loss:
         loss = None
     elif reduction == 0:
-        loss = _scalar(total / count if count else float("nan"), typenum)
+        loss = _scalar(total / denominator if denominator else float("nan"), typenum)
     elif reduction == 1:
         loss = _scalar(total, typenum)
     else:
