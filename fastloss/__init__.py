@@ -85,7 +85,7 @@ def _make_loss(spec):
             if params is not None and isinstance(reduction := options.get("reduction", "mean"), str):
                 result = fast_call(fast, arrays, reduction, params, options.get("grad", True),
                                    options.get("sample_weight"), options.get("hessian", False),
-                                   options.get("ignore_index"))
+                                   options.get("ignore_index"), options.get("out"))
                 if result is not None:
                     return result
         return evaluate(spec, arrays, options)

@@ -258,3 +258,62 @@ def test_a_label_out_of_range_that_is_not_ignore_index_raises(rng):
     labels[2], labels[5] = -100, 4
     with pytest.raises(ValueError, match="labels must be in"):
         fl.sparse_softmax_cross_entropy(z, labels, ignore_index=-100)
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["out", "out=input"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", [n for n in FAST if fl._registry.REGISTRY[n].grads == 1])
+def test_out_on_the_fast_path_equals_the_general_path(name, dtype, in_place, rng, monkeypatch):
+    """out= (a new array, or the prediction itself) is written by the fast path as the
+    general path writes it, and is the result's gradient."""
+    spec = fl._registry.REGISTRY[name]
+    arrays, _ = prepared(name, {}, rng, dtype)
+    general_arrays, fast_arrays = [a.copy() for a in arrays], [a.copy() for a in arrays]
+    general_out = general_arrays[0] if in_place else np.empty_like(arrays[0])
+    fast_out = fast_arrays[0] if in_place else np.empty_like(arrays[0])
+    general = _api.evaluate(spec, tuple(general_arrays), {"out": general_out})
+    monkeypatch.setattr(fl, "evaluate", lambda *a: pytest.fail("the general path ran"))
+    fast = getattr(fl, name)(*fast_arrays, out=fast_out)
+    assert fast.grad is fast_out and general.grad is general_out
+    np.testing.assert_array_equal(fast_out, general_out)
+    np.testing.assert_array_equal(fast.loss, general.loss)
+
+
+@pytest.mark.parametrize("case", ["overlapping", "read_only", "other_shape", "other_dtype", "several_gradients",
+                                  "grad=False"])
+def test_out_the_fast_path_leaves_to_the_general_path(case, rng, monkeypatch):
+    """An out= that overlaps an input other than exactly, or that the kernel cannot write
+    (read-only, another shape or dtype), or a loss with several gradients: the general
+    path serves it (or raises its error)."""
+    buf = rng.normal(size=65)
+    x, y = buf[1:], rng.normal(size=64)
+    out = {"overlapping": buf[:-1], "read_only": np.empty(64), "other_shape": np.empty((8, 8)),
+           "other_dtype": np.empty(64, np.float32), "several_gradients": None, "grad=False": np.empty(64)}[case]
+    expected = _api.evaluate(fl._registry.REGISTRY["mean_squared_error"], (x.copy(), y), {})
+    general_calls = []
+    real = fl.evaluate
+    monkeypatch.setattr(fl, "evaluate", lambda *a: general_calls.append(1) or real(*a))
+    if case == "read_only":
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            fl.mse(x, y, out=out)
+    elif case in ("other_shape", "other_dtype"):
+        with pytest.raises(ValueError, match="must have shape"):
+            fl.mse(x, y, out=out)
+    elif case == "grad=False":
+        with pytest.raises(ValueError, match="grad=False"):
+            fl.mse(x, y, out=out, grad=False)
+    elif case == "several_gradients":
+        a, p, n = (rng.normal(size=(8, 4)) for _ in range(3))
+        outs = tuple(np.empty((8, 4)) for _ in range(3))
+        res = fl.triplet_margin_loss(a, p, n, out=outs)
+        ref = fl.triplet_margin_loss(a, p, n)
+        for got, want, o in zip(res.grad, ref.grad, outs):
+            assert got is o
+            np.testing.assert_array_equal(got, want)
+    else:
+        res = fl.mse(x, y, out=out)
+        assert res.grad is out
+        np.testing.assert_array_equal(out, expected.grad)  # as if x had been read whole first
+        np.testing.assert_array_equal(res.loss, expected.loss)
+    assert general_calls

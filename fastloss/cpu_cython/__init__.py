@@ -80,7 +80,7 @@ def run(math_fn, family, args):
 #: Options whose values bring arrays: calls using them take the general path.
 ARRAY_OPTIONS = frozenset({"pos_weight", "class_weight"})
 #: Keywords of every loss that the fast path checks itself (``fast_call``'s arguments).
-CALL_KEYWORDS = frozenset({"reduction", "grad", "sample_weight", "hessian"})
+CALL_KEYWORDS = frozenset({"reduction", "grad", "sample_weight", "hessian", "out"})
 
 
 def fast_params(spec, options, default):

@@ -5,8 +5,9 @@ A call whose arrays are all exact, C-contiguous NumPy arrays of one float dtype 
 labels of ``intp``; sample weights, if any, of the loss's unreduced shape, float64 or the
 inputs' dtype), whose options were checked and packed by the caller (only options that
 bring no arrays come this way), is validated, computed and wrapped here, with any
-``reduction``, ``grad``, ``hessian`` and ``ignore_index`` (rows with that label count
-for nothing, and "mean" divides by the others). Anything else, and anything this code is unsure
+``reduction``, ``grad``, ``hessian``, ``ignore_index`` (rows with that label count
+for nothing, and "mean" divides by the others) and ``out`` (one gradient, written in
+place where the general path would write it directly). Anything else, and anything this code is unsure
 of (a label out of range, say), returns None and takes the general path of
 ``fastloss._api``, which applies every rule of SPEC section 3 and raises its errors.
 """
@@ -74,6 +75,29 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b, int skip_last):
     return True
 
 
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    """Whether two C-contiguous arrays share a byte."""
+    cdef char* a0 = <char*> cnp.PyArray_DATA(a)
+    cdef char* b0 = <char*> cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
+cdef bint _writable_gradient(object out, cnp.ndarray x, int typenum, tuple inputs, object weights):
+    """Whether ``out`` can take the gradient of ``x`` directly: an exact, writable,
+    C-contiguous ndarray of its dtype and shape that overlaps no input but ``x`` itself
+    exactly (a kernel reads an element, or a row, before writing its gradient)."""
+    cdef cnp.ndarray o
+    if not _plain(out, typenum) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> out):
+        return False
+    o = <cnp.ndarray> out
+    if not _same_shape(x, o, 0):
+        return False
+    for a in (*inputs, weights):
+        if _overlap(o, <cnp.ndarray> a) and not (a is x and cnp.PyArray_DATA(x) == cnp.PyArray_DATA(o)):
+            return False
+    return True
+
+
 cdef Py_ssize_t _labels_counted(cnp.ndarray labels, Py_ssize_t width, bint has_ignore, cnp.npy_intp ignore):
     """How many labels are in [0, width) (those equal to ``ignore`` are not counted), or -1
     if any other is out of that range."""
@@ -100,7 +124,7 @@ cdef object _scalar(double value, int typenum):
 
 
 def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, object want=True,
-              object sample_weight=None, object hessian=False, object ignore_index=None):
+              object sample_weight=None, object hessian=False, object ignore_index=None, object out=None):
     """The result of the common case, or None for the general path.
 
     It serves inputs below both ``_config.CYTHON_MAX_SIZE`` (the Cython backend's share
@@ -199,7 +223,12 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
     empty = _EMPTY_F4_2 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_2
     if not spec.rows:
         empty = _EMPTY_F4_1 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_1
-    grads = [cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0) for i in range(n_grads)]
+    if out is not None:  # the gradient written into the caller's array, as the general path writes it
+        if spec.grads != 1 or n_grads == 0 or not _writable_gradient(out, x, typenum, args, weights):
+            return None
+        grads = [out]
+    else:
+        grads = [cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0) for i in range(n_grads)]
     while len(grads) < 3:
         grads.append(empty)
     h = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0) if hessian else empty
