@@ -327,7 +327,8 @@ def _work_array(a, spec, i, sparse, compute, axis, count, width):
     if i == 1 and sparse:
         return np.ascontiguousarray(a, dtype=np.intp).reshape(count)
     if spec.family == "rowwise":
-        a = np.moveaxis(a, axis, -1)
+        if axis != a.ndim - 1:
+            a = np.moveaxis(a, axis, -1)
         return np.ascontiguousarray(a, dtype=compute).reshape(count, width)
     return np.ascontiguousarray(a, dtype=compute).reshape(-1)
 
@@ -407,7 +408,7 @@ def _deliver(buf, target, like, axis, rows):
     ``target`` (the caller's ``out``) unless the kernel wrote there already."""
     if target is not None and np.may_share_memory(buf, target):
         return target
-    if rows:
+    if rows and axis != like.ndim - 1:
         moved = like.shape[:axis] + like.shape[axis + 1:] + (like.shape[axis],)
         result = np.moveaxis(buf.reshape(moved), -1, axis)
     else:
