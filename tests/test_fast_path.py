@@ -317,3 +317,16 @@ def test_out_the_fast_path_leaves_to_the_general_path(case, rng, monkeypatch):
         np.testing.assert_array_equal(out, expected.grad)  # as if x had been read whole first
         np.testing.assert_array_equal(res.loss, expected.loss)
     assert general_calls
+
+
+def test_out_that_is_also_the_target_takes_the_general_path(rng, monkeypatch):
+    """out=x where the target is x as well: the general path decides (it computes into a
+    buffer), as it would for any out= overlapping an input other than the prediction."""
+    x = rng.normal(size=(6, 5))
+    expected = fl.softmax_cross_entropy(x.copy(), x.copy())
+    general_calls = []
+    real = fl.evaluate
+    monkeypatch.setattr(fl, "evaluate", lambda *a: general_calls.append(1) or real(*a))
+    res = fl.softmax_cross_entropy(x, x, out=x)
+    assert general_calls and res.grad is x
+    np.testing.assert_array_equal(x, expected.grad)

@@ -85,15 +85,16 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
 cdef bint _writable_gradient(object out, cnp.ndarray x, int typenum, tuple inputs, object weights):
     """Whether ``out`` can take the gradient of ``x`` directly: an exact, writable,
     C-contiguous ndarray of its dtype and shape that overlaps no input but ``x`` itself
-    exactly (a kernel reads an element, or a row, before writing its gradient)."""
+    exactly (a kernel reads an element, or a row, before writing its gradient), as the
+    general path decides: ``fl.mse(x, x, out=x)`` goes there (the target is x too)."""
     cdef cnp.ndarray o
     if not _plain(out, typenum) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> out):
         return False
     o = <cnp.ndarray> out
     if not _same_shape(x, o, 0):
         return False
-    for a in (*inputs, weights):
-        if _overlap(o, <cnp.ndarray> a) and not (a is x and cnp.PyArray_DATA(x) == cnp.PyArray_DATA(o)):
+    for j, a in enumerate((*inputs, weights)):  # inputs[0] is x
+        if _overlap(o, <cnp.ndarray> a) and not (j == 0 and cnp.PyArray_DATA(x) == cnp.PyArray_DATA(o)):
             return False
     return True
 
