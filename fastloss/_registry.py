@@ -169,7 +169,7 @@ SPECS = (
     LossSpec(
         "huber", "elementwise", ("pred", "target"), regression.huber,
         "0.5 r^2 if |r| <= delta else delta (|r| - delta / 2)", "Keras Huber, PyTorch huber_loss",
-        options=(DELTA,), params=lambda o, a: (o["delta"],),
+        options=(DELTA,), params=lambda o, a: (o["delta"],), hessian=True,
     ),
     LossSpec(
         "pseudo_huber", "elementwise", ("pred", "target"), regression.pseudo_huber,
