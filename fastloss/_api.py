@@ -159,7 +159,10 @@ def _result_converter(first):
         def to_torch(a):
             if a is None or not isinstance(a, np.ndarray):
                 return a
-            return torch.from_numpy(a if a.flags.writeable else a.copy())
+            a = a if a.flags.writeable else a.copy()
+            if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: the same bits as torch's
+                return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+            return torch.from_numpy(a)
 
         return to_torch
     if module.startswith(("jax", "jaxlib")) and hasattr(first, "__dlpack__"):
@@ -176,7 +179,7 @@ def _adopt_out(back, out, spec):
     """``out`` given as tensors: NumPy views of them for the kernels, and a converter that
     hands back the caller's own tensor where the result is one of those views."""
     given = out if isinstance(out, (tuple, list)) and spec.grads > 1 else (out,)
-    views = tuple(np.asarray(o) if type(o).__module__.startswith("torch") else o for o in given)
+    views = tuple(_host_array(o, "out") if type(o).__module__.startswith("torch") else o for o in given)
     originals = {id(v): o for v, o in zip(views, given)}
 
     def convert(a):
@@ -237,6 +240,8 @@ def _host_array(obj, name):
         return obj
     if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
         obj = obj.detach()  # a tensor that requires grad is read, never copied
+        if str(obj.dtype) == "torch.bfloat16" and obj.device.type == "cpu":
+            return _bfloat16_view(obj)
     elif hasattr(obj, "__dlpack__") and not hasattr(obj, "__array_interface__"):
         try:  # JAX CPU arrays and other DLPack producers: a view of their buffer
             return np.from_dlpack(obj)
@@ -246,6 +251,16 @@ def _host_array(obj, name):
         return np.asarray(obj)
     except Exception as exc:
         raise TypeError(f"{name} must be an array, got {type(obj).__name__}: {exc}") from None
+
+
+def _bfloat16_view(tensor):
+    """A PyTorch bfloat16 CPU tensor as a NumPy array of ml_dtypes' bfloat16, without a
+    copy (NumPy's DLPack import has no bfloat16): the bits seen as int16, then retyped.
+    It is computed in float32 and its results come back as bfloat16 tensors."""
+    import ml_dtypes
+    import torch
+
+    return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
 
 
 def _is_float(dt):

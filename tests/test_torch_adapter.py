@@ -137,3 +137,67 @@ def test_importing_fastloss_does_not_import_torch():
     code = "import sys, fastloss; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def _bf16_case(rng):
+    z = torch.from_numpy(rng.normal(size=(6, 5)).astype(np.float32) * 3).to(torch.bfloat16)
+    labels = torch.from_numpy(rng.integers(0, 5, 6))
+    return z, labels
+
+
+def _rounded(a):
+    """fastloss's float32 result rounded to bfloat16 by PyTorch (to nearest even)."""
+    return torch.from_numpy(np.asarray(a)).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+def test_bfloat16_tensors_compute_in_float32(rng, strided):
+    """SPEC section 2: bfloat16 in, float32 computation, bfloat16 out; the inputs are read
+    in place (no copy before the kernels' widening)."""
+    z, labels = _bf16_case(rng)
+    if strided:
+        z = torch.cat([z, z], 1)[:, ::2]
+    widened = z.float().numpy()
+    res = fl.sparse_softmax_cross_entropy(z, labels, label_smoothing=0.1)
+    ref = fl.sparse_softmax_cross_entropy(widened, labels.numpy(), label_smoothing=0.1)
+    assert res.loss.dtype == res.grad.dtype == torch.bfloat16 and res.grad.shape == z.shape
+    assert torch.equal(res.loss, _rounded(ref.loss)) and torch.equal(res.grad, _rounded(ref.grad))
+    y = z.flip(0)
+    res = fl.mse(z, y, reduction="none", hessian=True)
+    ref = fl.mse(widened, y.float().numpy(), reduction="none", hessian=True)
+    for ours, theirs in zip((res.loss, res.grad, res.hess), (ref.loss, ref.grad, ref.hess)):
+        assert ours.dtype == torch.bfloat16 and torch.equal(ours, _rounded(theirs))
+
+
+def test_bfloat16_tensors_are_read_in_place_and_out_is_written(rng):
+    from fastloss import _api
+
+    z, labels = _bf16_case(rng)
+    view = _api._host_array(z, "z")
+    assert view.dtype.name == "bfloat16" and np.shares_memory(view, z.view(torch.int16).numpy())
+    out = torch.empty_like(z)
+    res = fl.sparse_softmax_cross_entropy(z, labels, out=out)
+    assert res.grad is out
+    assert torch.equal(out, _rounded(fl.sparse_softmax_cross_entropy(z.float().numpy(), labels.numpy()).grad))
+
+
+def test_bfloat16_through_the_adapter_and_autocast(rng):
+    z, labels = _bf16_case(rng)
+    model = torch.nn.Linear(4, 5)
+    x = torch.randn(6, 4)
+    for loss_fn in (flt.sparse_softmax_cross_entropy, F.cross_entropy):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+            loss = loss_fn(logits, labels)
+        assert logits.dtype == torch.bfloat16
+        loss.float().backward()
+        if loss_fn is flt.sparse_softmax_cross_entropy:
+            ours, expected = loss, fl.sparse_softmax_cross_entropy(logits.detach().float().numpy(), labels.numpy())
+            assert ours.dtype == torch.bfloat16 and torch.equal(ours.detach(), _rounded(expected.loss))
+            grad_ours = model.weight.grad.clone()
+    # PyTorch's own bfloat16 cross-entropy under autocast: the same to bfloat16's precision.
+    torch.testing.assert_close(grad_ours, model.weight.grad, rtol=2e-2, atol=2e-3)
+    zz = z.clone().requires_grad_(True)
+    flt.softmax_cross_entropy(zz, torch.softmax(z.float(), -1).to(torch.bfloat16)).backward()
+    assert zz.grad.dtype == torch.bfloat16
