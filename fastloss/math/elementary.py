@@ -226,7 +226,7 @@ def log_single(x):
     z = s * s
     r = z * fma_single(z, fma_single(z, fma_single(z, LT4, LT3), LT2), LT1)
     hfsq = HALF_F * f * f
-    dk = single(k)
+    dk = as_float32(k + ROUND_BITS_F) - ROUND_F  # single(k), packed with AVX2 (see log)
     y = dk * LN2_HI_F - ((hfsq - (s * (hfsq + r) + dk * LN2_LO_F)) - f)
     y = x if x == INF_F else y
     if x > ZERO_F:
@@ -388,7 +388,10 @@ def log(x):
     w = z * z
     r = fma(z, fma(w, fma(w, fma(w, LG7, LG5), LG3), LG1), w * fma(w, fma(w, LG6, LG4), LG2))
     hfsq = 0.5 * f * f
-    dk = k * 1.0  # the integer k as a float64
+    # k as a float64, exactly (|k| < 2^51): its bits added to those of 1.5 * 2^52, less
+    # that number. A plain conversion is packed only with AVX-512 (vcvtqq2pd): with AVX2
+    # alone, GCC keeps every loop holding one scalar.
+    dk = as_float64(k + ROUND_BITS) - ROUND
     y = dk * LN2_HI - ((hfsq - (s * (hfsq + r) + dk * LN2_LO)) - f)
     y = x if x == math.inf else y
     if x > 0.0:
@@ -441,7 +444,10 @@ def log_parts(x):
     poly = fma(z, poly, LP2)
     poly = fma(z, poly, LP1)
     poly = fma(z, poly, LP0)
-    dk = k * 1.0  # the integer k as a float64
+    # k as a float64, exactly (|k| < 2^51): its bits added to those of 1.5 * 2^52, less
+    # that number. A plain conversion is packed only with AVX-512 (vcvtqq2pd): with AVX2
+    # alone, GCC keeps every loop holding one scalar.
+    dk = as_float64(k + ROUND_BITS) - ROUND
     kh = dk * LN2_HI  # exact
     head = kh + 2.0 * s  # |kh| >= ln2 > |2 s|, or kh = 0
     head_err = (kh - head) + 2.0 * s
