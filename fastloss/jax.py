@@ -33,11 +33,13 @@ from ._registry import export
 _REFUSED = ("out", "grad", "hessian")
 
 
-def _host(name, options, n_grads):
-    """The host callback: fastloss on NumPy arrays, returning (loss, *gradients)."""
+def _host(name, options, n_grads, n_inputs):
+    """The host callback: fastloss on NumPy arrays, returning (loss, *gradients); an
+    operand after the loss's own inputs is the sample weight."""
 
     def compute(*arrays):
-        res = _fl.compute(name, *(np.asarray(a) for a in arrays), **options)
+        weight = {"sample_weight": np.asarray(arrays[n_inputs])} if len(arrays) > n_inputs else {}
+        res = _fl.compute(name, *(np.asarray(a) for a in arrays[:n_inputs]), **options, **weight)
         grads = res.grad if isinstance(res.grad, tuple) else (res.grad,)
         return (np.asarray(res.loss), *grads[:n_grads])
 
@@ -50,7 +52,7 @@ def _function(name, frozen):
     spec = _fl.lookup(name)
     options = {k: _thaw(v) for k, v in frozen}
     n_grads = spec.grads
-    host = _host(spec.name, options, n_grads)
+    host = _host(spec.name, options, n_grads, len(spec.inputs))
     rows = spec.family == "rowwise"
 
     def shapes(arrays):
@@ -82,7 +84,7 @@ def _function(name, frozen):
         if axis is not None and options.get("reduction", "mean") == "none":
             cotangent = jnp.expand_dims(cotangent, axis)
         out = [g * cotangent for g in grads]
-        for a in arrays[n_grads:]:  # data: zero cotangents (float0 for integer labels)
+        for a in arrays[n_grads:]:  # data and weights: zero cotangents (float0 for integer labels)
             if jnp.issubdtype(a.dtype, jnp.inexact):
                 out.append(jnp.zeros_like(a))
             else:
@@ -91,6 +93,23 @@ def _function(name, frozen):
 
     loss.defvjp(forward, backward)
     return loss
+
+
+def _weight_operand(spec, options, x, weight):
+    """``sample_weight`` broadcast to the unreduced loss's shape (the callback's operands
+    need static shapes)."""
+    shape = x.shape
+    if spec.family == "rowwise" and x.ndim:
+        axis = options.get("axis", -1)
+        if isinstance(axis, int) and -x.ndim <= axis < x.ndim:
+            shape = tuple(s for k, s in enumerate(x.shape) if k != axis % x.ndim)
+    weight = jnp.asarray(weight)
+    try:
+        return jnp.broadcast_to(weight, shape)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"sample_weight of shape {weight.shape} does not broadcast to the unreduced loss's shape {shape}"
+        ) from None
 
 
 def _freeze(value):
@@ -112,9 +131,13 @@ def _make(spec):
                 raise TypeError(f"fastloss.jax.{spec.name} computes the gradient through jax.grad: no {name}=")
         if len(arrays) < len(spec.inputs):
             arrays = (*arrays, *(options.pop(n) for n in spec.inputs[len(arrays):] if n in options))
+        arrays = [jnp.asarray(a) for a in arrays]
+        weight = options.pop("sample_weight", None)
+        if weight is not None:  # an operand, so that it may be traced (Keras's weights under jit)
+            arrays.append(_weight_operand(spec, options, arrays[0], weight))
         frozen = tuple(sorted((k, _freeze(np.asarray(v) if isinstance(v, (list, tuple)) else v))
                               for k, v in options.items()))
-        return _function(spec.name, frozen)(*(jnp.asarray(a) for a in arrays))
+        return _function(spec.name, frozen)(*arrays)
 
     base = getattr(_fl, spec.name)
     loss_function.__name__ = loss_function.__qualname__ = spec.name

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import python_job
 
 # Keras picks its backend at import (TensorFlow by default): only look for it here.
 if importlib.util.find_spec("keras") is None:
@@ -77,3 +78,26 @@ def test_missing_keras_names_the_extra():
     code = "import sys; sys.modules['keras'] = None\ntry:\n import fastloss.keras\nexcept ImportError as e: print(e)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert 'pip install "fastloss[keras]"' in done.stdout, done.stdout + done.stderr
+
+
+PARITY = pathlib.Path(__file__).with_name("keras_parity.py")
+
+
+def _parity(backend):
+    job = python_job(str(PARITY), timeout=600, KERAS_BACKEND=backend)
+    return lambda run: None if importlib.util.find_spec(backend) is None else job(run)
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.background(job=_parity(b)))
+                                     for b in ("torch", "jax")])
+def test_classes_give_fastloss_values_and_gradients(backend, background):
+    """Every Keras class, option case, reduction, with and without fit's sample weights:
+    the value and gradient of fastloss's plain call (tests/keras_parity.py); with
+    ignore_index, Keras's own ignore_class; a mask as Keras's own losses take it."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    done = background()
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend and result["cases"] > 250
+    assert result["failures"] == [], "\n".join(result["failures"][:20])
