@@ -106,3 +106,15 @@ def test_missing_jax_names_the_extra():
     code = "import sys; sys.modules['jax'] = None\ntry:\n import fastloss.jax\nexcept ImportError as e: print(e)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert 'pip install "fastloss[jax]"' in done.stdout, done.stdout + done.stderr
+
+
+def test_second_derivatives_are_refused_not_wrong(rng):
+    """The host callback has no derivative: a gradient of the gradient raises instead of
+    treating the saved gradient as a constant (SPEC section 6)."""
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    y = rng.normal(size=(4, 3)).astype(np.float32)
+    f = lambda a: flj.mse(a, y)  # noqa: E731
+    with pytest.raises(ValueError, match="JVP"):
+        jax.grad(lambda a: (jax.grad(f)(a) ** 2).sum())(x)
+    with pytest.raises(ValueError, match="JVP"):
+        jax.hessian(f)(x)
