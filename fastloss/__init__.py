@@ -14,6 +14,7 @@ from . import _api, cpu_cython, cuda
 from ._api import evaluate
 from ._registry import SPECS, export, lookup
 from ._result import LossResult
+from ._threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -139,4 +140,5 @@ def compute(name, *arrays, **options):
     return globals()[lookup(name).name](*arrays, **options)
 
 
-__all__ = ["LossResult", "backends", "compute", "losses", *_LOSSES]
+__all__ = ["LossResult", "backends", "compute", "get_num_threads", "losses", "num_threads", "set_num_threads",
+           *_LOSSES]

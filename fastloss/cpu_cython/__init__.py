@@ -31,21 +31,22 @@ if _kernels is not None and _kernels.SOURCE_HASH != generate.source_hash():
     _fast = _kernels = None
 
 from .. import _config as config
+from .._threads import get_num_threads
 from ..losses import float32_form
 
 AVAILABLE = _kernels is not None
 #: Whether the extension was built with OpenMP (without it, large inputs run serially).
 OPENMP = bool(_kernels is not None and _kernels.OPENMP)
-#: Threads for large inputs (1 in a forked child of a process that used OpenMP: GNU
-#: OpenMP's thread pool does not survive fork(), and entering it there hangs).
-THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: Whether this process may run OpenMP threads: not in a forked child of a process that
+#: used them (GNU OpenMP's thread pool does not survive fork(), and entering it there hangs).
+FORK_SAFE = True
 _used_openmp = False
 
 
 def _after_fork_in_child():
-    global THREADS
+    global FORK_SAFE
     if _used_openmp:
-        THREADS = 1
+        FORK_SAFE = False
 
 
 if hasattr(os, "register_at_fork"):
@@ -71,7 +72,7 @@ def run(math_fn, family, args):
     x = args[0]
     if family == "elementwise" and x.dtype == np.float32:
         math_fn = float32_form(math_fn) or math_fn
-    threads = THREADS if x.size >= config.PARALLEL_MIN_SIZE else 1
+    threads = get_num_threads() if x.size >= config.PARALLEL_MIN_SIZE and FORK_SAFE else 1
     if threads > 1:
         _used_openmp = True
     return entry(math_fn)(*args, config.chunk_rows(x), threads)

@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from .. import _config as config
+from .._threads import get_num_threads
 from ..losses import float32_form
 from . import drivers
 from .jit import compile_math
@@ -82,18 +83,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _parallel_launch(k, args):
-    """Launch a parallel kernel safely under whichever threading layer Numba chose."""
+def _parallel_launch(k, args, threads):
+    """Launch a parallel kernel on ``threads`` threads (at most Numba's pool), safely
+    under whichever threading layer Numba chose; Numba's own count for this thread is
+    restored afterwards."""
     global _layer
-    if _layer is None or _layer == "workqueue":
-        with _launch_lock:
-            total = k(*args)
-            if _layer is None:
-                import numba
+    import numba
 
-                _layer = numba.threading_layer()
-            return total
-    return k(*args)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        if _layer is None or _layer == "workqueue":
+            with _launch_lock:
+                total = k(*args)
+                if _layer is None:
+                    _layer = numba.threading_layer()
+                return total
+        return k(*args)
+    finally:
+        numba.set_num_threads(before)
 
 
 def run(math_fn, family, args):
@@ -118,6 +126,7 @@ def run(math_fn, family, args):
     chunk = config.chunk_rows(x)
     if x.shape[0] <= chunk:
         return kernel(math_fn, family, "block", narrow)(*args)
-    if x.size >= config.PARALLEL_MIN_SIZE and not _serial_only:
-        return _parallel_launch(kernel(math_fn, family, "parallel", narrow), (chunk, *args))
+    threads = get_num_threads()
+    if x.size >= config.PARALLEL_MIN_SIZE and threads > 1 and not _serial_only:
+        return _parallel_launch(kernel(math_fn, family, "parallel", narrow), (chunk, *args), threads)
     return kernel(math_fn, family, "serial", narrow)(chunk, *args)
