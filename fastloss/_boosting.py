@@ -3,13 +3,23 @@
 A boosting library asks, each round, for the gradient and hessian diagonal of the loss
 of every sample with respect to its raw margin (score). fastloss computes both in one
 fused pass (``reduction="none"``, ``hessian=True``) with the data set's labels and
-weights. The adapters in :mod:`fastloss.xgboost` and :mod:`fastloss.lightgbm` only read
-the labels and weights from each library's data set.
+weights. :class:`Objective` is one callable for both of a library's APIs: the native one
+calls it with ``(margins, data set)``, the scikit-learn one with ``(y_true, y_pred[,
+sample_weight[, group]])``. The adapters in :mod:`fastloss.xgboost`,
+:mod:`fastloss.lightgbm` and :mod:`fastloss.catboost` only say how each library's data set
+gives its labels and weights.
+
+Threads: a library calls the objective between its own parallel loops, whose OpenMP
+threads (XGBoost ships its own OpenMP runtime) may still be spinning on every core. An
+objective therefore runs on ``num_threads`` threads, 1 by default, which is already faster
+than the same objective in NumPy (``benchmarks/scripts/boosting.py``).
 """
 
 import numpy as np
 
 import fastloss as _fl
+
+from ._threads import num_threads as _num_threads
 
 #: Losses with a hessian whose targets can be a data set's label vector.
 SUPPORTED = (
@@ -18,20 +28,28 @@ SUPPORTED = (
 )
 
 
-def objective(name, options, library, labels_and_weights):
-    """A custom objective ``obj(margins, data) -> (grad, hess)`` for ``library``, reading
-    the data set's labels and weights with ``labels_and_weights(data)``."""
-    compute = gradient_and_hessian(name, options, library)
+class Objective:
+    """A custom objective for ``library``: ``obj(margins, data) -> (grad, hess)`` in the
+    native API, ``obj(y_true, y_pred, sample_weight=None, group=None) -> (grad, hess)`` in
+    the scikit-learn one. ``labels_and_weights(data)`` reads a native data set."""
 
-    def obj(margins, data):
-        return compute(margins, *labels_and_weights(data))
+    def __init__(self, name, options, library, labels_and_weights, num_threads=1):
+        self.compute = gradient_and_hessian(name, options, library, num_threads)
+        self.labels_and_weights = labels_and_weights
+        self.__name__ = f"fastloss_{_fl.lookup(name).name}"
 
-    obj.__name__ = f"fastloss_{name}"
-    return obj
+    def __call__(self, first, second, sample_weight=None, group=None):
+        if hasattr(second, "get_label"):  # native: (margins, data set)
+            return self.compute(first, *self.labels_and_weights(second))
+        return self.compute(second, first, sample_weight)  # scikit-learn: (y_true, y_pred)
+
+    def __repr__(self):
+        return f"<fastloss objective {self.__name__[len('fastloss_'):]}>"
 
 
-def gradient_and_hessian(name, options, library):
-    """``f(margins, labels, weights) -> (grad, hess)`` for loss ``name`` (or an alias).
+def gradient_and_hessian(name, options, library, num_threads=1):
+    """``f(margins, labels, weights) -> (grad, hess)`` for loss ``name`` (or an alias),
+    on ``num_threads`` threads.
 
     ``margins`` are (n,) for one output per sample, (n, K) for K classes (sparse softmax
     cross-entropy, whose labels arrive as floats and are taken as class indices).
@@ -58,7 +76,8 @@ def gradient_and_hessian(name, options, library):
         elif margins.ndim == 2 and margins.shape[1] == 1:
             margins = margins[:, 0]
         weights = None if weights is None or np.size(weights) == 0 else np.asarray(weights)
-        res = loss(margins, labels, reduction="none", hessian=True, sample_weight=weights, **options)
+        with _num_threads(num_threads):
+            res = loss(margins, labels, reduction="none", hessian=True, sample_weight=weights, **options)
         return res.grad, res.hess
 
     return compute

@@ -2,8 +2,11 @@
 
     >>> import xgboost as xgb, fastloss.xgboost as flx
     >>> booster = xgb.train({"base_score": 0.0}, dtrain, obj=flx.objective("sigmoid_binary_cross_entropy"))
+    >>> model = xgb.XGBClassifier(objective=flx.objective("sparse_softmax_cross_entropy")).fit(X, y)
 
-The objective has XGBoost's signature ``obj(predt, dtrain) -> (grad, hess)``: per-sample
+The objective has both of XGBoost's signatures, ``obj(predt, dtrain) -> (grad, hess)``
+for ``xgboost.train`` and ``obj(y_true, y_pred, sample_weight=None)`` for the
+scikit-learn estimators (classifiers and regressors): per-sample
 gradient and hessian diagonal of the loss at the raw margins, with the DMatrix's labels
 and weights, from one fused pass. Multi-class (``sparse_softmax_cross_entropy``) gets
 margins of shape (n, num_class) and returns that shape. The hessian is the exact diagonal
@@ -25,6 +28,8 @@ from ._boosting import SUPPORTED
 __all__ = ["SUPPORTED", "objective"]
 
 
-def objective(name, **options):
-    """XGBoost custom objective ``obj(predt, dtrain) -> (grad, hess)`` for loss ``name``."""
-    return _boosting.objective(name, options, "XGBoost", lambda d: (d.get_label(), d.get_weight()))
+def objective(name, num_threads=1, **options):
+    """XGBoost custom objective for loss ``name``, for both APIs: ``obj(preds, data) -> (grad,
+    hess)`` natively, ``obj(y_true, y_pred, sample_weight=None)`` in the scikit-learn API. It
+    runs on ``num_threads`` threads (see :mod:`fastloss._boosting`)."""
+    return _boosting.Objective(name, options, "XGBoost", lambda d: (d.get_label(), d.get_weight()), num_threads)
