@@ -22,10 +22,17 @@ they lack a trailing axis of size 1, as Keras's own losses do.
 Install with ``pip install "fastloss[keras]"`` (and PyTorch or JAX for the backend).
 """
 
+import importlib.util
+
 try:
     import keras
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError('fastloss.keras needs Keras 3: pip install "fastloss[keras]"') from exc
+    if importlib.util.find_spec("keras") is None:
+        raise ImportError('fastloss.keras needs Keras 3: pip install "fastloss[keras]"') from exc
+    raise ImportError(
+        f"Keras is installed but could not start ({exc}); fastloss.keras runs on Keras's torch and jax "
+        "backends: set KERAS_BACKEND=torch or KERAS_BACKEND=jax before keras is imported"
+    ) from exc
 
 from ._registry import SPECS
 
@@ -107,14 +114,17 @@ def _make(spec):
                 y_true = ops.squeeze(y_true, -1)
             return y_true
 
-        def get_config(self):
-            return {**super().get_config(), **self.options}
+        def get_config(self):  # JSON for model.save: arrays (class_weight, ...) as lists
+            options = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in self.options.items()}
+            return {**super().get_config(), **options}
 
     cls = FastlossLoss
     cls.__name__ = cls.__qualname__ = _class_name(spec.name)
     cls.__module__ = __name__
     cls.__doc__ = f"Keras loss computed by fastloss.{spec.name}: {spec.formula} ({spec.convention})."
-    return cls
+    # Saved models name the class "fastloss>ClassName"; load_model finds it once this
+    # module is imported, with no custom_objects.
+    return keras.saving.register_keras_serializable(package="fastloss")(cls)
 
 
 def _at_rank(weight, rank):

@@ -101,3 +101,54 @@ def test_classes_give_fastloss_values_and_gradients(backend, background):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == backend and result["cases"] > 250
     assert result["failures"] == [], "\n".join(result["failures"][:20])
+
+
+_ROUND_TRIP = """
+import os, subprocess, sys, tempfile
+import numpy as np, keras
+import fastloss.keras as flk
+path = os.path.join(tempfile.mkdtemp(), "model.keras")
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+loss = flk.SparseSoftmaxCrossEntropy(ignore_index=-1, label_smoothing=0.1, class_weight=np.array([1.0, 2.0, 0.5]))
+model.compile(loss=loss, optimizer="sgd")
+X = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+y = np.arange(16) % 3
+y[0] = -1
+model.fit(X, y, epochs=1, verbose=0)
+model.save(path)
+# A new process: importing fastloss.keras registers the classes; no custom_objects.
+load = ("import sys, numpy as np, keras, fastloss.keras\\n"
+        "m = keras.models.load_model(sys.argv[1])\\n"
+        "print(type(m.loss).__name__, m.loss.options, m.evaluate(*np.load(sys.argv[2]).values(), verbose=0))")
+np.savez(path + ".npz", X=X, y=y)
+done = subprocess.run([sys.executable, "-c", load, path, path + ".npz"], capture_output=True, text=True)
+print(model.evaluate(X, y, verbose=0))
+print(done.stdout.strip() or done.stderr[-2000:])
+"""
+
+
+def _round_trip(backend):
+    job = python_job("-c", _ROUND_TRIP, timeout=600, KERAS_BACKEND=backend)
+    return lambda run: None if importlib.util.find_spec(backend) is None else job(run)
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.background(job=_round_trip(b)))
+                                     for b in ("torch", "jax")])
+def test_saved_models_load_without_custom_objects(backend, background):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    done = background()
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, after = done.stdout.strip().splitlines()[-2:]
+    name, *rest = after.split(" ", 1)
+    assert name == "SparseSoftmaxCrossEntropy", after
+    assert "'ignore_index': -1" in rest[0] and "'class_weight': [1.0, 2.0, 0.5]" in rest[0]
+    assert float(rest[0].rsplit(" ", 1)[-1]) == pytest.approx(float(before), rel=1e-6)
+
+
+def test_keras_without_a_usable_backend_names_the_cause():
+    code = ("import sys; sys.modules['tensorflow'] = None\n"
+            "try:\n import fastloss.keras\nexcept ImportError as e: print(e)")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert "could not start" in done.stdout and "KERAS_BACKEND=torch" in done.stdout, done.stdout + done.stderr
