@@ -4,14 +4,22 @@
     >>> logits = torch.randn(8, 5, requires_grad=True)
     >>> flt.sparse_softmax_cross_entropy(logits, torch.randint(0, 5, (8,))).backward()
 
-The forward pass computes the loss and its gradient in fastloss's fused pass (on the CPU,
-or on the GPU for CUDA tensors) and saves the gradient; the backward pass multiplies it by
-the incoming gradient (broadcast over the class axis for ``reduction="none"``), with no
-recomputation. The functions are generated from the registry: same names, arrays and
-options as ``fastloss.<name>``, except the arguments that would break autograd (``out``,
-``grad``, ``hessian``). Gradients flow to the differentiable inputs of each loss (its
-predictions; for triplet, GAN discriminator, VAE and JSD every input); targets and labels
-are data and get none, as in Keras and optax.
+The forward pass is fastloss's fused pass (on the CPU, or on the GPU for CUDA tensors),
+run as the PyTorch custom operator ``fastloss::fused_loss`` (:mod:`fastloss._torch_op`),
+and saves the gradient; the backward pass multiplies it by the incoming gradient
+(broadcast over the class axis for ``reduction="none"``; the saved gradient itself when
+that is ``loss.backward()``'s 1), with no recomputation. So ``torch.compile(fullgraph=True)``
+traces a model that calls one without a graph break, ``torch.func.grad`` and
+``torch.func.vmap`` take them, and under ``torch.no_grad()``, with ``grad=False``, or when
+no differentiable input requires grad, no gradient is computed. Second derivatives are
+exact for the losses in :data:`SECOND_ORDER` and refused with a ``RuntimeError`` for the
+others.
+
+The functions are generated from the registry: same names, arrays and options as
+``fastloss.<name>``, except ``out`` and ``hessian`` (autograd owns the gradient). Gradients
+flow to the differentiable inputs of each loss (its predictions; for triplet, GAN
+discriminator, VAE and JSD every input); targets and labels are data and get none, as in
+Keras and optax.
 
 Install with ``pip install "fastloss[torch]"``.
 """
@@ -23,40 +31,64 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError('fastloss.torch needs PyTorch: pip install "fastloss[torch]"') from exc
 
+import numpy as np
+
 import fastloss as _fl
 
 from ._registry import SPECS, export
+from ._torch_op import decode_options, fused_loss, split_options
 
-_REFUSED = ("out", "grad", "hessian")
+#: Arguments the adapter does not take: autograd owns the gradient's buffer and the
+#: derivatives (``grad=False`` is taken: the loss alone, with no gradient).
+_REFUSED = ("out", "hessian")
 
 
 class FusedLoss(torch.autograd.Function):
-    """Forward: fastloss's loss and saved gradient. Backward: saved gradient times the
-    incoming one; under ``create_graph`` that product is itself differentiable
-    (:class:`ScaledGradient`)."""
+    """Forward: the operator ``fastloss::fused_loss`` (the loss and its gradient in one
+    pass). Backward: the saved gradient times the incoming one; under ``create_graph``
+    that product is itself differentiable (:class:`ScaledGradient`). Written with a
+    separate ``setup_context`` and a generated vmap rule, so that ``torch.func`` takes it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, name, options, *tensors):
-        result = _fl.compute(name, *tensors, **options)
-        grads = result.grad if isinstance(result.grad, tuple) else (result.grad,)
-        ctx.save_for_backward(*grads, *tensors)
-        ctx.name, ctx.options, ctx.n_grads = name, options, len(grads)
-        ctx.broadcast = _broadcast_axis(name, options, tensors[0])
-        return result.loss
+    def forward(name, options, broadcast, x, y, v, sample_weight, aux):
+        return fused_loss(name, options, x, y, v, sample_weight, aux, True)
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def setup_context(ctx, inputs, output):
+        name, options, broadcast, x, y, v, sample_weight, aux = inputs
+        ctx.name, ctx.text, ctx.broadcast = name, options, broadcast
+        ctx.n_grads = n = _fl.lookup(name).grads
+        ctx.n_inputs = sum(t is not None for t in (x, y, v))
+        ctx.weighted, ctx.aux = sample_weight is not None, aux
+        ctx.save_for_backward(*output[1: 1 + n], *(t for t in (x, y, v, sample_weight) if t is not None))
+        ctx.mark_non_differentiable(*output[1:])
+
+    @staticmethod
+    def backward(ctx, grad_output, *_):
         saved = ctx.saved_tensors
-        grads, inputs = saved[: ctx.n_grads], saved[ctx.n_grads:]
+        grads, inputs = saved[: ctx.n_grads], saved[ctx.n_grads: ctx.n_grads + ctx.n_inputs]
         if torch.is_grad_enabled():  # create_graph=True: the gradient will be differentiated
-            scaled = ScaledGradient.apply(ctx.name, ctx.options, ctx.broadcast, len(grads),
+            options = decode_options(ctx.text, ctx.aux)
+            if ctx.weighted:
+                options["sample_weight"] = saved[-1]
+            scaled = ScaledGradient.apply(ctx.name, options, ctx.broadcast, len(grads),
                                           grad_output, *grads, *inputs)
+        elif _is_one(grad_output):  # loss.backward(): the saved gradient is the answer
+            scaled = grads
         else:
             scaled = _scale(grads, grad_output, ctx.broadcast)
-        wanted = ctx.needs_input_grad[2:]
+        wanted = ctx.needs_input_grad[3:6]
         out = [g if need else None for g, need in zip(scaled, wanted)]
-        out += [None] * (len(wanted) - len(out))
-        return (None, None, *out)
+        return (None, None, None, *out, *([None] * (3 - len(out))), None, None)
+
+
+def _is_one(t):
+    """Whether ``t`` is a plain CPU scalar equal to 1 (``loss.backward()``'s seed); never
+    looked at where reading it would cost a device sync or break a trace."""
+    return (t.dim() == 0 and t.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t) and t.item() == 1.0)
 
 
 class ScaledGradient(torch.autograd.Function):
@@ -69,12 +101,17 @@ class ScaledGradient(torch.autograd.Function):
     :data:`SECOND_ORDER` and refuses, with an error naming the loss, for the others.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, name, options, broadcast, n_grads, grad_output, *rest):
-        grads, inputs = rest[:n_grads], rest[n_grads:]
-        ctx.save_for_backward(grad_output, *grads, *inputs)
+    def forward(name, options, broadcast, n_grads, grad_output, *rest):
+        return _scale(rest[:n_grads], grad_output, broadcast)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        name, options, broadcast, n_grads, grad_output, *rest = inputs
+        ctx.save_for_backward(grad_output, *rest)
         ctx.name, ctx.options, ctx.broadcast, ctx.n_grads = name, options, broadcast, n_grads
-        return _scale(grads, grad_output, broadcast)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -134,7 +171,7 @@ def _hessian_vector_product(name, options, inputs, vector, grad_output, broadcas
     mass = _ROW_MASS[name](options, inputs, axis, compute)
     weight = options.get("sample_weight")
     if weight is not None:
-        mass = mass * torch.as_tensor(weight, device=x.device).to(compute).expand_as(mass)
+        mass = mass * torch.as_tensor(weight, dtype=compute, device=x.device).expand_as(mass)
     reduction = options.get("reduction", "mean")
     if reduction == "mean":
         divisor = _mean_divisor(name, options, inputs, mass.numel())
@@ -157,7 +194,7 @@ def _sparse_ce_mass(options, inputs, axis, compute):
     weights = options.get("class_weight")
     if weights is None:
         return torch.where(counted, 1.0, 0.0).to(compute)
-    weights = torch.as_tensor(weights, device=labels.device).to(compute)
+    weights = torch.as_tensor(weights, dtype=compute, device=labels.device)
     mass = weights[torch.where(counted, labels, 0)] * (1.0 - ls) + ls * weights.mean()
     return mass * counted
 
@@ -188,10 +225,9 @@ _ROW_MASS = {
 SECOND_ORDER = (*(s.name for s in SPECS if s.family == "elementwise" and s.hessian), *_ROW_MASS)
 
 
-def _broadcast_axis(name, options, pred):
+def _broadcast_axis(spec, options, pred):
     """The axis to unsqueeze the incoming gradient on for ``reduction="none"`` of a
     class-axis loss (the class axis); None where shapes already match or it is a scalar."""
-    spec = _fl.lookup(name)
     if options.get("reduction", "mean") != "none" or spec.family != "rowwise":
         return None
     return options.get("axis", -1) % pred.dim()
@@ -204,7 +240,18 @@ def _make(spec):
                 raise TypeError(f"fastloss.torch.{spec.name} computes the gradient through autograd: no {name}=")
         if len(tensors) < len(spec.inputs):
             tensors = (*tensors, *(options.pop(n) for n in spec.inputs[len(tensors):] if n in options))
-        return FusedLoss.apply(spec.name, options, *tensors)
+        want = options.pop("grad", True)
+        weight = options.pop("sample_weight", None)
+        if weight is not None and not isinstance(weight, torch.Tensor):  # in float64, as fastloss reads it
+            weight = torch.as_tensor(np.asarray(weight, dtype=np.float64), device=tensors[0].device)
+        x, y, v = (*tensors, None, None)[:3]
+        text, aux = split_options(options, x.device)
+        if want and torch.is_grad_enabled() and any(t.requires_grad for t in tensors[: spec.grads]):
+            broadcast = _broadcast_axis(spec, options, x)
+            return FusedLoss.apply(spec.name, text, broadcast, x, y, v, weight, aux)[0]
+        # No gradient wanted: none computed, and the loss is a constant to autograd.
+        return fused_loss(spec.name, text, *(t if t is None else t.detach() for t in (x, y, v)), weight, aux,
+                          False)[0]
 
     base = getattr(_fl, spec.name)
     loss_function.__name__ = loss_function.__qualname__ = spec.name

@@ -201,3 +201,96 @@ def test_bfloat16_through_the_adapter_and_autocast(rng):
     zz = z.clone().requires_grad_(True)
     flt.softmax_cross_entropy(zz, torch.softmax(z.float(), -1).to(torch.bfloat16)).backward()
     assert zz.grad.dtype == torch.bfloat16
+
+
+def _step(forward, model, x, y):
+    loss = forward(x, y)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("case", ["cross_entropy", "mse", "triplet"])
+def test_torch_compile_fullgraph_equals_eager(case, rng):
+    """The loss is a custom operator: torch.compile(fullgraph=True) traces the whole step
+    (an error here is a graph break) and computes what eager mode computes."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 5).double()
+    x = torch.from_numpy(rng.normal(size=(16, 4)))
+    if case == "cross_entropy":
+        y = torch.from_numpy(rng.integers(0, 5, 16))
+        y[3] = -1
+        weights = rng.uniform(0.5, 2.0, 5)
+
+        def loss_fn(out, y):
+            return flt.sparse_softmax_cross_entropy(out, y, ignore_index=-1, class_weight=weights, label_smoothing=0.1)
+    elif case == "mse":
+        y = torch.from_numpy(rng.normal(size=(16, 5)))
+
+        def loss_fn(out, y):
+            return flt.mse(out, y, sample_weight=torch.arange(16.0, dtype=torch.float64)[:, None])
+    else:
+        y = torch.from_numpy(rng.normal(size=(16, 5)))
+
+        def loss_fn(out, y):
+            return flt.triplet_margin_loss(out, y, out.flip(0), margin=0.5)
+    eager = _step(lambda x, y: loss_fn(model(x), y), model, x, y)
+    model.zero_grad()
+    torch._dynamo.reset()
+    compiled = _step(torch.compile(lambda x, y: loss_fn(model(x), y), fullgraph=True), model, x, y)
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-12, atol=0)
+    for a, b in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_func_grad_and_vmap(rng):
+    z = torch.from_numpy(rng.normal(size=(3, 8, 5)))
+    labels = torch.from_numpy(rng.integers(0, 5, (3, 8)))
+
+    def ours(a, b):
+        return flt.sparse_softmax_cross_entropy(a, b, label_smoothing=0.2)
+
+    def theirs(a, b):
+        return F.cross_entropy(a, b, label_smoothing=0.2)
+
+    torch.testing.assert_close(torch.func.grad(ours)(z[0], labels[0]), torch.func.grad(theirs)(z[0], labels[0]))
+    torch.testing.assert_close(torch.func.vmap(ours)(z, labels), torch.func.vmap(theirs)(z, labels))
+    torch.testing.assert_close(torch.func.vmap(torch.func.grad(ours))(z, labels),
+                               torch.func.vmap(torch.func.grad(theirs))(z, labels))
+
+
+def test_no_gradient_is_computed_when_none_is_wanted(rng, monkeypatch):
+    from fastloss import _torch_op
+
+    asked = []
+    compute = _torch_op._fl.compute
+    monkeypatch.setattr(_torch_op._fl, "compute", lambda *a, **k: asked.append(k["grad"]) or compute(*a, **k))
+    z = torch.from_numpy(rng.normal(size=(6, 4))).requires_grad_(True)
+    labels = torch.from_numpy(rng.integers(0, 4, 6))
+    with torch.no_grad():
+        flt.sparse_softmax_cross_entropy(z, labels)
+    flt.sparse_softmax_cross_entropy(z.detach(), labels)
+    loss = flt.sparse_softmax_cross_entropy(z, labels, grad=False)
+    assert loss.grad_fn is None
+    assert asked == [False, False, False]
+    flt.sparse_softmax_cross_entropy(z, labels).backward()
+    assert asked[-1] is True
+    torch.testing.assert_close(loss, F.cross_entropy(z.detach(), labels))
+
+
+def test_backward_from_one_hands_back_the_saved_gradient(rng, monkeypatch):
+    """loss.backward() seeds 1: no multiplication pass over the gradient; any other
+    incoming gradient is multiplied."""
+    import fastloss.torch as module
+
+    scaled = []
+    scale = module._scale
+    monkeypatch.setattr(module, "_scale", lambda *a: scaled.append(1) or scale(*a))
+    z = torch.from_numpy(rng.normal(size=(6, 4))).requires_grad_(True)
+    labels = torch.from_numpy(rng.integers(0, 4, 6))
+    flt.sparse_softmax_cross_entropy(z, labels).backward()
+    assert scaled == []
+    first = z.grad.clone()
+    z.grad = None
+    (3 * flt.sparse_softmax_cross_entropy(z, labels)).backward()
+    assert scaled == [1]
+    torch.testing.assert_close(z.grad, 3 * first)
