@@ -10,6 +10,8 @@ SPEC.md for the contract.
 
 import inspect
 
+import numpy as np
+
 from . import _api, cpu_cython, cuda
 from ._api import evaluate
 from ._registry import SPECS, export, lookup
@@ -74,19 +76,26 @@ def _make_loss(spec):
     fast = cpu_cython.fast_spec(spec, LossResult)
     fast_params = cpu_cython.fast_params
 
+    def fast_result(fast_call, arrays, options):
+        if not options:  # the commonest call of all, with no Python-level work
+            return fast_call(fast, arrays, "mean", fast.params)
+        params = fast_params(spec, options, fast.params)
+        if params is not None and isinstance(reduction := options.get("reduction", "mean"), str):
+            return fast_call(fast, arrays, reduction, params, options.get("grad", True),
+                             options.get("sample_weight"), options.get("hessian", False),
+                             options.get("ignore_index"), options.get("out"))
+        return None
+
     def loss_function(*arrays, **options):
         fast_call = _api.FAST_CALL
         if fast is not None and fast_call is not None:
-            if not options:  # the commonest call of all, with no Python-level work
-                result = fast_call(fast, arrays, "mean", fast.params)
+            if arrays and type(arrays[0]) is not np.ndarray:  # PyTorch CPU tensors: NumPy views
+                views, back = _api.tensor_views(arrays)
+                result = fast_result(fast_call, views, options) if back is not None else None
                 if result is not None:
-                    return result
-                return evaluate(spec, arrays, options)
-            params = fast_params(spec, options, fast.params)
-            if params is not None and isinstance(reduction := options.get("reduction", "mean"), str):
-                result = fast_call(fast, arrays, reduction, params, options.get("grad", True),
-                                   options.get("sample_weight"), options.get("hessian", False),
-                                   options.get("ignore_index"), options.get("out"))
+                    return back(result)
+            else:
+                result = fast_result(fast_call, arrays, options)
                 if result is not None:
                     return result
         return evaluate(spec, arrays, options)

@@ -160,7 +160,7 @@ def _result_converter(first):
             if a is None or not isinstance(a, np.ndarray):
                 return a
             a = a if a.flags.writeable else a.copy()
-            if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: the same bits as torch's
+            if a.dtype.kind == "V" and a.dtype.name == "bfloat16":  # ml_dtypes': the same bits as torch's
                 return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
             return torch.from_numpy(a)
 
@@ -173,6 +173,31 @@ def _result_converter(first):
 
         return to_jax
     return None
+
+
+def tensor_views(arrays):
+    """For the compiled fast path: NumPy views of PyTorch CPU tensors (float32, float64 or
+    integer; read in place) and a function that hands a :class:`LossResult` back as
+    tensors (``torch.from_numpy``, no copy); ``(arrays, None)`` for anything else."""
+    if not (type(arrays[0]).__module__.startswith("torch") and hasattr(arrays[0], "detach")):
+        return arrays, None
+    try:
+        views = tuple(a.detach().numpy() if a.device.type == "cpu" and not a.is_conj() and not a.is_neg() else None
+                      for a in arrays)
+    except (AttributeError, TypeError, RuntimeError):  # not a tensor, or a dtype NumPy lacks (bfloat16)
+        return arrays, None
+    if any(v is None for v in views):
+        return arrays, None
+    import torch
+
+    def tensor(a):
+        return a if a is None else torch.from_numpy(a)
+
+    def back(result):
+        grad = tuple(map(tensor, result.grad)) if isinstance(result.grad, tuple) else tensor(result.grad)
+        return LossResult(tensor(result.loss), grad, tensor(result.hess))
+
+    return views, back
 
 
 def _adopt_out(back, out, spec):

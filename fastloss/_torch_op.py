@@ -62,8 +62,7 @@ def _loads(text):
     return json.loads(text)
 
 
-@torch.library.custom_op("fastloss::fused_loss", mutates_args=())
-def fused_loss(
+def compute(
     name: str, options: str, x: torch.Tensor, y: torch.Tensor | None, v: torch.Tensor | None,
     sample_weight: torch.Tensor | None, aux: torch.Tensor | None, want_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -74,6 +73,19 @@ def fused_loss(
     grads = (res.grad if isinstance(res.grad, tuple) else (res.grad,)) if want_grad else ()
     loss = res.loss if isinstance(res.loss, torch.Tensor) else torch.as_tensor(res.loss, device=x.device)
     return (loss, *grads, *(x.new_empty(0) for _ in range(SLOTS - len(grads))))
+
+
+#: The operator over :func:`compute`. Eager calls outside torch.func transforms may call
+#: :func:`compute` itself (:func:`call`): the dispatcher's round trip costs some 40 us.
+fused_loss = torch.library.custom_op("fastloss::fused_loss", compute, mutates_args=())
+
+
+def call(*args):
+    """:func:`compute` through the operator where a compiler or a transform must see it
+    (``torch.compile``, ``torch.func``), else directly."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return fused_loss(*args)
+    return compute(*args)
 
 
 def loss_shape(spec, options, x):

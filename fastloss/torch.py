@@ -36,7 +36,7 @@ import numpy as np
 import fastloss as _fl
 
 from ._registry import SPECS, export
-from ._torch_op import decode_options, fused_loss, split_options
+from ._torch_op import call, decode_options, split_options
 
 #: Arguments the adapter does not take: autograd owns the gradient's buffer and the
 #: derivatives (``grad=False`` is taken: the loss alone, with no gradient).
@@ -53,7 +53,7 @@ class FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(name, options, broadcast, x, y, v, sample_weight, aux):
-        return fused_loss(name, options, x, y, v, sample_weight, aux, True)
+        return call(name, options, x, y, v, sample_weight, aux, True)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -82,6 +82,22 @@ class FusedLoss(torch.autograd.Function):
         wanted = ctx.needs_input_grad[3:6]
         out = [g if need else None for g, need in zip(scaled, wanted)]
         return (None, None, None, *out, *([None] * (3 - len(out))), None, None)
+
+
+class EagerFusedLoss(torch.autograd.Function):
+    """:class:`FusedLoss` in the older form (forward takes ``ctx``) for eager calls outside
+    torch.func transforms: ``apply`` binds a newer-form Function's arguments to its
+    signature through ``inspect`` at every call, some 50 us of a small call's time."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        output = FusedLoss.forward(*args)
+        FusedLoss.setup_context(ctx, args, output)
+        return output
+
+    backward = FusedLoss.backward
+
+
 
 
 def _is_one(t):
@@ -248,10 +264,10 @@ def _make(spec):
         text, aux = split_options(options, x.device)
         if want and torch.is_grad_enabled() and any(t.requires_grad for t in tensors[: spec.grads]):
             broadcast = _broadcast_axis(spec, options, x)
-            return FusedLoss.apply(spec.name, text, broadcast, x, y, v, weight, aux)[0]
+            eager = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
+            return (EagerFusedLoss if eager else FusedLoss).apply(spec.name, text, broadcast, x, y, v, weight, aux)[0]
         # No gradient wanted: none computed, and the loss is a constant to autograd.
-        return fused_loss(spec.name, text, *(t if t is None else t.detach() for t in (x, y, v)), weight, aux,
-                          False)[0]
+        return call(spec.name, text, *(t if t is None else t.detach() for t in (x, y, v)), weight, aux, False)[0]
 
     base = getattr(_fl, spec.name)
     loss_function.__name__ = loss_function.__qualname__ = spec.name

@@ -332,3 +332,30 @@ def test_out_that_is_also_the_target_takes_the_general_path(rng, general_path_ca
     res = fl.softmax_cross_entropy(x, x, out=x)
     assert general_path_calls and res.grad is x
     np.testing.assert_array_equal(x, expected.grad)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"reduction": "none", "label_smoothing": 0.1}, {"grad": "only"},
+                                    {"ignore_index": 1, "sample_weight": np.linspace(0.5, 2.0, 8)}])
+def test_pytorch_cpu_tensors_take_the_fast_path(kwargs, general_path_forbidden):
+    """PyTorch CPU tensors are read through NumPy views by the compiled fast path, and the
+    results come back as tensors, bit for bit those of the NumPy arrays."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    z, labels = rng.normal(size=(8, 5)).astype(np.float32), rng.integers(0, 5, 8)
+    ours = fl.sparse_softmax_cross_entropy(torch.from_numpy(z), torch.from_numpy(labels), **kwargs)
+    want = fl.sparse_softmax_cross_entropy(z, labels, **kwargs)
+    for got, ref in ((ours.loss, want.loss), (ours.grad, want.grad)):
+        if ref is None:
+            assert got is None
+            continue
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_array_equal(got.numpy(), ref)
+
+
+def test_tensors_the_fast_path_cannot_view_take_the_general_path(general_path_calls):
+    torch = pytest.importorskip("torch")
+    z = torch.randn(4, 3)
+    labels = torch.tensor([0, 1, 2, 0])
+    fl.sparse_softmax_cross_entropy(z.to(torch.bfloat16), labels)
+    fl.sparse_softmax_cross_entropy(z.requires_grad_(True), labels)  # read through detach(): fast
+    assert general_path_calls == [1]
