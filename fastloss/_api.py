@@ -45,7 +45,7 @@ def evaluate(spec, args, kwargs):
     options = {o.name: o.check(kwargs.pop(o.name, o.default)) for o in spec.options}
     if kwargs:
         raise TypeError(f"{spec.name}() got an unexpected keyword argument {next(iter(kwargs))!r}")
-    _check_flags(spec, reduction, want, hessian, backend)
+    check_flags(spec, reduction, want, hessian, backend)
     if any(type(a).__module__.startswith("dask.") for a in arrays):
         from . import dask as lazy
 
@@ -64,11 +64,8 @@ def evaluate(spec, args, kwargs):
     arrays = [_host_array(a, name) for a, name in zip(arrays, spec.inputs)]
     if back is not None and out is not None:  # tensors as out=: write through NumPy views of them
         back, out = _adopt_out(back, out, spec)
-    dtype, compute, sparse = _check_dtypes(spec, arrays)
+    dtype, compute, sparse, axis = check_arrays(spec, arrays, axis)
     rows = spec.family == "rowwise"
-    if rows:
-        axis = _check_axis(axis, arrays[0])
-    _check_shapes(spec, arrays, axis, sparse)
     shape = arrays[0].shape
     loss_shape = shape[:axis] + shape[axis + 1:] if rows else shape
     width = arrays[0].shape[axis] if rows else 1
@@ -230,6 +227,17 @@ def _backend(backend, size):
     return cpu_numba
 
 
+def check_arrays(spec, arrays, axis):
+    """SPEC section 3's checks that read only the arrays' dtypes and shapes (adapters that
+    see traced arrays run them while tracing): (dtype of the results, compute dtype,
+    whether the target holds integer labels, the class axis as a non-negative index)."""
+    dtype, compute, sparse = _check_dtypes(spec, arrays)
+    if spec.family == "rowwise":
+        axis = _check_axis(axis, arrays[0])
+    _check_shapes(spec, arrays, axis, sparse)
+    return dtype, compute, sparse, axis
+
+
 def _gather_inputs(spec, args, kwargs):
     """The input arrays, given positionally or by name."""
     if len(args) > len(spec.inputs):
@@ -242,7 +250,7 @@ def _gather_inputs(spec, args, kwargs):
     return arrays
 
 
-def _check_flags(spec, reduction, want, hessian, backend):
+def check_flags(spec, reduction, want, hessian, backend):
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if reduction not in spec.reductions:

@@ -11,7 +11,10 @@ backward pass multiplies it by the incoming cotangent (per sample for
 ``reduction="none"``). Same names, arrays and options as ``fastloss.<name>``, except
 ``out``, ``grad`` and ``hessian``. Gradients flow to the differentiable inputs (targets
 and labels are data: their cotangents are zero). Options are static: a new set of options
-traces a new function.
+traces a new function, and a traced option is refused with a clear error; ``sample_weight``
+is an operand and may be traced. Shape, dtype and option errors are raised while tracing,
+with fastloss's own messages (labels out of range, which only the data shows, are found
+when the kernel runs).
 
 Install with ``pip install "fastloss[jax]"``.
 """
@@ -28,6 +31,7 @@ import numpy as np
 
 import fastloss as _fl
 
+from . import _api
 from ._registry import export
 
 _REFUSED = ("out", "grad", "hessian")
@@ -95,6 +99,25 @@ def _function(name, frozen):
     return loss
 
 
+def _check(spec, arrays, options):
+    """The checks of SPEC section 3 that need no data: the arrays' dtypes and shapes, and
+    the options (static: a traced option has no value to check or to hand the kernel)."""
+    for name, value in options.items():
+        if isinstance(value, jax.core.Tracer) and name != "sample_weight":  # the weights are an operand
+            raise TypeError(
+                f"fastloss.jax.{spec.name}: option {name} is traced, but options are static; pass a Python "
+                "value (under jit, close over it or mark it static)"
+            )
+    unknown = set(options) - set(spec.option_names) - {"axis", "reduction", "sample_weight", "backend"}
+    if unknown:
+        raise TypeError(f"{spec.name}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    for o in spec.options:
+        if o.name in options:
+            o.check(options[o.name])
+    _api.check_flags(spec, options.get("reduction", "mean"), True, False, options.get("backend", "auto"))
+    _api.check_arrays(spec, arrays, options.get("axis", -1))
+
+
 def _weight_operand(spec, options, x, weight):
     """``sample_weight`` broadcast to the unreduced loss's shape (the callback's operands
     need static shapes)."""
@@ -132,6 +155,8 @@ def _make(spec):
         if len(arrays) < len(spec.inputs):
             arrays = (*arrays, *(options.pop(n) for n in spec.inputs[len(arrays):] if n in options))
         arrays = [jnp.asarray(a) for a in arrays]
+        # fastloss's own errors while tracing, not a host callback's failure at run time.
+        _check(spec, arrays, options)
         weight = options.pop("sample_weight", None)
         if weight is not None:  # an operand, so that it may be traced (Keras's weights under jit)
             arrays.append(_weight_operand(spec, options, arrays[0], weight))

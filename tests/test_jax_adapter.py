@@ -118,3 +118,26 @@ def test_second_derivatives_are_refused_not_wrong(rng):
         jax.grad(lambda a: (jax.grad(f)(a) ** 2).sum())(x)
     with pytest.raises(ValueError, match="JVP"):
         jax.hessian(f)(x)
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda z: flj.sparse_softmax_cross_entropy(z, jnp.zeros(4)), TypeError, "integer class labels"),
+    (lambda z: flj.sparse_softmax_cross_entropy(z, jnp.zeros(3, int)), ValueError, "without its class axis"),
+    (lambda z: flj.sparse_softmax_cross_entropy(z, jnp.zeros(4, int), label_smoothing=2.0), ValueError,
+     r"label_smoothing must be in \[0, 1\]"),
+    (lambda z: flj.mse(z, z, reduction="avg"), ValueError, "reduction must be one of"),
+    (lambda z: flj.mse(z, z, bogus=1), TypeError, "unexpected keyword argument 'bogus'"),
+    (lambda z: flj.mse(z, z[:2]), ValueError, "has shape"),
+])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_errors_are_raised_while_tracing_with_fastloss_messages(call, error, message, jit):
+    z = jnp.ones((4, 3))
+    with pytest.raises(error, match=message):
+        (jax.jit(call) if jit else call)(z)
+
+
+def test_a_traced_option_is_refused_clearly():
+    z = jnp.ones((4, 3))
+    f = jax.jit(lambda z, ls: flj.sparse_softmax_cross_entropy(z, jnp.zeros(4, int), label_smoothing=ls))
+    with pytest.raises(TypeError, match="label_smoothing is traced, but options are static"):
+        f(z, 0.1)
