@@ -84,21 +84,31 @@ if hasattr(os, "register_at_fork"):
 
 
 def _parallel_launch(k, args, threads):
-    """Launch a parallel kernel on ``threads`` threads (at most Numba's pool), safely
-    under whichever threading layer Numba chose; Numba's own count for this thread is
-    restored afterwards."""
+    """Launch a parallel kernel on ``threads`` threads, safely under whichever threading
+    layer Numba chose (the first launch, which starts Numba's threads, under the lock)."""
     global _layer
+    if _layer is None or _layer == "workqueue":
+        with _launch_lock:
+            total = _on_threads(k, args, threads)
+            if _layer is None:
+                import numba
+
+                _layer = numba.threading_layer()
+            return total
+    return _on_threads(k, args, threads)
+
+
+def _on_threads(k, args, threads):
+    """``k(*args)`` on ``threads`` threads (at most Numba's pool); Numba's own count for
+    this thread is restored afterwards."""
     import numba
 
     before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    wanted = min(threads, numba.config.NUMBA_NUM_THREADS)
+    if wanted == before:
+        return k(*args)
+    numba.set_num_threads(wanted)
     try:
-        if _layer is None or _layer == "workqueue":
-            with _launch_lock:
-                total = k(*args)
-                if _layer is None:
-                    _layer = numba.threading_layer()
-                return total
         return k(*args)
     finally:
         numba.set_num_threads(before)
