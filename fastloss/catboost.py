@@ -43,7 +43,10 @@ class Objective:
         """(n, 2): each sample's (-gradient, -hessian) of the loss at its margin."""
         grad, hess = self._compute(np.asarray(approxes, dtype=np.float64), np.asarray(targets),
                                    None if weights is None else np.asarray(weights, dtype=np.float64))
-        return np.column_stack((-grad, -hess))
+        ders = np.empty((grad.shape[0], 2))
+        np.negative(grad, out=ders[:, 0])
+        np.negative(hess, out=ders[:, 1])
+        return ders
 
     def calc_ders_multi(self, approx, target, weight):
         """One object's -gradient (K,) and -hessian (K, K, its diagonal) over its K margins."""

@@ -576,6 +576,10 @@ SOURCE_HASH = "{source_hash}"
 
 cdef enum:
     MAX_PARAMS = 8
+    # Kernels release the GIL from this many elements on. A smaller call holds it: it
+    # takes a few microseconds, and handing the GIL to another Python thread mid-call
+    # (a boosting library's threads calling an objective) makes it wait for that thread.
+    RELEASE_GIL_SIZE = 16384
 
 
 cdef void _params(tuple params, double* out) except *:
@@ -764,11 +768,16 @@ def run__{cname}(cnp.ndarray x, cnp.ndarray y, c, cnp.ndarray w, tuple params, d
     if has_c:
         cp = _f64(c)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-        with nogil:
+        if n >= RELEASE_GIL_SIZE:
+            with nogil:
+                {call_float}
+        else:
             {call_float}
-    else:
+    elif n >= RELEASE_GIL_SIZE:
         with nogil:
             {call_double}
+    else:
+        {call_double}
     return total
 '''
 
@@ -850,11 +859,16 @@ def run__{cname}(cnp.ndarray x, cnp.ndarray y, cnp.ndarray v, c, cnp.ndarray w, 
         cp = _f64(c)
         c_n = cnp.PyArray_SIZE(c)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-        with nogil:
+        if rows * width >= RELEASE_GIL_SIZE:
+            with nogil:
+                {call_float}
+        else:
             {call_float}
-    else:
+    elif rows * width >= RELEASE_GIL_SIZE:
         with nogil:
             {call_double}
+    else:
+        {call_double}
     return total
 '''
 
