@@ -181,7 +181,8 @@ class TestCatBoost:
     def test_models_equal_numpy_objectives(self, rng):
         """Trained models equal those of the same objectives written in NumPy (CatBoost's
         signs: the derivatives of the negated loss)."""
-        kw = dict(iterations=15, depth=3, learning_rate=0.3, random_seed=0, verbose=0, thread_count=1)
+        kw = dict(iterations=15, depth=3, learning_rate=0.3, random_seed=0, verbose=0, thread_count=1,
+                  allow_writing_files=False)
         X, y, _ = _data(rng)
         w = rng.uniform(0.5, 2.0, len(X))
         fits = [self.cb.CatBoostRegressor(loss_function=obj, eval_metric="RMSE", **kw).fit(X, y, sample_weight=w)
@@ -195,7 +196,7 @@ class TestCatBoost:
 
     def test_classifiers_learn(self, rng):
         X, _, y = _data(rng)
-        kw = dict(iterations=20, depth=3, learning_rate=0.3, random_seed=0, verbose=0)
+        kw = dict(iterations=20, depth=3, learning_rate=0.3, random_seed=0, verbose=0, allow_writing_files=False)
         model = self.cb.CatBoostClassifier(loss_function=self.flc.objective("sigmoid_binary_cross_entropy"),
                                            eval_metric="Logloss", **kw).fit(X, y)
         assert ((model.predict(X, prediction_type="RawFormulaVal") > 0) == y).mean() > 0.85

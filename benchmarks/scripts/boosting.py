@@ -100,7 +100,7 @@ def catboost_runs(X, y, classes, rounds):
     import fastloss.catboost as flc
 
     cls = catboost.CatBoostClassifier
-    kw = dict(iterations=rounds, depth=6, verbose=0, random_seed=0)
+    kw = dict(iterations=rounds, depth=6, verbose=0, random_seed=0, allow_writing_files=False)
     metric = "Logloss" if classes == 2 else "MultiClass"
     if classes > 2:
         kw["classes_count"] = classes
