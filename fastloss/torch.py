@@ -98,8 +98,6 @@ class EagerFusedLoss(torch.autograd.Function):
     backward = FusedLoss.backward
 
 
-
-
 def _is_one(t):
     """Whether ``t`` is a plain CPU scalar equal to 1 (``loss.backward()``'s seed); never
     looked at where reading it would cost a device sync or break a trace."""

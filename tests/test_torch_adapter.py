@@ -294,3 +294,18 @@ def test_backward_from_one_hands_back_the_saved_gradient(rng, monkeypatch):
     (3 * flt.sparse_softmax_cross_entropy(z, labels)).backward()
     assert scaled == [1]
     torch.testing.assert_close(z.grad, 3 * first)
+
+
+def test_the_saved_gradient_is_never_handed_out_to_be_changed(rng):
+    """backward returns the saved gradient itself for a seed of 1: autograd must copy it
+    into .grad, so that accumulating or editing .grad leaves later backwards right."""
+    z = torch.from_numpy(rng.normal(size=(4, 3))).requires_grad_(True)
+    labels = torch.tensor([0, 1, 2, 0])
+    loss = flt.sparse_softmax_cross_entropy(z, labels)
+    loss.backward(retain_graph=True)
+    first = z.grad.clone()
+    z.grad.mul_(5)  # as gradient clipping does in place
+    z.grad = None
+    loss.backward(retain_graph=True)
+    loss.backward()
+    torch.testing.assert_close(z.grad, 2 * first)
