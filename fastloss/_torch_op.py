@@ -7,14 +7,15 @@ up, in :class:`fastloss.torch.FusedLoss`, whose forward calls this operator.
 
 A call carries the loss's name and its scalar options as JSON text (constants to the
 compiler), its arrays as up to three tensors, the sample weights and the array option
-(``class_weight``, ``pos_weight``) as tensors, and whether to compute the gradient. It returns the loss and
-three gradient slots: the gradients of the loss's differentiable inputs, empty tensors in
-the other slots.
+(``class_weight``, ``pos_weight``) as tensors, and whether to compute the gradient. It
+returns the loss and three gradient slots: the gradients of the loss's differentiable
+inputs, empty tensors in the other slots.
 """
 
 import functools
 import json
 
+import numpy as np
 import torch
 
 import fastloss as _fl
@@ -26,7 +27,9 @@ def split_options(options, device):
     """(JSON text of the scalar options, the array option as a float64 tensor or None).
 
     A loss has at most one array option (``class_weight``, ``pos_weight``); it travels as
-    a tensor, the text names it. The text is a constant to ``torch.compile``."""
+    a tensor, the text names it. NumPy scalars count as numbers. The text is a constant to
+    ``torch.compile``."""
+    options = {k: v.item() if isinstance(v, np.generic) else v for k, v in options.items()}
     array = next((k for k, v in options.items() if v is not None and not isinstance(v, (bool, int, float, str))), None)
     scalars = tuple(sorted((k, v) for k, v in options.items() if k != array))
     aux = None if array is None else torch.as_tensor(options[array], dtype=torch.float64, device=device)

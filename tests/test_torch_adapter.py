@@ -309,3 +309,15 @@ def test_the_saved_gradient_is_never_handed_out_to_be_changed(rng):
     loss.backward(retain_graph=True)
     loss.backward()
     torch.testing.assert_close(z.grad, 2 * first)
+
+
+def test_numpy_scalars_and_arrays_as_options(rng):
+    """NumPy scalars are numbers (the options' JSON), the array option a tensor."""
+    z = torch.from_numpy(rng.normal(size=(6, 4))).requires_grad_(True)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0])
+    w = np.array([1.0, 2.0, 0.5, 1.5])
+    loss = flt.sparse_softmax_cross_entropy(z, labels, label_smoothing=np.float32(0.25), class_weight=w,
+                                            ignore_index=np.int64(3))
+    want = fl.sparse_softmax_cross_entropy(z.detach().numpy(), labels.numpy(), label_smoothing=0.25,
+                                           class_weight=w, ignore_index=3)
+    np.testing.assert_array_equal(loss.detach().numpy(), want.loss)
