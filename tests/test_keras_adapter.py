@@ -83,12 +83,14 @@ def test_missing_keras_names_the_extra():
 PARITY = pathlib.Path(__file__).with_name("keras_parity.py")
 
 
-def _parity(backend):
-    job = python_job(str(PARITY), timeout=600, KERAS_BACKEND=backend)
+def _backend_job(backend, *args):
+    """``python *args`` on the Keras backend ``backend`` in the background; None (the test
+    skips) where that backend is not installed."""
+    job = python_job(*args, timeout=600, KERAS_BACKEND=backend)
     return lambda run: None if importlib.util.find_spec(backend) is None else job(run)
 
 
-@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.background(job=_parity(b)))
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.background(job=_backend_job(b, str(PARITY))))
                                      for b in ("torch", "jax")])
 def test_classes_give_fastloss_values_and_gradients(backend, background):
     """Every Keras class, option case, reduction, with and without fit's sample weights:
@@ -127,13 +129,8 @@ print(done.stdout.strip() or done.stderr[-2000:])
 """
 
 
-def _round_trip(backend):
-    job = python_job("-c", _ROUND_TRIP, timeout=600, KERAS_BACKEND=backend)
-    return lambda run: None if importlib.util.find_spec(backend) is None else job(run)
-
-
-@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.background(job=_round_trip(b)))
-                                     for b in ("torch", "jax")])
+@pytest.mark.parametrize("backend", [
+    pytest.param(b, marks=pytest.mark.background(job=_backend_job(b, "-c", _ROUND_TRIP))) for b in ("torch", "jax")])
 def test_saved_models_load_without_custom_objects(backend, background):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
