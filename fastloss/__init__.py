@@ -5,7 +5,7 @@
 
 Each loss function takes the arrays (predictions first) and keyword options; see
 ``help(fastloss.<name>)`` for its formula and options, :func:`losses` for the list, and
-SPEC.md for the contract.
+the contract (docs/contract.md) for what every call guarantees.
 """
 
 import inspect

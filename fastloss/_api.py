@@ -1,9 +1,10 @@
 """The generic call path of every loss: validate, prepare, dispatch, wrap.
 
-Everything SPEC section 3 forbids is rejected here, before a kernel runs. Inputs are then
-brought to the kernels' layout (C-contiguous, the class axis last, flattened to 1-D or
-2-D, in the compute dtype), copying only what is not already in that form; outputs are
-written straight into ``out`` where its layout allows, else into a buffer copied there.
+Everything the contract (docs/contract.md, section 3) forbids is rejected here, before a
+kernel runs. Inputs are then brought to the kernels' layout (C-contiguous, the class axis
+last, flattened to 1-D or 2-D, in the compute dtype), copying only what is not already in
+that form; outputs are written straight into ``out`` where its layout allows, else into a
+buffer copied there.
 """
 
 import math
@@ -228,7 +229,7 @@ def _backend(backend, size):
 
 
 def check_arrays(spec, arrays, axis):
-    """SPEC section 3's checks that read only the arrays' dtypes and shapes (adapters that
+    """Contract section 3's checks that read only the arrays' dtypes and shapes (adapters that
     see traced arrays run them while tracing): (dtype of the results, compute dtype,
     whether the target holds integer labels, the class axis as a non-negative index)."""
     dtype, compute, sparse = _check_dtypes(spec, arrays)
@@ -362,7 +363,7 @@ def _check_labels(labels, width, ignore_index):
 
 
 def check_label_range(lo, hi, width, ignore_index):
-    """Raise SPEC section 3's error unless the smallest and largest counted labels,
+    """Raise contract section 3's error unless the smallest and largest counted labels,
     ``lo`` and ``hi``, are in [0, width)."""
     if lo < 0 or hi >= width:
         bad = lo if lo < 0 else hi

@@ -1,4 +1,4 @@
-"""Validation of loss options (SPEC section 3): each checker returns the option's value in
+"""Validation of loss options (contract section 3): each checker returns the option's value in
 canonical form or raises a ``ValueError``/``TypeError`` that names the option."""
 
 import math

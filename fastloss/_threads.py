@@ -1,4 +1,4 @@
-"""How many threads the CPU backends use for a large input (SPEC section 7).
+"""How many threads the CPU backends use for a large input (contract section 7).
 
 The process-wide count starts at ``OMP_NUM_THREADS`` where that is a positive integer, else
 at the number of cores this process may run on; :func:`set_num_threads` changes it, and

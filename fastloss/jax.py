@@ -100,7 +100,7 @@ def _function(name, frozen):
 
 
 def _check(spec, arrays, options):
-    """The checks of SPEC section 3 that need no data: the arrays' dtypes and shapes, and
+    """The checks of contract section 3 that need no data: the arrays' dtypes and shapes, and
     the options (static: a traced option has no value to check or to hand the kernel)."""
     for name, value in options.items():
         if isinstance(value, jax.core.Tracer) and name != "sample_weight":  # the weights are an operand

@@ -1,9 +1,9 @@
 """Independent float64 references for every loss, and input generators for the tests.
 
-Written from SPEC section 5 with NumPy/SciPy only: nothing here imports fastloss. Each
-reference takes float64 arrays (class axis last) and the loss's options and returns the
-unreduced, unweighted per-sample losses. ``make_inputs`` draws inputs away from kinks and
-clip boundaries so that finite differences are valid.
+Written from the contract (docs/contract.md, section 5) with NumPy/SciPy only: nothing
+here imports fastloss. Each reference takes float64 arrays (class axis last) and the
+loss's options and returns the unreduced, unweighted per-sample losses. ``make_inputs``
+draws inputs away from kinks and clip boundaries so that finite differences are valid.
 """
 
 import numpy as np
@@ -226,7 +226,7 @@ def reference(name, arrays, options):
 
 
 def reduce_reference(name, per_sample, reduction, weights, arrays, options):
-    """Reduce reference losses as SPEC section 1 says (with RMSE's and sparse CE's rules)."""
+    """Reduce reference losses as contract section 1 says (with RMSE's and sparse CE's rules)."""
     w = 1.0 if weights is None else np.broadcast_to(weights, per_sample.shape)
     weighted = w * per_sample
     if reduction == "none":

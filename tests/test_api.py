@@ -1,5 +1,6 @@
-"""The calling convention of SPEC sections 1-2: the result object, grad flags, out= and
-in-place, layouts, dtypes, the registry, aliases, and the parallel path."""
+"""The calling convention of contract sections 1-2 (docs/contract.md): the result object,
+grad flags, out= and in-place, layouts, dtypes, the registry, aliases, and the parallel
+path."""
 
 import inspect
 

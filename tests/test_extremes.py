@@ -1,11 +1,13 @@
-"""SPEC section 4 (numerics) and the extreme-input rules of section 3, for every loss.
+"""Contract section 4 (numerics) and the extreme-input rules of section 3, for every loss
+(docs/contract.md).
 
 Every value and gradient is compared with a reference computed in mpmath at 50 digits from
-the formulas of SPEC section 5, written out here independently of fastloss, in float64 and
-in float32 (the reference is computed from the float32 values themselves). The target is
-SPEC's: 1e-13 relative in float64, 1e-6 in float32, "or the same absolute error near zero"
-(used only where a comment says why; everywhere else the check is relative, with only the
-dtype's smallest normal number as absolute slack, for results that underflow).
+the formulas of contract section 5, written out here independently of fastloss, in float64
+and in float32 (the reference is computed from the float32 values themselves). The target
+is contract section 4's: 1e-13 relative in float64, 1e-6 in float32, "or the same error in
+absolute terms near zero" (used only where a comment says why; everywhere else the check is
+relative, with only the dtype's smallest normal number as absolute slack, for results that
+underflow).
 
 Covered: logits of +-1e3 and +-1e4 (and +-inf where the value is finite) for the sigmoid and
 softmax families, saturated focal losses with gamma in [0, 1), masked (-inf) logits, rows
@@ -39,7 +41,7 @@ def _fifty_digits():
         yield
 
 
-# --- mpmath references (SPEC section 5), per element or per row -------------------------
+# --- mpmath references (contract section 5), per element or per row ---------------------
 
 
 def M(v):
@@ -457,10 +459,11 @@ def assert_mp_close(got, ref, dtype, what, atol=None):
 
 
 def _row_scale_atol(ref, rtol, floor=1.0):
-    """The absolute slack SPEC allows "near zero": rtol times the larger of the row's largest
-    |entry| and ``floor``, the gradient's natural scale (1 for softmax gradients p - t and
-    unit-norm distance gradients, times the "mean" factor). Such gradients are differences
-    (p - t, a_k - sum_j P_j a_j, g_pos - g_neg) that cancel where their terms nearly agree."""
+    """The absolute slack contract section 4 allows "near zero": rtol times the larger of
+    the row's largest |entry| and ``floor``, the gradient's natural scale (1 for softmax
+    gradients p - t and unit-norm distance gradients, times the "mean" factor). Such
+    gradients are differences (p - t, a_k - sum_j P_j a_j, g_pos - g_neg) that cancel where
+    their terms nearly agree."""
     out = np.empty(ref.shape, dtype=object)
     for idx in np.ndindex(ref.shape[:-1]):
         row = ref[idx]
@@ -508,7 +511,7 @@ def check(name, arrays, *, dtypes=DTYPES, reductions=REDUCTIONS, loss_abs=0.0, g
     return results
 
 
-# Logits at the extremes the SPEC names (|z| up to 1e4), saturation (+-30) and near 0.
+# Logits at the extremes contract section 4 names (|z| up to 1e4), saturation (+-30) and near 0.
 Z = np.array([1e4, -1e4, 1e3, -1e3, 30.0, -30.0, 0.0, 1e-3, -1e-3, 0.75])
 Y3 = np.array([0.0, 1.0, 0.3])
 ZG, YG = np.meshgrid(Z, Y3)  # (3, 10): every logit with every kind of target
@@ -571,9 +574,9 @@ SOFT = np.array([
     [0.25, 0.0, 0.75],
 ])
 # Softmax losses: (m - z_y) + log(d) cannot resolve log1p(s) for s below the ulp of d ~ 1,
-# so a loss of 1e-20 comes out as 0. SPEC allows the same absolute error near zero, in units
-# of the loss's natural scale (1 nat): loss_abs=1. Gradients p - t cancel in the same way:
-# grad_rows=True allows RTOL times the row's largest entry.
+# so a loss of 1e-20 comes out as 0. Contract section 4 allows the same error in absolute
+# terms near zero, in units of the loss's natural scale (1 nat): loss_abs=1. Gradients
+# p - t cancel in the same way: grad_rows=True allows RTOL times the row's largest entry.
 SOFTMAX = {"loss_abs": 1.0, "grad_rows": True}
 
 
@@ -929,9 +932,9 @@ def test_rmse_extremes(reduction, dtype):
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_rmse_of_a_negative_weighted_sum_is_nan(reduction, backend):
-    """Negative sample weights are allowed (SPEC section 2) and can make the weighted sum of
-    squares negative: its square root is NaN, as np.sqrt gives, with NaN gradients, as
-    PyTorch's sqrt gives; never an exception. A NaN in the data does the same."""
+    """Negative sample weights are allowed (contract section 1) and can make the weighted
+    sum of squares negative: its square root is NaN, as np.sqrt gives, with NaN gradients,
+    as PyTorch's sqrt gives; never an exception. A NaN in the data does the same."""
     x = np.array([1.0, 2.0, -0.5])
     y = np.zeros(3)
     w = np.array([1.0, -2.0, 3.0])  # sum of w r^2 = 1 - 8 + 0.75 < 0
@@ -980,7 +983,7 @@ def test_triplet_extremes(p, squared):
 
 
 def test_triplet_huge_coordinates_do_not_overflow():
-    # ||t||_2 = 2e160 is a finite float64, but sum(t^2) = 4e320 is not: SPEC section 4 asks
+    # ||t||_2 = 2e160 is a finite float64, but sum(t^2) = 4e320 is not: contract section 4 asks
     # for a form that is finite wherever the value is (a scaled norm, as hypot does).
     a = np.array([[1e160, 0.0], [0.0, 1e160]])
     pos = np.array([[-1e160, 0.0], [0.0, 0.0]])

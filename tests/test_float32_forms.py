@@ -14,7 +14,8 @@ from fastloss.losses import binary, float32_form, generative
 #: Largest error of softplus(+-x) and sigmoid(+-x) in float32 (logistic_single) over the
 #: grid below, in ulp of the float32 result, measured through the loss: 1.95 for
 #: softplus, 2.71 for sigmoid(-|x|) = e / (1 + e), taken as e r with r = 1 / (1 + e) (the
-#: errors of e, of 1 + e, of r and of the product add up). SPEC's 1e-6 is some 16 ulp.
+#: errors of e, of 1 + e, of r and of the product add up). Contract section 4's 1e-6 is
+#: some 16 ulp.
 MAX_ULP_LOGISTIC = 3.0
 
 
@@ -106,7 +107,7 @@ def _reference(x):
 
 def _ulp(got, ref):
     """|got - ref| in ulp of float32 at ref, where ref is a normal float32 (below it the
-    float32 forms flush to 0, which SPEC section 4 allows)."""
+    float32 forms flush to 0, which contract section 4 allows)."""
     normal = np.abs(ref) >= np.finfo(np.float32).tiny
     g = got.astype(np.float64)
     ulp = np.abs(g[normal] - ref[normal]) / np.spacing(np.abs(ref[normal]).astype(np.float32)).astype(np.float64)

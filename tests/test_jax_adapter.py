@@ -110,7 +110,7 @@ def test_missing_jax_names_the_extra():
 
 def test_second_derivatives_are_refused_not_wrong(rng):
     """The host callback has no derivative: a gradient of the gradient raises instead of
-    treating the saved gradient as a constant (SPEC section 6)."""
+    treating the saved gradient as a constant (contract section 6)."""
     x = rng.normal(size=(4, 3)).astype(np.float32)
     y = rng.normal(size=(4, 3)).astype(np.float32)
     f = lambda a: flj.mse(a, y)  # noqa: E731

@@ -30,7 +30,7 @@ def _reductions(name):
 
 def _objective(name, options, reduction, weights, k):
     """The reduced reference as a function of differentiable input ``k`` (a scalar: the sum
-    of the losses for "none", as SPEC section 1 defines that gradient)."""
+    of the losses for "none", as contract section 1 defines that gradient)."""
 
     def f(arrays, xk):
         arrays = list(arrays)

@@ -1,4 +1,4 @@
-"""fastloss.set_num_threads, get_num_threads and num_threads (SPEC section 7): the count
+"""fastloss.set_num_threads, get_num_threads and num_threads (contract section 7): the count
 each CPU backend runs with, OMP_NUM_THREADS as the default, and results that do not depend
 on it."""
 

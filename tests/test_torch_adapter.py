@@ -152,7 +152,7 @@ def _rounded(a):
 
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
 def test_bfloat16_tensors_compute_in_float32(rng, strided):
-    """SPEC section 2: bfloat16 in, float32 computation, bfloat16 out; the inputs are read
+    """Contract section 2: bfloat16 in, float32 computation, bfloat16 out; the inputs are read
     in place (no copy before the kernels' widening)."""
     z, labels = _bf16_case(rng)
     if strided:

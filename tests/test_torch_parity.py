@@ -4,10 +4,11 @@ Every reduction ("mean", "sum", "none"), float64 and float32 inputs (the referen
 computed by autograd on float64 tensors holding the same values, so float32 results only
 carry their own rounding), small random shapes including a 3-D case for element-wise losses
 and ``axis=1`` for class-axis losses (PyTorch's (N, C, L) layout). Losses PyTorch has are
-compared with ``torch.nn.functional``; the others are written out in torch ops from SPEC
-section 5 (torchvision's sigmoid focal loss, the hinges, GAN and VAE terms, the Keras-style
-probability losses, the JSD, ...). PyTorch has no ``sample_weight``: weighted results are
-compared with ``(w * per_sample).sum()`` (and ``/ count`` for "mean", the Keras convention).
+compared with ``torch.nn.functional``; the others are written out in torch ops from
+contract section 5 (torchvision's sigmoid focal loss, the hinges, GAN and VAE terms, the
+Keras-style probability losses, the JSD, ...). PyTorch has no ``sample_weight``: weighted
+results are compared with ``(w * per_sample).sum()`` (and ``/ count`` for "mean", the Keras
+convention).
 """
 
 import math
@@ -278,8 +279,9 @@ def test_cross_entropy_any_integer_label_dtype(label_dtype):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cross_entropy_class_indices_sample_weight(weighted, reduction, dtype):
-    # SPEC: sample_weight multiplies the numerator only; "mean" still divides by the number
-    # of counted rows, or with class_weight by the sum of class_weight[label] over them.
+    # Contract section 1: sample_weight multiplies the numerator only; "mean" still divides
+    # by the number of counted rows, or with class_weight by the sum of class_weight[label]
+    # over them.
     z, labels, c, axis = _sparse_ce_data(ROW_LAYOUTS[0], dtype, -100, 8)
     cw = np.linspace(0.5, 1.7, c) if weighted else None
     w = np.linspace(-1.0, 2.0, labels.size)

@@ -1,4 +1,4 @@
-"""fastloss.torch's second derivatives: exact where SPEC section 6 promises them, checked
+"""fastloss.torch's second derivatives: exact where contract section 6 promises them, checked
 against PyTorch's own losses differentiated twice (gradient penalties, the full hessian),
 and a RuntimeError naming the loss everywhere else."""
 

@@ -1,4 +1,5 @@
-"""SPEC section 3: bad input gets a clear ValueError/TypeError before any kernel runs.
+"""Contract section 3 (docs/contract.md): bad input gets a clear ValueError/TypeError
+before any kernel runs.
 
 Every test here runs with the kernels replaced by a tripwire, so an error raised by a
 kernel (or a kernel reached at all) fails the test.

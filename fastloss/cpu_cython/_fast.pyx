@@ -9,7 +9,8 @@ bring no arrays come this way), is validated, computed and wrapped here, with an
 for nothing, and "mean" divides by the others) and ``out`` (one gradient, written in
 place where the general path would write it directly). Anything else, and anything this code is unsure
 of (a label out of range, say), returns None and takes the general path of
-``fastloss._api``, which applies every rule of SPEC section 3 and raises its errors.
+``fastloss._api``, which applies every rule of the contract (docs/contract.md,
+section 3) and raises its errors.
 """
 
 cimport numpy as cnp

@@ -19,7 +19,7 @@ from ..math.portable import compile_for
 from . import natives  # noqa: F401  (registers the bit casts the math needs)
 
 # Fast-math flags that keep IEEE NaN/Inf semantics: no ``nnan``/``ninf`` (they would
-# delete the NaN and Inf handling SPEC section 4 requires), no ``afn`` (approximate
+# delete the NaN and Inf handling contract section 4 requires), no ``afn`` (approximate
 # transcendental functions would cost accuracy), no ``reassoc`` (LLVM would vectorise a
 # sum only in the loop version where outputs do not alias inputs, so an in-place call
 # would round differently; sums run in explicit lanes instead, see math/reductions.py)

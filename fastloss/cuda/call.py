@@ -384,7 +384,7 @@ class _LabelCheck(SimpleNamespace):
 
 
 def _check_labels(caller, labels, width, ignore, class_weight, mean):
-    """Queue :func:`drivers.label_check_kernel` on ``labels`` (SPEC section 3: no kernel
+    """Queue :func:`drivers.label_check_kernel` on ``labels`` (contract section 3: no kernel
     ever reads with a bad one), with ``class_weight`` (float64 on the device, or None:
     the loss kernel's, :func:`_aux_array`) and ``mean`` (``drivers.MEAN_*``) saying what
     the gate divides by, and the copy of its verdict to the host. Its ``wait()``, called

@@ -825,7 +825,7 @@ MEAN_AS_GIVEN, MEAN_OVER_COUNTED, MEAN_OVER_CLASS_WEIGHTS = 0, 1, 2
 
 
 def label_check_kernel(threads):
-    """The device check of integer ``labels`` (SPEC section 3), and what the loss kernel
+    """The device check of integer ``labels`` (contract section 3), and what the loss kernel
     needs of them, with no read-back in between.
 
     Each block leaves, in column ``b`` of ``stats`` (int64, one column more than

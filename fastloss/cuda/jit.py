@@ -3,9 +3,9 @@ functions, and kernels with the flags that keep IEEE semantics.
 
 ``fastmath`` stays off: in numba-cuda it turns ``exp``/``log`` into approximate
 intrinsics, flushes subnormals and makes division and square roots approximate, which
-SPEC section 4's accuracy does not allow. NVVM still contracts ``a * b + c`` into fused
-multiply-adds, as every CUDA compiler does by default, so results may differ from the
-CPU's in the last bit.
+the accuracy of contract section 4 does not allow. NVVM still contracts ``a * b + c``
+into fused multiply-adds, as every CUDA compiler does by default, so results may differ
+from the CPU's in the last bit.
 """
 
 from numba import cuda, float32, int32

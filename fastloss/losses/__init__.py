@@ -15,8 +15,8 @@ An element-wise ``f`` may have a float32 form, ``f_float32`` beside it (today th
 sigmoid BCE and the GAN losses), with the same arguments and results, which the
 CPU backends run on float32 inputs (a float16 input is computed in float32 too): it takes
 its transcendental functions in float32 arithmetic (``*_single`` primitives, twice the
-SIMD lanes of float64), as PyTorch and XLA do for float32, and must stay within SPEC
-section 4's float32 accuracy. :func:`float32_form` finds it.
+SIMD lanes of float64), as PyTorch and XLA do for float32, and must stay within the
+float32 accuracy of contract section 4. :func:`float32_form` finds it.
 
 Row-wise losses (:mod:`.softmax`, :mod:`.embedding`, the VAE term) are ``@portable``
 functions of one row (the class or feature axis)::

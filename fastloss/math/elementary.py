@@ -170,7 +170,7 @@ def exp_nonpositive_single(x):
     """e^x in float32 for a float32 x <= 0 (or NaN): :func:`exp_nonpositive`'s method in
     float32 arithmetic, a SIMD vector holding twice the lanes of float64. x = k ln2 + r,
     e^r by its Taylor polynomial of degree 7, 2^k from integer bits; 0 below EXP_FLUSH_F
-    (results below the smallest normal float32 flush, as SPEC section 4 allows). The
+    (results below the smallest normal float32 flush, as contract section 4 allows). The
     softmax of float32 logits takes its exponentials here, as PyTorch and XLA do: the
     argument z - max z is itself a float32, rounded once.
     """
@@ -292,7 +292,7 @@ def exp(x):
 def exp_nonpositive(x):
     """e^x for x <= 0 (or NaN), the argument of every softmax (z_j - max z): :func:`exp`'s
     arithmetic with one rescaling by 2^k, since here k >= -1022 (2^k is a normal number),
-    and 0 for x < EXP_FLUSH, where e^x is below the smallest normal number (SPEC section 4
+    and 0 for x < EXP_FLUSH, where e^x is below the smallest normal number (contract section 4
     lets subnormal results flush to 0). Fewer operations than :func:`exp` where that
     matters most: a softmax evaluates one exponential per logit.
     """

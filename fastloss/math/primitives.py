@@ -104,7 +104,7 @@ def logistic(x):
     (the second term corrects the rounding of u, as :func:`log1p` does, with the
     reciprocal the sigmoids need anyway); the softpluses differ only in their max(+-x, 0)
     term, the sigmoids are r and e r, swapped by the sign of x. e below the smallest
-    normal number flushes to 0 (SPEC section 4), and so do softplus(-|x|) and
+    normal number flushes to 0 (contract section 4), and so do softplus(-|x|) and
     sigmoid(-|x|) with it, from |x| = 708.4 on."""
     e = exp_nonpositive(-abs(x))
     u = 1.0 + e
@@ -120,7 +120,7 @@ def logistic_single(x):
     :func:`~fastloss.math.elementary.exp_nonpositive_single` and
     :func:`~fastloss.math.elementary.log_single`: the softpluses within 2 ulp of float32,
     the sigmoids within 3 (tests/test_float32_forms.py); e = exp(-|x|) flushes to 0 from
-    |x| = 87.3 on (SPEC section 4 lets subnormal results flush)."""
+    |x| = 87.3 on (contract section 4 lets subnormal results flush)."""
     e = exp_nonpositive_single(-abs(x))
     u = ONE_F + e
     r = ONE_F / u
