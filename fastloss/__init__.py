@@ -52,7 +52,7 @@ def _signature(spec):
 
 def _docstring(spec):
     lines = [
-        f"{spec.name}({', '.join(spec.inputs)}, ...): {spec.formula}.",
+        f"{spec.name}({', '.join(spec.inputs)}, ...): ``{spec.formula}``.",  # literal: |r| is not reST
         "",
         f"Convention: {spec.convention}.",
         "Per element; reduced over every element." if spec.family == "elementwise"

@@ -121,7 +121,7 @@ def _make(spec):
     cls = FastlossLoss
     cls.__name__ = cls.__qualname__ = _class_name(spec.name)
     cls.__module__ = __name__
-    cls.__doc__ = f"Keras loss computed by fastloss.{spec.name}: {spec.formula} ({spec.convention})."
+    cls.__doc__ = f"Keras loss computed by fastloss.{spec.name}: ``{spec.formula}`` ({spec.convention})."
     # Saved models name the class "fastloss>ClassName"; load_model finds it once this
     # module is imported, with no custom_objects.
     return keras.saving.register_keras_serializable(package="fastloss")(cls)
