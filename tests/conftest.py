@@ -60,18 +60,71 @@ def cpu_backend(request, monkeypatch):
 # to its tests; a job that several tests name runs once. Those tests run last (in their
 # collection order, which is their jobs'): the in-process tests keep the main loop busy
 # while the jobs run, rather than the loop waiting, early, for a job it reached first.
-# Under pytest-xdist (the GPU session's twelve workers) a worker runs a job when its first
+# Under pytest-xdist (the default: pyproject.toml) a worker runs a job when its first
 # test needs it, and once.
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "float32: the test runs float32 or float16 inputs (on Numba: the slow tier)")
     config.addinivalue_line(
         "markers", "background(job=job): job(run) starts with the test loop, on a thread; the test gets its result "
         "from the background fixture")
 
 
+# --- test tiers ----------------------------------------------------------------------
+#
+# ``python -m pytest`` runs the core tier (pyproject.toml deselects ``slow``): every loss on
+# both CPU backends against its references, validation, extremes, the adapters, and the
+# CUDA backend under the simulator on REPRESENTATIVE_LOSSES (an element-wise loss, a binary
+# one and a class-axis one); the Numba backend there runs float64 inputs. ``python -m
+# pytest -m slow`` runs the rest, and CI runs both. Marked ``slow`` here, by rule: every
+# test that waits for another process (a background job: builds, subprocesses, the tour,
+# Keras), every simulator test but those of REPRESENTATIVE_LOSSES, and every Numba test
+# with a float32 or float16 ``dtype`` parameter or the ``float32`` mark (from a fresh clone,
+# compiling Numba's kernels is most of the core tier's time, and each dtype compiles them
+# again); elsewhere tests carry the mark themselves (:func:`tiered` for tests of every loss).
+#
+# pytest-xdist runs the tiers on every core (pyproject.toml: ``-n auto --dist loadgroup``).
+# The tests of one loss go to one worker, so each worker compiles only its own losses'
+# Numba kernels (from a fresh clone, compiling them is most of the core tier's time), and
+# the tests of one module that wait for background jobs go to one worker, so a job that
+# several of them share runs once.
+
+REPRESENTATIVE_LOSSES = {"mean_squared_error", "sigmoid_binary_cross_entropy", "sparse_softmax_cross_entropy"}
+
+
+def tiered(names):
+    """Loss names as parameters: REPRESENTATIVE_LOSSES in the core tier, the others slow."""
+    return [n if n in REPRESENTATIVE_LOSSES else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+def _narrow_float(value):
+    """Whether a test parameter is a float dtype narrower than float64."""
+    if not isinstance(value, (type, np.dtype)):
+        return False
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        return False
+    return dtype.kind == "f" and dtype.itemsize < 8
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests with a background job after all the others (stable: each group keeps its order)."""
+    """The tier rules above; then tests with a background job after all the others
+    (stable: each group keeps its order)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        loss = params.get("name") if params.get("name") in fl.losses() else None
+        if item.get_closest_marker("background") is not None:
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group(f"jobs of {item.path.name}"))  # a shared job runs once
+        elif item.path.name == "test_cuda.py" and loss not in REPRESENTATIVE_LOSSES:
+            item.add_marker(pytest.mark.slow)
+        elif params.get("cpu_backend") == "numba" and (
+                item.get_closest_marker("float32") or any(_narrow_float(v) for v in params.values())):
+            item.add_marker(pytest.mark.slow)  # each dtype compiles each kernel again on Numba
+        elif loss is not None:
+            item.add_marker(pytest.mark.xdist_group(loss))
     items.sort(key=lambda item: item.get_closest_marker("background") is not None)
 
 

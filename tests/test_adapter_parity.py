@@ -5,7 +5,7 @@ chosen at import, is checked the same way in a subprocess: tests/keras_parity.py
 
 import numpy as np
 import pytest
-from conftest import ALL_LOSSES
+from conftest import ALL_LOSSES, tiered
 from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
@@ -44,7 +44,7 @@ def test_torch(name, rng):
             np.testing.assert_array_equal(t.grad.numpy(), g, err_msg=what)
 
 
-@pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.parametrize("name", tiered(ALL_LOSSES))
 def test_jax(name, rng):
     jax = pytest.importorskip("jax")
     flj = pytest.importorskip("fastloss.jax")
@@ -67,7 +67,7 @@ def test_jax(name, rng):
             np.testing.assert_array_equal(np.asarray(g), ref, err_msg=what)
 
 
-@pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.parametrize("name", tiered(ALL_LOSSES))
 def test_dask(name, rng):
     da = pytest.importorskip("dask.array")
     for arrays, options, reduction, w in _cases(name, rng):

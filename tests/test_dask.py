@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ALL_LOSSES
+from conftest import ALL_LOSSES, tiered
 from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
@@ -30,7 +30,7 @@ def _reductions(name):
     return ("mean", "sum") if name == "root_mean_squared_error" else ("mean", "sum", "none")
 
 
-@pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.parametrize("name", tiered(ALL_LOSSES))
 def test_every_loss_matches_numpy(name, rng):
     arrays, options = prepared(name, OPTION_CASES[name][-1], rng)
     loss_shape = arrays[0].shape[:-1] if name in ROWWISE else arrays[0].shape
@@ -88,6 +88,7 @@ def test_hinge_decides_its_rule_over_all_targets(rng):
     np.testing.assert_allclose(lazy.loss.compute(), fl.hinge(x, y).loss, rtol=1e-14)
 
 
+@pytest.mark.slow
 def test_on_a_distributed_cluster(rng):
     distributed = pytest.importorskip("distributed")
     z = rng.normal(size=(30, 5))

@@ -120,6 +120,7 @@ def ulp_errors(got, ref):
     return np.abs(got[finite].astype(np.longdouble) - ref[finite]) / spacing
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EXTENDED, reason="long double is no wider than double here")
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("name", FUNCTIONS)
@@ -259,6 +260,7 @@ def pow_reference(u, g):
         return np.power(u.astype(np.longdouble), g.astype(np.longdouble))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EXTENDED, reason="long double is no wider than double here")
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("case", list(MAX_ULP_POW))
@@ -373,6 +375,7 @@ def assert_simd(asm, what, packed=20):
     assert not calls, f"{what}: scalar calls {calls}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
 @pytest.mark.parametrize("name", FUNCTIONS + ("pow_nonneg",))
 def test_numba_loops_vectorise(name):
@@ -570,6 +573,7 @@ CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "_kernels_softmax
 PLT_LIBM = re.compile(r"call\w*\s+\S+\s+<(exp|exp2|expm1|log|log1p|log2|pow|sinh|cosh|tanh|hypot)(@plt)?>")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
 @pytest.mark.parametrize("symbol", CYTHON_SIMD)
 def test_cython_kernels_vectorise(symbol):
@@ -605,6 +609,7 @@ PACKED_DOUBLE_FMA = re.compile(r"\bvfn?m(add|sub)\d+pd\b")
 MIN_PACKED_FMA = 12
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
 @pytest.mark.parametrize("symbol", CYTHON_TRANSCENDENTAL_BLOCKS)
 def test_cython_transcendental_blocks_are_vectorised(symbol):
@@ -618,6 +623,7 @@ def test_cython_transcendental_blocks_are_vectorised(symbol):
         assert packed >= MIN_PACKED_FMA, f"{name}: {packed} packed float64 FMAs"
 
 
+@pytest.mark.slow
 def test_cython_extension_calls_no_libm_math():
     """No function of the extension calls a libm exp, log, pow or hyperbolic function: all
     of them are the portable math's own (sqrt is an instruction)."""
@@ -651,6 +657,7 @@ def _single_map(backend, x):
     return cython_map("exp_nonpositive_single", x.astype(np.float64)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 def test_single_exp_accuracy(backend):
     """Within MAX_ULP_SINGLE ulp of e^x (float64's exp is the reference: its error is far
@@ -671,6 +678,7 @@ def test_single_exp_accuracy(backend):
     assert got[np.isneginf(x)] == 0.0 and np.isnan(got[np.isnan(x)]).all()
 
 
+@pytest.mark.slow  # a dense grid
 def test_single_exp_backends_and_python_agree():
     """The two compiled translations give the same bits over the whole grid, and the
     plain Python source (float32 NumPy scalars, fma_single through fractions) the same
@@ -739,6 +747,7 @@ def _single_log_map(backend, x):
     return cython_map("log_single", x.astype(np.float64)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 def test_single_log_accuracy(backend):
     """Within MAX_ULP_SINGLE_LOG ulp of log x (float64's log is the reference) for every
@@ -760,6 +769,7 @@ def test_single_log_accuracy(backend):
     assert got[x == np.inf] == np.inf
 
 
+@pytest.mark.slow  # a dense grid
 def test_single_log_backends_and_python_agree():
     """Numba and Cython give the same bits over the whole grid, and the plain Python source
     the same bits on a sample (subnormals and specials included)."""
@@ -785,6 +795,7 @@ FLOAT32_FORM_BLOCKS = ["_block__binary__sigmoid_binary_cross_entropy_float32",
                        "_block__generative__gan_generator_float32", "_block__generative__gan_discriminator_float32"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
 @pytest.mark.parametrize("symbol", FLOAT32_FORM_BLOCKS)
 def test_cython_float32_forms_use_float32_simd(symbol):

@@ -115,6 +115,7 @@ def _ulp(got, ref):
     return ulp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["cython", "numba"])
 def test_float32_softplus_and_sigmoid_accuracy(backend):
     """With targets 0 and 1 the float32 BCE's per-sample loss is softplus(x) and

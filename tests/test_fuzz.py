@@ -21,6 +21,8 @@ from reference import OPTION_CASES, ROWWISE, reference
 
 import fastloss as fl
 
+pytestmark = pytest.mark.slow  # long fuzzing: the slow tier
+
 EXAMPLES = int(os.environ.get("FASTLOSS_FUZZ_EXAMPLES", "25"))
 DERANDOMIZE = "FASTLOSS_FUZZ_EXAMPLES" not in os.environ
 PROBABILITIES = {"binary_cross_entropy", "categorical_cross_entropy", "kl_divergence"}

@@ -194,6 +194,7 @@ DENSE_NARROW = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(DENSE_NARROW))
 @pytest.mark.parametrize("width", [4, 10, 40])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

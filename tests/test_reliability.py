@@ -92,6 +92,7 @@ def test_threads_under_every_numba_layer(layer, background):
     assert out.stdout.split() == [layer, "OK"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_threads_get_the_bits_of_serial_calls(backend):
     rng = np.random.default_rng(1)

@@ -99,6 +99,7 @@ def test_cython_runs_the_count_asked_for(rng, monkeypatch):
     assert asked == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_numba_runs_the_count_asked_for(rng, monkeypatch):
     import numba
 

@@ -209,7 +209,8 @@ def _step(forward, model, x, y):
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("case", ["cross_entropy", "mse", "triplet"])
+@pytest.mark.parametrize("case", ["cross_entropy", pytest.param("mse", marks=pytest.mark.slow),
+                                  pytest.param("triplet", marks=pytest.mark.slow)])
 def test_torch_compile_fullgraph_equals_eager(case, rng):
     """The loss is a custom operator: torch.compile(fullgraph=True) traces the whole step
     (an error here is a graph break) and computes what eager mode computes."""
