@@ -6,7 +6,7 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import ALL_LOSSES, CPU_BACKENDS
+from conftest import ALL_LOSSES, CPU_BACKENDS, tiered
 from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
@@ -124,6 +124,7 @@ def test_any_memory_layout_gives_the_same_result(name, order, rng):
         _same(res, expected)
 
 
+@pytest.mark.float32
 @pytest.mark.parametrize("name", ["huber", "sparse_softmax_cross_entropy", "js_divergence", "log_cosh"])
 def test_half_precision_computes_in_float32(name, rng):
     arrays, options = prepared(name, OPTION_CASES[name][0], rng)
@@ -138,7 +139,7 @@ def test_half_precision_computes_in_float32(name, rng):
     assert res16.loss == res32.loss.astype(np.float16)
 
 
-@pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.parametrize("name", tiered(ALL_LOSSES))  # Numba compiles a parallel kernel per loss
 def test_parallel_kernels_match_serial(name, rng, monkeypatch):
     arrays, options = prepared(name, OPTION_CASES[name][0], rng)
     weights = rng.uniform(0, 2, size=arrays[0].shape[:-1] if name in ROWWISE else arrays[0].shape)
@@ -168,8 +169,7 @@ def test_large_input_takes_the_parallel_path_and_is_right(rng):
 
 
 def test_registry_lists_every_loss_with_its_options_and_backends():
-    infos = fl.losses()
-    assert len(infos) == 26
+    infos = fl.losses()  # the contract's list of losses: tests/test_docs.py checks it against the registry
     huber = infos["huber"]
     assert huber.options == {"delta": 1.0}
     assert huber.backends == fl.backends() and "numba" in huber.backends

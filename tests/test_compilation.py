@@ -3,11 +3,14 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
 
 import pytest
+
+import fastloss as fl
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -65,11 +68,48 @@ def test_no_writable_cache_location_still_works(background):
     assert result["loss"] > 0
 
 
-def test_source_hash_covers_the_math():
+def _cpu_portable_modules():
+    """Every module of fastloss that defines ``@portable`` math for the CPU (cuda/ has its
+    own, compiled for the GPU only), relative to the package."""
+    package = pathlib.Path(fl.__file__).parent
+    return {p.relative_to(package).as_posix() for p in package.rglob("*.py")
+            if re.search(r"^@portable", p.read_text(), re.M) and p.parent.name != "cuda"}
+
+
+def test_both_backends_build_from_every_portable_module():
+    """A module of portable math missing from the Cython generator's list would never be
+    translated; one outside the Numba cache key would leave stale kernels in the cache."""
+    from fastloss.cpu_cython import generate
     from fastloss.cpu_numba import jit
 
-    h = jit.package_source_hash()
-    assert len(h) == 64 and h == jit.package_source_hash()
+    portable = _cpu_portable_modules()
+    assert "losses/softmax.py" in portable and "math/elementary.py" in portable
+    assert portable <= set(generate.MODULES)
+    assert all(m.split("/")[0] in jit._KERNEL_SOURCES for m in portable)
+
+
+@pytest.mark.parametrize("edited", ["math/elementary.py", "losses/regression.py", "cpu_numba/drivers.py", "_config.py"])
+def test_editing_a_kernel_source_changes_the_cache_key(edited, tmp_path, monkeypatch):
+    """The Numba cache key (a hash of the sources) changes with any kernel source, and
+    with nothing else: a kernel never outlives the math it inlined."""
+    import shutil
+
+    from fastloss.cpu_numba import jit
+
+    package = pathlib.Path(fl.__file__).parent
+    copy = tmp_path / "fastloss"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"))
+
+    def key():
+        monkeypatch.setattr(jit, "_PACKAGE", copy)
+        monkeypatch.setattr(jit, "_source_hash", None)
+        return jit.package_source_hash()
+
+    before = key()
+    (copy / "_api.py").write_text((copy / "_api.py").read_text() + "\n# not a kernel source\n")
+    assert key() == before
+    (copy / edited).write_text((copy / edited).read_text() + "\n# edited\n")
+    assert key() != before
 
 
 def test_cython_extension_is_built():

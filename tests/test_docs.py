@@ -144,3 +144,32 @@ def test_docs_build_without_warnings(background):
 
 if __name__ == "__main__":
     run_page(sys.argv[1])
+
+
+def _loss_rows(text):
+    """(name, options cell, H cell) of each row of the loss tables in ``text``."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = re.match(r"`(\w+)`", cells[0]) if line.startswith("| `") else None
+        if name and name.group(1) in fastloss.losses():
+            rows.append((name.group(1), cells[2], cells[-1]))
+    return rows
+
+
+@pytest.mark.parametrize("page", ["docs/contract.md", "README.md"])
+def test_loss_tables_list_the_registry(page):
+    """The tables of losses in the contract and the README name every loss of the registry
+    once, with its options' defaults and its H (hessian) mark."""
+    rows = _loss_rows((ROOT / page).read_text(encoding="utf-8"))
+    infos = fastloss.losses()
+    assert sorted(name for name, _, _ in rows) == sorted(infos)
+    for name, options, h in rows:
+        assert (h == "H") == infos[name].hessian, name
+        documented = dict(re.findall(r"(\w+)=([^,`]+)", options))
+        for option, value in documented.items():
+            assert option in infos[name].options, (name, option)
+            assert str(infos[name].options[option]) == value.strip() or (
+                float(value) == infos[name].options[option]), (name, option, value)
+        if page == "docs/contract.md":  # every option, with its default
+            assert set(documented) == set(infos[name].options), name

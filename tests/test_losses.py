@@ -16,7 +16,6 @@ CASE_IDS = [f"{name}-{i}" for name, i in CASES]
 
 def test_every_loss_has_a_reference_and_cases():
     assert set(OPTION_CASES) == set(ALL_LOSSES)
-    assert len(ALL_LOSSES) == 26
 
 
 def _weights(name, arrays, rng):
@@ -94,6 +93,7 @@ def test_gradient_matches_finite_differences(name, case, rng):
             np.testing.assert_allclose(grads[k], expected, rtol=1e-6, atol=1e-8 * scale)
 
 
+@pytest.mark.float32
 @pytest.mark.parametrize("name,case", CASES, ids=CASE_IDS)
 def test_float32_gradient_matches_float64(name, case, rng):
     arrays, options = prepared(name, OPTION_CASES[name][case], rng, np.float32)
