@@ -8,6 +8,9 @@ import zlib
 # CUDA tests run on Numba's CUDA simulator unless told otherwise (NUMBA_ENABLE_CUDASIM=0
 # on a machine with a GPU); this must be set before numba.cuda is imported.
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+# The environment for the processes tests start, as the session began: libraries change
+# os.environ when they run (Dask's process cluster sets OMP_NUM_THREADS=1 in its parent).
+SESSION_ENV = dict(os.environ)
 
 import numpy as np
 import pytest
@@ -223,6 +226,6 @@ def python_job(*args, timeout=300, **env):
     """A background job running ``python *args`` with this checkout first on its path and
     the environment variables ``env`` set; it returns the ``CompletedProcess``."""
     def job(run):
-        return run([sys.executable, *args], timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+        return run([sys.executable, *args], timeout=timeout, env={**SESSION_ENV, "PYTHONPATH": str(ROOT), **env})
 
     return job

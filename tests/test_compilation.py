@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 import pytest
+from conftest import SESSION_ENV
 
 import fastloss as fl
 
@@ -27,7 +28,7 @@ print(json.dumps({"loss": float(r.loss), "hits": sum(k.stats.cache_hits.values()
 
 
 def _probe(run, **env):
-    full = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    full = {**SESSION_ENV, **env, "PYTHONPATH": str(ROOT)}
     out = run([sys.executable, "-c", PROBE], env=full, timeout=300)
     if out.returncode != 0:
         raise subprocess.CalledProcessError(out.returncode, out.args, out.stdout, out.stderr)
@@ -139,7 +140,7 @@ print(m.OPENMP)
 
 def _build_without_openmp(run):
     """(the build, the extensions it built, the probe of the one built or None)."""
-    env = {**os.environ, "FASTLOSS_NO_OPENMP": "1", "FASTLOSS_OPT": "-O0"}  # -O0: 7 s of C compiler, not 90
+    env = {**SESSION_ENV, "FASTLOSS_NO_OPENMP": "1", "FASTLOSS_OPT": "-O0"}  # -O0: 7 s of C compiler, not 90
     with tempfile.TemporaryDirectory() as tmp:
         build = run(
             [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(pathlib.Path(tmp, "lib")),

@@ -13,13 +13,13 @@ Run as a script, ``python tests/test_docs.py docs/<page>.md`` executes one page'
 """
 
 import importlib.util
-import os
 import pathlib
 import re
 import sys
 import tempfile
 
 import pytest
+from conftest import SESSION_ENV
 
 import fastloss
 
@@ -79,7 +79,7 @@ def _missing(modules):
 def _keras_page(run):
     if _missing(PAGES["adapters/keras.md"]) or keras_backend() is None:
         return None  # the test skips
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": keras_backend()}
+    env = {**SESSION_ENV, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": keras_backend()}
     return run([sys.executable, str(pathlib.Path(__file__)), "adapters/keras.md"], timeout=600, env=env)
 
 

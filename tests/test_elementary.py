@@ -10,7 +10,6 @@ serves, on a sparser grid.
 
 import json
 import math
-import os
 import pathlib
 import platform
 import re
@@ -19,6 +18,7 @@ import sys
 import mpmath
 import numpy as np
 import pytest
+from conftest import SESSION_ENV
 
 from fastloss.math import elementary, reductions
 
@@ -451,7 +451,7 @@ def _compile_loss_kernels(run):
     """The assembly of every kernel of :func:`_loss_kernels`, compiled in a process of its
     own (some 25 s of Numba, on the idle core: conftest.py)."""
     done = run([sys.executable, "-c", LOSS_KERNELS_ASM], cwd=ROOT, timeout=600,
-               env={**os.environ, "PYTHONPATH": str(ROOT)})
+               env={**SESSION_ENV, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

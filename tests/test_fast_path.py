@@ -1,14 +1,13 @@
 """The compiled fast path (Cython) serves the common case exactly as the general path does,
 hands everything else to the general path, and never involves Numba."""
 
-import os
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ALL_LOSSES
+from conftest import ALL_LOSSES, SESSION_ENV
 from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
@@ -115,7 +114,7 @@ def test_a_small_call_in_a_fresh_process_never_imports_numba():
         "print('numba' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**SESSION_ENV, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "False"
 
 

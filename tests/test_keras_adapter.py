@@ -5,14 +5,13 @@ subprocesses run in the background (conftest.py)."""
 
 import importlib.util
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import python_job
+from conftest import SESSION_ENV, python_job
 
 # Keras picks its backend at import (TensorFlow by default): only look for it here.
 if importlib.util.find_spec("keras") is None:
@@ -26,7 +25,7 @@ def _seed_model(backend):
     def job(run):
         if importlib.util.find_spec(backend) is None:
             return None  # the test skips
-        env = {**os.environ, "KERAS_BACKEND": backend}
+        env = {**SESSION_ENV, "KERAS_BACKEND": backend}
         return run([sys.executable, str(SCRIPT), "8"], timeout=300, env=env)
 
     return job
@@ -146,6 +145,6 @@ def test_saved_models_load_without_custom_objects(backend, background):
 def test_keras_without_a_usable_backend_names_the_cause():
     code = ("import sys; sys.modules['tensorflow'] = None\n"
             "try:\n import fastloss.keras\nexcept ImportError as e: print(e)")
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    env = {**SESSION_ENV, "KERAS_BACKEND": "tensorflow"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert "could not start" in done.stdout and "KERAS_BACKEND=torch" in done.stdout, done.stdout + done.stderr

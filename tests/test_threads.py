@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import SESSION_ENV
 
 import fastloss as fl
 from fastloss import _config, cpu_cython, cpu_numba
@@ -23,7 +24,7 @@ def _restore_count():
 
 def _count_in_subprocess(env):
     code = "import fastloss; print(fastloss.get_num_threads())"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | env
+    env = {k: v for k, v in SESSION_ENV.items() if k != "OMP_NUM_THREADS"} | env
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     return int(done.stdout)

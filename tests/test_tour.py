@@ -2,13 +2,13 @@
 
 import atexit
 import importlib.util
-import os
 import pathlib
 import shutil
 import sys
 import tempfile
 
 import pytest
+from conftest import SESSION_ENV
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIGURES = ["regression_loss_curves.png", "circles_loss_curves.png", "blobs_loss_curves.png",
@@ -25,7 +25,7 @@ def _quick_tour(run):
     out = pathlib.Path(tempfile.mkdtemp(prefix="fastloss-tour-"))
     atexit.register(shutil.rmtree, out, True)
     done = run([sys.executable, "-m", "fastloss", "tour", "--quick", "--out", str(out)], timeout=300, cwd=out,
-               env={**os.environ, "PYTHONPATH": str(ROOT)})
+               env={**SESSION_ENV, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, out
 
