@@ -17,7 +17,6 @@ from ._result import LossResult
 
 _REDUCTIONS = ("mean", "sum", "none")
 _ALL_BACKENDS = ("auto", "numba", "cython", "cuda")
-_COMMON = ("reduction", "sample_weight", "grad", "out", "hessian", "backend", "axis")
 
 
 class Common(NamedTuple):

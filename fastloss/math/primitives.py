@@ -132,12 +132,6 @@ def logistic_single(x):
 
 
 @portable
-def log_sigmoid(x):
-    """log(sigmoid(x)) = -softplus(-x)."""
-    return -softplus(-x)
-
-
-@portable
 def xlogy(x, y):
     """x * log(y) with the convention 0 * log(y) = 0 for every y (so 0 log 0 = 0)."""
     if x == 0.0:
