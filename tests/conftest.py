@@ -31,9 +31,19 @@ def rng(request):
 CPU_BACKENDS = [b for b in fl.backends() if b != "cuda"]
 
 
+#: The Numba backend's float32 and float16 runs of a module that sets
+#: ``NUMBA_NARROW_FLOATS_APART = True``: its tests run on "numba" with float64 inputs only
+#: and on this backend, in the slow tier, with the narrower ones (the module's helpers
+#: read ``cpu_backend`` to choose; see "test tiers" below).
+NUMBA_NARROW = "numba-narrow"
+
+
 def pytest_generate_tests(metafunc):
     if "cpu_backend" in metafunc.fixturenames:
-        metafunc.parametrize("cpu_backend", CPU_BACKENDS, indirect=True)
+        backends = list(CPU_BACKENDS)
+        if "numba" in backends and getattr(metafunc.module, "NUMBA_NARROW_FLOATS_APART", False):
+            backends.append(pytest.param(NUMBA_NARROW, marks=pytest.mark.slow))
+        metafunc.parametrize("cpu_backend", backends, indirect=True)
 
 
 @pytest.fixture
@@ -41,12 +51,12 @@ def cpu_backend(request, monkeypatch):
     """Runs the test on one CPU backend: backend="auto" is sent to it."""
     from fastloss import _api
 
-    forced = request.param
+    forced = "numba" if request.param == NUMBA_NARROW else request.param
     choose = _api._backend
     monkeypatch.setattr(_api, "_backend", lambda backend, size: choose(forced if backend == "auto" else backend, size))
     if forced != "cython":  # the compiled fast path is Cython's
         monkeypatch.setattr(_api, "FAST_CALL", None)
-    return forced
+    return request.param
 
 
 # --- out-of-process checks on the idle core ---------------------------------------------

@@ -21,11 +21,15 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import NUMBA_NARROW
 from mpmath import mp
 
 import fastloss as fl
 
 pytestmark = pytest.mark.usefixtures("cpu_backend")
+# Numba compiles every kernel again for float32: in the core tier it runs float64 inputs,
+# and its float32 runs are the slow tier's "numba-narrow" backend (conftest.py).
+NUMBA_NARROW_FLOATS_APART = True
 
 DTYPES = (np.float64, np.float32)
 F64 = (np.float64,)
@@ -39,6 +43,21 @@ INFO = fl.losses()
 def _fifty_digits():
     with mp.workdps(50):
         yield
+
+
+_backend_dtypes = {"cython": None, "numba": (np.float64,), NUMBA_NARROW: (np.float32,)}
+_dtypes_here = None  # what check() runs on this test's backend (None: every dtype asked for)
+
+
+@pytest.fixture(autouse=True)
+def _dtypes_of_the_backend(request, cpu_backend):
+    global _dtypes_here
+    _dtypes_here = _backend_dtypes[cpu_backend]
+    param = request.node.callspec.params.get("dtype")
+    if param is not None and _dtypes_here is not None and np.dtype(param) not in map(np.dtype, _dtypes_here):
+        pytest.skip(f"{np.dtype(param)} runs on the {cpu_backend!r} backend parameter instead")
+    yield
+    _dtypes_here = None
 
 
 # --- mpmath references (contract section 5), per element or per row ---------------------
@@ -478,6 +497,10 @@ def check(name, arrays, *, dtypes=DTYPES, reductions=REDUCTIONS, loss_abs=0.0, g
     loss_abs: absolute slack of each sample's loss, in units of RTOL (0: relative only).
     grad_rows: allow each gradient row the absolute slack of :func:`_row_scale_atol`.
     """
+    if _dtypes_here is not None:
+        dtypes = [d for d in dtypes if np.dtype(d) in map(np.dtype, _dtypes_here)]
+        if not dtypes:
+            pytest.skip("these inputs' dtype runs on another backend parameter (conftest.NUMBA_NARROW)")
     results = {}
     for dtype in dtypes:
         dt = np.dtype(dtype)
@@ -533,7 +556,8 @@ def test_sigmoid_bce_infinite_logits_with_matching_targets(pos_weight):
     z = np.array([np.inf, -np.inf, np.inf, -np.inf])
     y = np.array([1.0, 0.0, 0.0, 1.0])  # the last two are infinitely wrong: loss inf, gradient finite
     res = check("sigmoid_binary_cross_entropy", [z, y], pos_weight=pos_weight, reductions=("none",))
-    assert np.all(res[np.dtype(np.float64), "none"].grad == [0.0, 0.0, 1.0, -(pos_weight or 1.0)])
+    for r in res.values():
+        assert np.all(r.grad == [0.0, 0.0, 1.0, -(pos_weight or 1.0)])
 
 
 @pytest.mark.parametrize("alpha", [0.25, None])
@@ -686,7 +710,7 @@ def test_masked_logits_sparse_cross_entropy(class_weight, want):
         )
         _assert_masked_grad_zero(res)
     else:  # the loss-only path (one-pass online log-sum-exp) must guard -inf - (-inf) too
-        for dtype in DTYPES:
+        for dtype in _dtypes_here or DTYPES:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 res = fl.sparse_softmax_cross_entropy(
