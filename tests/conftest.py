@@ -99,9 +99,8 @@ def pytest_configure(config):
 #
 # pytest-xdist runs the tiers on every core (pyproject.toml: ``-n auto --dist loadgroup``).
 # The tests of one loss go to one worker, so each worker compiles only its own losses'
-# Numba kernels (from a fresh clone, compiling them is most of the core tier's time), and
-# the tests of one module that wait for background jobs go to one worker, so a job that
-# several of them share runs once.
+# Numba kernels, and the tests of one module that wait for background jobs go to one
+# worker, so a job that several of them share runs once.
 
 REPRESENTATIVE_LOSSES = {"mean_squared_error", "sigmoid_binary_cross_entropy", "sparse_softmax_cross_entropy"}
 
