@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _api, cpu_cython, cuda
 from ._api import evaluate
+from ._arrays import fast_views
 from ._registry import SPECS, export, lookup
 from ._result import LossResult
 from ._threads import get_num_threads, num_threads, set_num_threads
@@ -89,8 +90,8 @@ def _make_loss(spec):
     def loss_function(*arrays, **options):
         fast_call = _api.FAST_CALL
         if fast is not None and fast_call is not None:
-            if arrays and type(arrays[0]) is not np.ndarray:  # PyTorch CPU tensors: NumPy views
-                views, back = _api.tensor_views(arrays)
+            if arrays and type(arrays[0]) is not np.ndarray:  # PyTorch CPU tensors, JAX CPU arrays: NumPy views
+                views, back = fast_views(arrays)
                 result = fast_result(fast_call, views, options) if back is not None else None
                 if result is not None:
                     return back(result)

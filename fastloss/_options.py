@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .cuda import is_device_array
+from ._arrays import is_device_array
 
 
 class Option:
@@ -77,6 +77,17 @@ def flag(name):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
         return bool(value)
+
+    return check
+
+
+def one_of(name, choices):
+    """One of the strings ``choices``."""
+
+    def check(value):
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        return value
 
     return check
 

@@ -34,7 +34,7 @@ class LossSpec:
     reduced sum (RMSE), ``n`` the divisor of the reduction (the number of losses for
     ``"mean"``, 1 for ``"sum"``); plain math, which the CUDA backend compiles as a device
     function.
-    data_params: whether ``params`` reads the arrays (hinge's 0/1 rule), so that the
+    data_params: whether ``params`` may read the arrays (hinge's 0/1 rule), so that the
     parameters of the default options cannot be computed once, ahead of the data.
     """
 
@@ -86,11 +86,22 @@ LABEL_SMOOTHING = opt.Option(
 GAMMA = opt.Option("gamma", 2.0, "focusing exponent", opt.nonnegative("gamma"))
 
 
-def _all_zero_one(arrays):
-    """Keras's hinge rule: targets all in {0, 1} mean labels, mapped to {-1, 1}. NaN
-    targets are left out of the decision, so that a NaN touches only its own sample.
-    A device backend decides on the GPU and passes the answer, a bool, as the target."""
-    t = arrays[1]
+HINGE_TARGETS = opt.Option(
+    "targets", "auto",
+    "how y is read: 'auto' maps y to 2y - 1 when every y (NaN aside) is 0 or 1, as Keras does, "
+    "'zero_one' always maps it, 'signed' takes y as given (-1/1)",
+    opt.one_of("targets", ("auto", "zero_one", "signed")),
+)
+
+
+def _zero_one(o, a):
+    """Whether hinge's targets are mapped from {0, 1} to {-1, 1}: the ``targets`` option,
+    or with ``"auto"`` Keras's rule, every target 0 or 1 (NaN targets are left out of the
+    decision, so that a NaN touches only its own sample). A device backend decides on the
+    GPU and passes the answer, a bool, as the target."""
+    if o["targets"] != "auto":
+        return o["targets"] == "zero_one"
+    t = a[1]
     if isinstance(t, bool):
         return t
     return bool(np.all((t == 0) | (t == 1) | np.isnan(t)))
@@ -215,12 +226,12 @@ SPECS = (
     LossSpec(
         "hinge", "elementwise", ("pred", "y"), binary.hinge,
         "max(0, 1 - y pred); targets all in {0, 1} (NaN aside) are mapped to {-1, 1}", "Keras hinge",
-        params=lambda o, a: (float(_all_zero_one(a)),), data_params=True,
+        options=(HINGE_TARGETS,), params=lambda o, a: (float(_zero_one(o, a)),), data_params=True,
     ),
     LossSpec(
         "squared_hinge", "elementwise", ("pred", "y"), binary.squared_hinge,
         "max(0, 1 - y pred)^2; targets all in {0, 1} are mapped to {-1, 1}", "Keras squared_hinge",
-        params=lambda o, a: (float(_all_zero_one(a)),), data_params=True,
+        options=(HINGE_TARGETS,), params=lambda o, a: (float(_zero_one(o, a)),), data_params=True,
     ),
     LossSpec(
         "sigmoid_focal_loss", "elementwise", ("z", "y"), binary.sigmoid_focal_loss,

@@ -67,7 +67,7 @@ def evaluate(spec, arrays, common, options, backend):
     for n in chunked_options:
         extra.pop(n)
     zero_one = None
-    if spec.data_params:  # decided over every target, not chunk by chunk
+    if spec.data_params and options["targets"] == "auto":  # decided over every target, not chunk by chunk
         t = inputs[1]
         zero_one = da.all((t == 0) | (t == 1) | da.isnan(t))
     want, hessian = common.want, common.hessian
@@ -81,7 +81,7 @@ def evaluate(spec, arrays, common, options, backend):
         *arrs, w = parts[: len(parts) - len(chunked_options)]
         kw = dict(extra, **dict(zip(chunked_options, parts[len(parts) - len(chunked_options):])))
         if zero_one is not None:
-            kw["_targets_zero_one"] = bool(zero_one)
+            kw["targets"] = "zero_one" if zero_one else "signed"
         red = "none" if reduction == "none" else "sum"
         kw.update(reduction=red, sample_weight=w, grad=want, hessian=hessian)
         res = _fl.evaluate(raw, arrs, kw)

@@ -31,7 +31,7 @@ import numpy as np
 
 import fastloss as _fl
 
-from . import _api
+from . import _plan
 from ._registry import export
 
 _REFUSED = ("out", "grad", "hessian")
@@ -114,8 +114,8 @@ def _check(spec, arrays, options):
     for o in spec.options:
         if o.name in options:
             o.check(options[o.name])
-    _api.check_flags(spec, options.get("reduction", "mean"), True, False, options.get("backend", "auto"))
-    _api.check_arrays(spec, arrays, options.get("axis", -1))
+    _plan.check_flags(spec, options.get("reduction", "mean"), True, False, options.get("backend", "auto"))
+    _plan.layout(spec, arrays, options.get("axis", -1))
 
 
 def _weight_operand(spec, options, x, weight):

@@ -434,6 +434,17 @@ def test_hinge_decides_its_0_1_rule_on_the_device(name, rng):
         _close(host(gpu.grad), cpu.grad, np.float64)
 
 
+@pytest.mark.parametrize("targets", ["zero_one", "signed"])
+def test_hinge_targets_option_on_the_device(targets, rng):
+    """An explicit ``targets`` is not overruled by the device's 0/1 rule."""
+    x = rng.normal(size=50)
+    y = rng.integers(0, 2, 50).astype(np.float64)
+    cpu = fl.hinge(x, y, targets=targets, reduction="none")
+    gpu = fl.hinge(dev(x), dev(y), targets=targets, reduction="none")
+    _close(host(gpu.loss), cpu.loss, np.float64)
+    _close(host(gpu.grad), cpu.grad, np.float64)
+
+
 # Integer labels are checked by a kernel whose verdict the host reads after queuing the
 # loss kernel; hinge's 0/1 rule is decided by a kernel and read by the loss kernel.
 # Nothing else reads back.

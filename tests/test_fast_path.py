@@ -358,3 +358,17 @@ def test_tensors_the_fast_path_cannot_view_take_the_general_path(general_path_ca
     fl.sparse_softmax_cross_entropy(z.to(torch.bfloat16), labels)
     fl.sparse_softmax_cross_entropy(z.requires_grad_(True), labels)  # read through detach(): fast
     assert general_path_calls == [1]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"reduction": "none"}, {"ignore_index": 1}])
+def test_jax_cpu_arrays_take_the_fast_path(kwargs, general_path_forbidden):
+    """JAX CPU arrays (int32 labels, JAX's default) are read through DLPack by the compiled
+    fast path; results come back as JAX arrays, bit for bit those of the NumPy arrays."""
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(1)
+    z, labels = rng.normal(size=(8, 5)).astype(np.float32), rng.integers(0, 5, 8).astype(np.int32)
+    ours = fl.sparse_softmax_cross_entropy(jnp.asarray(z), jnp.asarray(labels), **kwargs)
+    want = fl.sparse_softmax_cross_entropy(z, labels.astype(np.intp), **kwargs)
+    for got, ref in ((ours.loss, want.loss), (ours.grad, want.grad)):
+        assert not isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(np.asarray(got), ref)

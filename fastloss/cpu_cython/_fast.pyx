@@ -2,7 +2,7 @@
 """The compiled fast path of a call: the common case checked and served in C.
 
 A call whose arrays are all exact, C-contiguous NumPy arrays of one float dtype (integer
-labels of ``intp``; sample weights, if any, of the loss's unreduced shape, float64 or the
+labels of ``intp`` or int32, which is copied to intp; sample weights, if any, of the loss's unreduced shape, float64 or the
 inputs' dtype), whose options were checked and packed by the caller (only options that
 bring no arrays come this way), is validated, computed and wrapped here, with any
 ``reduction``, ``grad``, ``hessian``, ``ignore_index`` (rows with that label count
@@ -195,8 +195,10 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
         denominator = count
         chunk = chunk_elements
     for i in range(1, spec.n_inputs):
-        if i == 1 and spec.has_target and _plain(args[1], cnp.NPY_INTP):
+        if i == 1 and spec.has_target and (_plain(args[1], cnp.NPY_INTP) or _plain(args[1], cnp.NPY_INT32)):
             labels = <cnp.ndarray> args[1]
+            if cnp.PyArray_TYPE(labels) != cnp.NPY_INTP:  # int32 labels (JAX's default): the kernels read intp
+                labels = <cnp.ndarray> cnp.PyArray_Cast(labels, cnp.NPY_INTP)
             if spec.labels_only:
                 pass
             elif spec.sparse_kernel is not None:
@@ -240,7 +242,7 @@ def fast_call(FastSpec spec, tuple args, str reduction_name, tuple params, objec
     else:
         loss_out = _EMPTY_F4_1 if typenum == cnp.NPY_FLOAT32 else _EMPTY_F8_1
     scale = (1.0 / denominator if denominator else 0.0) if reduction == 0 else 1.0
-    y = args[1] if spec.n_inputs > 1 else x
+    y = (labels if labels is not None else args[1]) if spec.n_inputs > 1 else x
     if spec.rows:
         v = args[2] if spec.n_inputs > 2 else x
         total = kernel(x, y, v, None, weights, params, scale, loss_out,

@@ -19,44 +19,14 @@ it:
 - :mod:`.simulator`: what Numba's CUDA simulator lacks (warp shuffles), made up for there
   alone, so that the tests run every kernel without a GPU.
 
-Importing :mod:`fastloss` never imports ``numba.cuda``: :func:`is_device_array` decides
-from attributes alone, and the rest loads on the first device call.
+Importing :mod:`fastloss` never imports ``numba.cuda``: :func:`is_device_array`
+(:mod:`fastloss._arrays`) decides from attributes alone, and the rest loads on the first
+device call.
 """
 
-import numpy as np
+from .._arrays import is_device_array
 
 __all__ = ["available", "evaluate", "is_device_array"]
-
-_HOST = (np.ndarray, np.generic, int, float, complex, str, bytes, list, tuple, dict, type(None))
-
-# DLPack device types that are GPU memory a kernel can read: kDLCUDA, kDLCUDAManaged.
-_DLPACK_CUDA = (2, 13)
-
-
-def is_device_array(obj):
-    """Whether ``obj`` is a CUDA device array (without importing anything; host arrays
-    and numbers are answered at once, since every call on the CPU asks)."""
-    if isinstance(obj, _HOST):
-        return False
-    if hasattr(type(obj), "__cuda_array_interface__"):
-        try:
-            return obj.__cuda_array_interface__ is not None
-        except AttributeError:  # a CPU tensor: the class has the property, the tensor refuses
-            return False
-        except Exception:  # the interface exists but refuses: a CUDA tensor that requires grad
-            return True
-    if hasattr(obj, "__cuda_array_interface__"):  # set on the instance
-        return True
-    if type(obj).__name__ == "FakeCUDAArray":  # a device array of Numba's CUDA simulator
-        return True
-    dlpack_device = getattr(obj, "__dlpack_device__", None)
-    if dlpack_device is not None and not hasattr(obj, "__array_interface__"):
-        try:
-            return dlpack_device()[0] in _DLPACK_CUDA
-        except Exception:
-            return False
-    return False
-
 
 def available():
     """Whether ``numba.cuda`` imports and sees a GPU (or runs its simulator)."""

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 from numba import cuda
 
-from . import is_device_array
+from .._arrays import is_device_array
 
 
 class Caller:

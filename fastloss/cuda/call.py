@@ -17,9 +17,11 @@ import numpy as np
 from numba import cuda
 from numba.cuda import config as cuda_config
 
-from .. import _api
+from .. import _plan
+from .._arrays import is_device_array
+from .._result import LossResult
 from ..losses import embedding, float32_form, generative, softmax
-from . import drivers, is_device_array, jit, rowmath
+from . import drivers, jit, rowmath
 from .arrays import adopt
 from .jit import compile_math
 from .launch import launch
@@ -173,7 +175,7 @@ def _meta(caller, a):
 
 def evaluate(spec, arrays, common, options):
     """``spec``'s loss of device ``arrays``; ``common`` holds reduction, sample_weight,
-    grad, out, hessian and axis (:class:`fastloss._api.Common`)."""
+    grad, out, hessian and axis (:class:`fastloss._plan.Common`)."""
     if not any(is_device_array(a) for a in arrays):
         raise ValueError("backend='cuda' needs device arrays (CuPy, PyTorch CUDA, Numba); these are in host memory")
     caller, natives = adopt(list(arrays), spec.inputs)
@@ -194,10 +196,7 @@ def evaluate(spec, arrays, common, options):
 def _evaluate(spec, caller, natives, common, options):
     reduction, want, hessian = common.reduction, common.want, common.hessian
     metas = [_meta(caller, a) for a in natives]
-    dtype, compute, sparse = _api._check_dtypes(spec, metas)
-    rows = spec.family == "rowwise"
-    axis = _api._check_axis(common.axis, metas[0]) if rows else -1
-    _api._check_shapes(spec, metas, axis, sparse)
+    dtype, compute, sparse, rows, axis = _plan.layout(spec, metas, common.axis)[:5]
     shape = metas[0].shape
     loss_shape = shape[:axis] + shape[axis + 1:] if rows else shape
     width = shape[axis] if rows else 1
@@ -239,7 +238,7 @@ def _evaluate(spec, caller, natives, common, options):
             denominator = 1.0
     # Hinge's 0/1 rule is decided by a kernel, and the loss kernel reads it from there:
     # the parameter computed here for it (as if the rule held) is not used.
-    rule = _zero_one_rule(caller, work[1]) if spec.data_params else None
+    rule = _zero_one_rule(caller, work[1]) if spec.data_params and options["targets"] == "auto" else None
     params = spec.params(options, (metas[0], True) if spec.data_params else metas)
     params = tuple(float(v) for v in params) or (0.0,)
 
@@ -302,7 +301,7 @@ def _evaluate(spec, caller, natives, common, options):
         )
         grads = grads[0] if spec.grads == 1 else grads
     h = _deliver(caller, hess, None, natives[0], shape, axis, rows) if hessian else None
-    return _api.LossResult(value, grads, h)
+    return LossResult(value, grads, h)
 
 
 _empties = {}
@@ -407,7 +406,7 @@ def _check_labels(caller, labels, width, ignore, class_weight, mean):
     def wait():
         if verdict()[0] != 0.0:
             lo, hi, _ = caller.to_host(stats)[:, -1]
-            _api.check_label_range(int(lo), int(hi), width, ignore)
+            _plan.check_label_range(int(lo), int(hi), width, ignore)
 
     return _LabelCheck(gate=gate, wait=wait, settle=verdict)
 
