@@ -169,7 +169,10 @@ def test_loss_tables_list_the_registry(page):
         documented = dict(re.findall(r"(\w+)=([^,`]+)", options))
         for option, value in documented.items():
             assert option in infos[name].options, (name, option)
-            assert str(infos[name].options[option]) == value.strip() or (
-                float(value) == infos[name].options[option]), (name, option, value)
+            default = infos[name].options[option]
+            if isinstance(default, str):
+                assert value.strip() == repr(default).replace("'", '"'), (name, option, value)
+            else:
+                assert str(default) == value.strip() or float(value) == default, (name, option, value)
         if page == "docs/contract.md":  # every option, with its default
             assert set(documented) == set(infos[name].options), name
