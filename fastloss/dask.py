@@ -4,8 +4,9 @@ Any ``fastloss.<loss>`` given Dask arrays returns a :class:`~fastloss.LossResult
 arrays: ``grad`` (and ``hess``) chunked like the predictions, and ``loss`` a 0-d Dask array
 (per-sample for ``reduction="none"``). Each chunk runs the fused kernel once, with
 ``reduction="sum"``; its weighted loss sum goes into a tree reduction (Dask's ``sum``), and
-the divisor of ``"mean"`` (the number of losses, or, for sparse cross-entropy, the counted
-rows or their class weights, summed the same way) is applied after, so the chunking does
+the divisor of ``"mean"`` (each chunk's by the rule of a whole call, :func:`fastloss._plan.denominator`:
+the number of losses, or, for sparse cross-entropy, the counted rows or their class weights;
+summed the same way) is applied after, so the chunking does
 not change the result beyond rounding. Nothing runs until ``.compute()``; it works with
 ``dask.distributed`` like any Dask graph.
 
@@ -30,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 import fastloss as _fl
 
+from . import _plan
 from ._result import LossResult
 
 
@@ -86,7 +88,8 @@ def evaluate(spec, arrays, common, options, backend):
         kw.update(reduction=red, sample_weight=w, grad=want, hessian=hessian)
         res = _fl.evaluate(raw, arrs, kw)
         grads = res.grad if isinstance(res.grad, tuple) or res.grad is None else (res.grad,)
-        return res.loss, grads, res.hess
+        count = math.prod(s for k, s in enumerate(arrs[0].shape) if not (rows and k == axis))
+        return res.loss, grads, res.hess, _plan.denominator(spec, options, arrs, count)
 
     pairs = []
     for a, ix in zip(inputs, index):
@@ -122,7 +125,9 @@ def evaluate(spec, arrays, common, options, backend):
                                  chunks=tuple((1,) * len(c) for c in x.chunks), dtype=np.float64,
                                  meta=np.empty((0,) * x.ndim))
     total = partial.sum()
-    count = _denominator(spec, inputs, options, sparse, x, axis, rows)
+    # The divisor of "mean", by the rule of a whole call, summed over the chunks the same way.
+    count = results.map_blocks(lambda r: np.full((1,) * x.ndim, r[3]), chunks=partial.chunks, dtype=np.float64,
+                               meta=np.empty((0,) * x.ndim)).sum()
     if spec.finish is not None:
         finished = dask.delayed(spec.finish, nout=2)(total, count if reduction == "mean" else 1.0)
         value = da.from_delayed(finished[0], (), dtype=np.float64)
@@ -146,19 +151,3 @@ def evaluate(spec, arrays, common, options, backend):
 
 def _one(grads):
     return grads[0] if grads is not None and len(grads) == 1 else grads
-
-
-def _denominator(spec, inputs, options, sparse, x, axis, rows):
-    """The divisor of "mean": the number of losses, or sparse cross-entropy's counted rows
-    (or their class weights), summed lazily over the chunks."""
-    if spec.denominator is None or not sparse:
-        return float(math.prod(s for k, s in enumerate(x.shape) if not (rows and k == axis)))
-    labels = inputs[1]
-    counted = labels != options["ignore_index"] if options.get("ignore_index") is not None else da.ones_like(
-        labels, dtype=bool)
-    cw = options.get("class_weight")
-    if cw is None:
-        return counted.sum().astype(np.float64)
-    cw = np.asarray(cw, dtype=np.float64)
-    safe = da.where(counted, labels, 0)
-    return da.where(counted, safe.map_blocks(lambda b: cw[b], dtype=np.float64), 0.0).sum()
