@@ -15,15 +15,19 @@ PACKAGE = pathlib.Path(__file__).resolve().parent
 
 #: The modules of ``@portable`` math, relative to the package, each after the modules it
 #: imports from: the scalar primitives (which the generator puts in ``_primitives.pxd``),
-#: then the losses.
+#: then the row machinery and the losses.
 MODULES = (
     "math/elementary.py",
     "math/reductions.py",
     "math/primitives.py",
+    "math/online_softmax.py",
     "losses/regression.py",
     "losses/binary.py",
+    "losses/hinge.py",
+    "losses/focal.py",
     "losses/generative.py",
-    "losses/softmax.py",
+    "losses/cross_entropy.py",
+    "losses/divergences.py",
     "losses/embedding.py",
 )
 

@@ -488,7 +488,8 @@ def parse():
         tree = ast.parse((PACKAGE / rel).read_text())
         table = tables.setdefault(module, {})
         for stmt in tree.body:
-            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.module.endswith(SCALAR_MODULES):
+            if isinstance(stmt, ast.ImportFrom) and stmt.module and \
+                    stmt.module.rsplit(".", 1)[-1] in {pathlib.Path(m).stem for m in MODULES}:
                 source = stmt.module.rsplit(".", 1)[-1]
                 for alias in stmt.names:
                     table[alias.asname or alias.name] = (source, alias.name)
