@@ -28,6 +28,7 @@ from ..math.online_softmax import (
     softmax_blocks,
     softmax_exp,
     tile_transposed_max,
+    tile_untranspose,
 )
 from ..math.portable import portable
 from ..math.primitives import clip, clip_grad, wide, xdivy, xlogy
@@ -92,12 +93,12 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
         if not want_g:
             for j in range(lo, hi):
                 pj = wide(h[j]) * scale
-                h[j] = gs * a * pj * (1.0 - pj)
+                h[j] = softmax_ce_hess(pj, a, gs)
         else:
             for j in range(lo, hi):
                 pj = wide(gz[j]) * scale
                 if want_h:
-                    h[j] = gs * a * pj * (1.0 - pj)
+                    h[j] = softmax_ce_hess(pj, a, gs)
                 gz[j] = sparse_ce_grad(pj, j == label, a, k * (wide(cw[j]) if weighted else 1.0), w_y * (1.0 - ls), gs)
     return loss
 
@@ -169,7 +170,7 @@ def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
         for j in range(n):
             for r in range(rows):
                 pj = t[j * rows + r] * d[r]
-                th[j * rows + r] = gs[r] * a[r] * pj * (1.0 - pj)
+                th[j * rows + r] = softmax_ce_hess(pj, a[r], gs[r])
         for r in range(rows):
             for j in range(n):
                 h[r * n + j] = 0.0 if ignored[r] != 0.0 else th[j * rows + r]
@@ -231,7 +232,7 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
         for j in range(lo, hi):
             pj = wide(gz[j] if want_g else h[j]) * scale
             if want_h:
-                h[j] = gs * total_t * pj * (1.0 - pj)
+                h[j] = softmax_ce_hess(pj, total_t, gs)
             if want_g:
                 gz[j] = softmax_ce_grad(pj, smoothed_target(wide(y[j]), ls, k), total_t, gs)
     return loss
@@ -247,6 +248,13 @@ def smoothed_target(yj, ls, k):
 def softmax_ce_grad(pj, tj, total_t, gs):
     """d loss / d z_j = gs (T softmax_j - t_j), T = sum_j t_j."""
     return gs * (total_t * pj - tj)
+
+
+@portable
+def softmax_ce_hess(pj, a, gs):
+    """d2 loss / d z_j^2 = gs A softmax_j (1 - softmax_j), A = sum_j t_j (the hessian's
+    diagonal of cross-entropy against softmax, for soft targets and labels alike)."""
+    return gs * a * pj * (1.0 - pj)
 
 
 @portable
@@ -319,17 +327,13 @@ def softmax_cross_entropy_rows(z, y, c, gz, h, gs, p, loss):
         for j in range(n):
             for r in range(rows):
                 pj = t[j * rows + r] * scale[r]
-                th[j * rows + r] = gs[r] * total[r] * pj * (1.0 - pj)
-        for r in range(rows):
-            for j in range(n):
-                h[r * n + j] = th[j * rows + r]
+                th[j * rows + r] = softmax_ce_hess(pj, total[r], gs[r])
+        tile_untranspose(th, rows, n, h)
     if gz.shape[0] != 0:
         for j in range(n):
             for r in range(rows):
                 t[j * rows + r] = softmax_ce_grad(t[j * rows + r] * scale[r], tt[j * rows + r], total[r], gs[r])
-        for r in range(rows):
-            for j in range(n):
-                gz[r * n + j] = t[j * rows + r]
+        tile_untranspose(t, rows, n, gz)
 
 
 @portable

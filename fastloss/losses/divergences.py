@@ -16,7 +16,7 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 import math
 
 from ..math.elementary import exp, exp_nonpositive, is_single, log, log1p, single
-from ..math.online_softmax import max_sum_exp, merge_max_sum_exp, softmax_exp, tile_transposed_max
+from ..math.online_softmax import max_sum_exp, merge_max_sum_exp, softmax_exp, tile_transposed_max, tile_untranspose
 from ..math.portable import portable
 from ..math.primitives import clip, clip_grad, log_add_exp, wide, xdivy
 from ..math.reductions import LANES, lane_add, lane_finish, lanes, scratch
@@ -173,9 +173,7 @@ def softmax_kl_divergence_rows(z, y, c, gz, h, gs, p, loss):
                 pj = exp_nonpositive(t[j * rows + r] - m[r]) / d[r]
                 pj = single(pj) if is_single(z) else pj
                 t[j * rows + r] = softmax_ce_grad(pj, tq[j * rows + r], total_q[r], gs[r])
-        for r in range(rows):
-            for j in range(n):
-                gz[r * n + j] = t[j * rows + r]
+        tile_untranspose(t, rows, n, gz)
 
 
 @portable

@@ -13,7 +13,7 @@ own maximum; the losses that keep exp(z_j - m_b) in the gradient row rescale it 
 exp(m_b - m) (:func:`block_scale`) in their one write pass. Two states merge with
 :func:`merge_max_sum_exp` (the CUDA row kernels merge their threads' states with it too).
 A tile of narrow rows (the ``_rows`` forms) is transposed, and its maxima taken, by
-:func:`tile_transposed_max`.
+:func:`tile_transposed_max`, and its results written back by :func:`tile_untranspose`.
 """
 
 import math
@@ -213,3 +213,13 @@ def tile_transposed_max(z, rows, n, t_scratch, m_scratch):
         for r in range(rows):
             v = t_scratch[j * rows + r]
             m_scratch[r] = v if v > m_scratch[r] else m_scratch[r]
+
+
+@portable
+def tile_untranspose(t_scratch, rows, n, out):
+    """Write a tile transposed as :func:`tile_transposed_max` lays it out (``t[j * rows +
+    r]`` is row r's class j) back into ``out`` in row order (``out[r * n + j]``), rounded
+    to out's dtype: a ``_rows`` form's gradient or hessian rows."""
+    for r in range(rows):
+        for j in range(n):
+            out[r * n + j] = t_scratch[j * rows + r]
