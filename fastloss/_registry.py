@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _options as opt
-from .losses import binary, embedding, generative, regression, softmax
+from .losses import binary, cross_entropy, divergences, embedding, focal, generative, hinge, regression
 from .math.portable import Portable
 
 
@@ -224,17 +224,17 @@ SPECS = (
         params=_pos_weight_params, aux=_pos_weight_array, hessian=True,
     ),
     LossSpec(
-        "hinge", "elementwise", ("pred", "y"), binary.hinge,
+        "hinge", "elementwise", ("pred", "y"), hinge.hinge,
         "max(0, 1 - y pred); targets all in {0, 1} (NaN aside) are mapped to {-1, 1}", "Keras hinge",
         options=(HINGE_TARGETS,), params=lambda o, a: (float(_zero_one(o, a)),), data_params=True,
     ),
     LossSpec(
-        "squared_hinge", "elementwise", ("pred", "y"), binary.squared_hinge,
+        "squared_hinge", "elementwise", ("pred", "y"), hinge.squared_hinge,
         "max(0, 1 - y pred)^2; targets all in {0, 1} are mapped to {-1, 1}", "Keras squared_hinge",
         options=(HINGE_TARGETS,), params=lambda o, a: (float(_zero_one(o, a)),), data_params=True,
     ),
     LossSpec(
-        "sigmoid_focal_loss", "elementwise", ("z", "y"), binary.sigmoid_focal_loss,
+        "sigmoid_focal_loss", "elementwise", ("z", "y"), focal.sigmoid_focal_loss,
         "alpha_t (1 - p_t)^gamma BCE(z, y), alpha_t = alpha y + (1 - alpha)(1 - y)",
         "torchvision sigmoid_focal_loss",
         options=(
@@ -252,24 +252,24 @@ SPECS = (
     ),
     # --- multi-class: the class axis --------------------------------------------------
     LossSpec(
-        "categorical_hinge", "rowwise", ("pred", "y"), softmax.categorical_hinge,
+        "categorical_hinge", "rowwise", ("pred", "y"), hinge.categorical_hinge,
         "max(0, 1 + max_j((1 - y_j) pred_j) - sum_j y_j pred_j)", "Keras categorical_hinge",
     ),
     LossSpec(
-        "categorical_cross_entropy", "rowwise", ("p", "y"), softmax.categorical_cross_entropy,
+        "categorical_cross_entropy", "rowwise", ("p", "y"), cross_entropy.categorical_cross_entropy,
         "-sum_j y_j log(clip(p_j / sum p, eps, 1 - eps)); smoothing y -> y (1 - ls) + ls / C",
         "Keras categorical_crossentropy(from_logits=False)",
         options=(EPS, LABEL_SMOOTHING), params=lambda o, a: (o["eps"], o["label_smoothing"]),
     ),
     LossSpec(
-        "softmax_cross_entropy", "rowwise", ("z", "y"), softmax.softmax_cross_entropy,
+        "softmax_cross_entropy", "rowwise", ("z", "y"), cross_entropy.softmax_cross_entropy,
         "-sum_j y_j log_softmax(z)_j; smoothing y -> y (1 - ls) + ls / C",
         "PyTorch cross_entropy with probabilities, optax softmax_cross_entropy",
         options=(LABEL_SMOOTHING,), params=lambda o, a: (o["label_smoothing"],), hessian=True,
     ),
     LossSpec(
         "sparse_softmax_cross_entropy", "rowwise", ("z", "labels"),
-        softmax.sparse_softmax_cross_entropy,
+        cross_entropy.sparse_softmax_cross_entropy,
         "logsumexp(z) - z_label (with class weights and smoothing as PyTorch)",
         "PyTorch cross_entropy with class indices",
         target="labels",
@@ -289,20 +289,20 @@ SPECS = (
         denominator=_sparse_ce_denominator, hessian=True,
     ),
     LossSpec(
-        "kl_divergence", "rowwise", ("p", "q"), softmax.kl_divergence,
+        "kl_divergence", "rowwise", ("p", "q"), divergences.kl_divergence,
         "sum_j q_j log(q_j / p_j), both clipped to [eps, 1]",
         "Keras kl_divergence(y_true=q, y_pred=p)",
         options=(EPS,), params=lambda o, a: (o["eps"],),
     ),
     LossSpec(
-        "softmax_kl_divergence", "rowwise", ("z", "q"), softmax.softmax_kl_divergence,
+        "softmax_kl_divergence", "rowwise", ("z", "q"), divergences.softmax_kl_divergence,
         "sum_j q_j (log q_j - log_softmax(z)_j), 0 log 0 = 0",
         "PyTorch kl_div(log_softmax(z), q, reduction=\"batchmean\") per row",
         options=(opt.Option("log_target", False, "q is given as log q", opt.flag("log_target")),),
         params=lambda o, a: (float(o["log_target"]),),
     ),
     LossSpec(
-        "js_divergence", "rowwise", ("z_p", "z_q"), softmax.js_divergence,
+        "js_divergence", "rowwise", ("z_p", "z_q"), divergences.js_divergence,
         "beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q, P, Q softmaxes",
         "generalised JSD as in Liger-Kernel",
         grads=2, target="none",
@@ -310,10 +310,10 @@ SPECS = (
         params=lambda o, a: (o["beta"],),
     ),
     LossSpec(
-        "softmax_focal_loss", "rowwise", ("z", "y"), softmax.softmax_focal_loss,
+        "softmax_focal_loss", "rowwise", ("z", "y"), focal.softmax_focal_loss,
         "-sum_j alpha y_j (1 - p_j)^gamma log p_j, p = softmax(z)",
         "Keras CategoricalFocalCrossentropy(from_logits=True)",
-        target="float_or_labels", sparse_math=softmax.sparse_softmax_focal_loss,
+        target="float_or_labels", sparse_math=focal.sparse_softmax_focal_loss,
         options=(
             opt.Option("alpha", 0.25, "weight of every class; None: 1", opt.optional_real("alpha")),
             GAMMA,

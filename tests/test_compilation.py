@@ -78,15 +78,41 @@ def _cpu_portable_modules():
 
 
 def test_both_backends_build_from_every_portable_module():
-    """A module of portable math missing from the Cython generator's list would never be
-    translated; one outside the Numba cache key would leave stale kernels in the cache."""
+    """A module of portable math missing from the one list of them (fastloss/_sources.py)
+    would never be translated by the Cython generator, and would be outside the Numba
+    cache key (stale kernels in the cache); the generator and both backends' source
+    hashes read that list."""
+    from fastloss import _sources
     from fastloss.cpu_cython import generate
-    from fastloss.cpu_numba import jit
 
     portable = _cpu_portable_modules()
-    assert "losses/softmax.py" in portable and "math/elementary.py" in portable
-    assert portable <= set(generate.MODULES)
-    assert all(m.split("/")[0] in jit._KERNEL_SOURCES for m in portable)
+    assert "math/online_softmax.py" in portable and "losses/cross_entropy.py" in portable
+    assert portable <= set(_sources.MODULES)
+    assert generate.MODULES == _sources.MODULES and generate.source_hash() == _sources.source_hash()
+
+
+PROBE_IMPORTS = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("_fastloss_generate", sys.argv[1])
+generate = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(generate)
+generate.generate()
+build = sorted(m for m in sys.modules if m.split(".")[0] in ("fastloss", "numba"))
+import fastloss.cpu_cython
+print(json.dumps([build, "fastloss.cpu_cython.generate" in sys.modules]))
+"""
+
+
+def test_the_build_imports_no_fastloss_and_the_runtime_no_generator():
+    """The generator, loaded by its path as setup.py loads it, reads the list of math
+    modules from fastloss/_sources.py without importing fastloss or Numba; the Cython
+    backend checks its extension against the sources' hash without importing the
+    generator (a build tool)."""
+    generator = ROOT / "fastloss" / "cpu_cython" / "generate.py"
+    out = subprocess.run([sys.executable, "-c", PROBE_IMPORTS, str(generator)], capture_output=True, text=True,
+                         env={**SESSION_ENV, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], False]
 
 
 @pytest.mark.parametrize("edited", ["math/elementary.py", "losses/regression.py", "cpu_numba/drivers.py", "_config.py"])

@@ -415,7 +415,7 @@ def _row_block_asm(math_fn, params, labels=False, grads=1, narrow=False):
 
 
 def _loss_kernels():
-    from fastloss.losses import binary, embedding, generative, regression, softmax
+    from fastloss.losses import binary, cross_entropy, divergences, embedding, focal, generative, regression
 
     return {
         "sigmoid_binary_cross_entropy": lambda: _element_block_asm(binary.sigmoid_binary_cross_entropy,
@@ -423,16 +423,16 @@ def _loss_kernels():
         "sigmoid_binary_cross_entropy float32 form": lambda: _element_block_asm(
             binary.sigmoid_binary_cross_entropy_float32, (0.0, 1.0, 0.0)),
         "log_cosh": lambda: _element_block_asm(regression.log_cosh, ()),
-        "sigmoid_focal_loss": lambda: _element_block_asm(binary.sigmoid_focal_loss, (0.25, 2.0, 1.0)),
-        "sparse_softmax_cross_entropy": lambda: _row_block_asm(softmax.sparse_softmax_cross_entropy,
+        "sigmoid_focal_loss": lambda: _element_block_asm(focal.sigmoid_focal_loss, (0.25, 2.0, 1.0)),
+        "sparse_softmax_cross_entropy": lambda: _row_block_asm(cross_entropy.sparse_softmax_cross_entropy,
                                                                (0.0, 0.0, 0.0), labels=True),
         "sparse_softmax_cross_entropy narrow rows": lambda: _row_block_asm(
-            softmax.sparse_softmax_cross_entropy, (0.0, 0.0, 0.0), labels=True, narrow=True),
+            cross_entropy.sparse_softmax_cross_entropy, (0.0, 0.0, 0.0), labels=True, narrow=True),
         "softmax_cross_entropy narrow rows": lambda: _row_block_asm(
-            softmax.softmax_cross_entropy, (0.0,), narrow=True),
+            cross_entropy.softmax_cross_entropy, (0.0,), narrow=True),
         "softmax_kl_divergence narrow rows": lambda: _row_block_asm(
-            softmax.softmax_kl_divergence, (0.0,), narrow=True),
-        "softmax_focal_loss": lambda: _row_block_asm(softmax.softmax_focal_loss, (0.25, 2.0)),
+            divergences.softmax_kl_divergence, (0.0,), narrow=True),
+        "softmax_focal_loss": lambda: _row_block_asm(focal.softmax_focal_loss, (0.25, 2.0)),
         "vae_kl_divergence": lambda: _row_block_asm(generative.vae_kl_divergence, (), grads=2),
         "triplet_margin_loss": lambda: _row_block_asm(embedding.triplet_margin_loss, (1.0, 3.0, 1e-6, 0.0), grads=3),
     }
@@ -501,10 +501,10 @@ def test_element_sums_follow_the_lane_order(n, cpu_backend, rng):
 def test_row_sums_follow_the_lane_order(width, rng):
     """A block's sum of exponentials is exactly the lane order's sum of the compiled exps,
     from wherever the block starts in its row; the stored exps are those terms."""
-    from fastloss.losses import softmax
+    from fastloss.math import online_softmax
 
     z = rng.standard_normal(width + 3)
-    block_sum_exp = compile_math(softmax.block_sum_exp)
+    block_sum_exp = compile_math(online_softmax.block_sum_exp)
 
     @numba.njit
     def run(z, e):
@@ -565,9 +565,9 @@ def _disassembly(symbol_part):
     return functions
 
 
-CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "_kernels_softmax__softmax_kl_divergence",
-               "_block__regression__log_cosh", "_block__binary__sigmoid_focal_loss",
-               "_kernels_softmax__softmax_focal_loss", "_kernels_softmax__js_divergence",
+CYTHON_SIMD = ["_block__binary__sigmoid_binary_cross_entropy", "_kernels_divergences__softmax_kl_divergence",
+               "_block__regression__log_cosh", "_block__focal__sigmoid_focal_loss",
+               "_kernels_focal__softmax_focal_loss", "_kernels_divergences__js_divergence",
                "generative__vae_kl_row", "embedding__distance", "embedding__triplet_grads"]
 #: Any call of a libm function from the extension's code (through the PLT).
 PLT_LIBM = re.compile(r"call\w*\s+\S+\s+<(exp|exp2|expm1|log|log1p|log2|pow|sinh|cosh|tanh|hypot)(@plt)?>")
@@ -601,7 +601,7 @@ def test_cython_kernels_vectorise(symbol):
 #: vectorised, 159 against 214, its scalar remainder loop holding a whole log.)
 CYTHON_TRANSCENDENTAL_BLOCKS = [
     "_block__binary__binary_cross_entropy", "_block__binary__sigmoid_binary_cross_entropy",
-    "_block__binary__sigmoid_focal_loss", "_block__generative__gan_discriminator",
+    "_block__focal__sigmoid_focal_loss", "_block__generative__gan_discriminator",
     "_block__generative__gan_generator", "_block__regression__log_cosh", "_block__regression__poisson",
     "_block__regression__poisson_log_rate", "_block__regression__squared_log_error"]
 PACKED_DOUBLE_FMA = re.compile(r"\bvfn?m(add|sub)\d+pd\b")
@@ -716,7 +716,7 @@ def test_float32_softmax_kernels_use_float32_simd(background):
                  "softmax_cross_entropy narrow rows"):
         count = len(PACKED_SINGLE_FMA.findall(background()[name]))
         assert count >= 7, f"{name}: {count} packed float32 fused multiply-adds"
-    functions = _disassembly("fuse_0__pyx_f_8fastloss_10cpu_cython_8_kernels_softmax__softmax_kl_divergence")
+    functions = _disassembly("fuse_0__pyx_f_8fastloss_10cpu_cython_8_kernels_divergences__softmax_kl_divergence")
     assert functions, "no float32 softmax_kl_divergence row in the extension"
     for fname, lines in functions.items():
         count = sum(bool(PACKED_SINGLE_FMA.search(line)) for line in lines)

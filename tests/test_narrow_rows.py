@@ -1,9 +1,10 @@
-"""The narrow-row variant of sparse softmax cross-entropy (``losses/softmax.py``,
+"""The narrow-row variant of sparse softmax cross-entropy (``losses/cross_entropy.py``,
 ``sparse_softmax_cross_entropy_rows``): a tile of rows with fewer than LANES classes side by
 side. It must give, row by row, the bits of the row function it stands in for, on every
 option, extreme input and tile boundary."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from reference import ref_sparse_ce
 
 import fastloss as fl
 from fastloss import _config
-from fastloss.losses import softmax
+from fastloss.losses import cross_entropy, divergences
 
 OPTIONS = [
     # (label_smoothing, ignore_index, has_ignore_index), class weights
@@ -53,7 +54,7 @@ def test_python_rows_match_the_row_function_bit_for_bit(params, weights, width, 
     g_rows = np.full((rows, width), 7.0) if want in ("grad", "both") else empty
     h_rows = np.full((rows, width), 7.0) if want in ("hess", "both") else empty
     # The row function's loss-only path sums in another order.
-    _assert_rows_match(softmax.sparse_softmax_cross_entropy, z, labels, cw, g_rows, h_rows, gs, params,
+    _assert_rows_match(cross_entropy.sparse_softmax_cross_entropy, z, labels, cw, g_rows, h_rows, gs, params,
                        exact_loss=want != "loss")
 
 
@@ -63,7 +64,7 @@ def _assert_rows_match(row_fn, z, y, c, g_rows, h_rows, gs, params, exact_loss=T
     wanted ones: ``g_rows`` / ``h_rows`` of width 0 are not wanted)."""
     rows, width = z.shape
     loss = np.empty(rows)
-    rows_fn = getattr(softmax, row_fn.__name__ + "_rows")
+    rows_fn = getattr(sys.modules[row_fn.__module__], row_fn.__name__ + "_rows")
     rows_fn.py_func(z.reshape(-1), y.reshape(-1), c, g_rows.reshape(-1), h_rows.reshape(-1), gs, params, loss)
     for r in range(rows):
         g = np.full(width, 7.0, g_rows.dtype) if g_rows.size else np.empty(0, g_rows.dtype)
@@ -157,7 +158,7 @@ def test_dense_python_rows_match_the_row_function_bit_for_bit(smoothing, width, 
     empty = np.empty((rows, 0))
     g_rows = np.full((rows, width), 7.0) if want in ("grad", "both") else empty
     h_rows = np.full((rows, width), 7.0) if want in ("hess", "both") else empty
-    _assert_rows_match(softmax.softmax_cross_entropy, z, y, np.empty(0), g_rows, h_rows, gs, (smoothing,))
+    _assert_rows_match(cross_entropy.softmax_cross_entropy, z, y, np.empty(0), g_rows, h_rows, gs, (smoothing,))
 
 
 @pytest.mark.parametrize("width", [1, 3, 10, _config.NARROW_MAX_WIDTH, _config.NARROW_MAX_WIDTH + 1])
@@ -270,7 +271,7 @@ def test_kl_python_rows_match_the_row_function_bit_for_bit(log_target, width, wa
     z, y = z.astype(dtype), y.astype(dtype)
     gs = rng.uniform(0.1, 2.0, rows)
     g_rows = np.full((rows, width), 7.0, dtype) if want_grad else np.empty((rows, 0), dtype)
-    _assert_rows_match(softmax.softmax_kl_divergence, z, y, np.empty(0), g_rows, np.empty((rows, 0), dtype), gs,
+    _assert_rows_match(divergences.softmax_kl_divergence, z, y, np.empty(0), g_rows, np.empty((rows, 0), dtype), gs,
                        (log_target,))
 
 
@@ -288,7 +289,7 @@ def test_kl_probabilities_python_rows_match_the_row_function_bit_for_bit(eps, wi
     y[3, :] = 0.0
     gs = rng.uniform(0.1, 2.0, rows)
     g_rows = np.full((rows, width), 7.0) if want_grad else np.empty((rows, 0))
-    _assert_rows_match(softmax.kl_divergence, x, y, np.empty(0), g_rows, np.empty((rows, 0)), gs, (eps,))
+    _assert_rows_match(divergences.kl_divergence, x, y, np.empty(0), g_rows, np.empty((rows, 0)), gs, (eps,))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Python-level NaN and inf arithmetic
@@ -308,5 +309,5 @@ def test_cce_python_rows_match_the_row_function_bit_for_bit(smoothing, width, wa
     x, y = x.astype(dtype), y.astype(dtype)
     gs = rng.uniform(0.1, 2.0, rows)
     g_rows = np.full((rows, width), 7.0, dtype) if want_grad else np.empty((rows, 0), dtype)
-    _assert_rows_match(softmax.categorical_cross_entropy, x, y, np.empty(0), g_rows, np.empty((rows, 0), dtype),
+    _assert_rows_match(cross_entropy.categorical_cross_entropy, x, y, np.empty(0), g_rows, np.empty((rows, 0), dtype),
                        gs, (1e-7, smoothing))

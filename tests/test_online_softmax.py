@@ -1,6 +1,6 @@
-"""The online log-sum-exp of the softmax losses (``losses/softmax.py``: ``softmax_blocks``).
+"""The online log-sum-exp of the softmax losses (``math/online_softmax.py``: ``softmax_blocks``).
 
-A row wider than a block (``softmax.BLOCK`` logits) is read once, block by block, each block
+A row wider than a block (``online_softmax.BLOCK`` logits) is read once, block by block, each block
 with its own maximum; the losses that keep exp(z_j - m_b) in the gradient row rescale it
 by exp(m_b - m) when they write the gradient. These tests use rows of several blocks
 (the row's maximum in the first, a middle or the last block, masked and NaN blocks) on
@@ -15,12 +15,15 @@ from reference import ref_jsd, ref_softmax_ce, ref_softmax_focal, ref_softmax_kl
 from scipy.special import softmax as ref_softmax
 
 import fastloss as fl
-from fastloss.losses import softmax
+from fastloss.losses import cross_entropy
+from fastloss.math import online_softmax
+from fastloss.math.reductions import LANES
 
 #: The references form 0 * inf and 0 log 0 on masked logits (the tests patch those rows).
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
-WIDTH = 2 * softmax.BLOCK + 77  # three blocks, the last one partial
+BLOCK = online_softmax.BLOCK  # (the tiny-block test patches the module's)
+WIDTH = 2 * BLOCK + 77  # three blocks, the last one partial
 RTOL = {np.float64: 1e-12, np.float32: 2e-6}
 
 
@@ -31,9 +34,9 @@ def _wide_logits(rng, rows, width, dtype):
     z = rng.normal(scale=3.0, size=(rows, width))
     z[0, 3] = 40.0
     z[1, -5] = 1e4
-    z[2, softmax.BLOCK + 100] = 25.0
-    z[3, : softmax.BLOCK] = -np.inf
-    z[3, softmax.BLOCK + 7] = 30.0
+    z[2, BLOCK + 100] = 25.0
+    z[3, : BLOCK] = -np.inf
+    z[3, BLOCK + 7] = 30.0
     return z.astype(dtype)
 
 
@@ -56,7 +59,7 @@ SPARSE_OPTIONS = [
 def test_sparse_cross_entropy_over_blocks(options, dtype, cpu_backend, rng):
     rows = 5
     z = _wide_logits(rng, rows, WIDTH, dtype)
-    labels = rng.integers(softmax.BLOCK, WIDTH, rows)  # row 3: not on a masked logit
+    labels = rng.integers(BLOCK, WIDTH, rows)  # row 3: not on a masked logit
     labels[4] = 1
     options = dict(options)
     if options.get("class_weight") == "weights":
@@ -65,8 +68,8 @@ def test_sparse_cross_entropy_over_blocks(options, dtype, cpu_backend, rng):
     z64 = z.astype(np.float64)
     expected = ref_sparse_ce(z64, labels, **options)
     if not options.get("label_smoothing"):  # the reference forms 0 * inf for the masked row
-        sub = {k: (v[softmax.BLOCK:] if k == "class_weight" else v) for k, v in options.items()}
-        expected[3] = ref_sparse_ce(z64[3:4, softmax.BLOCK:], labels[3:4] - softmax.BLOCK, **sub)[0]
+        sub = {k: (v[BLOCK:] if k == "class_weight" else v) for k, v in options.items()}
+        expected[3] = ref_sparse_ce(z64[3:4, BLOCK:], labels[3:4] - BLOCK, **sub)[0]
     else:  # smoothing puts target mass on the masked logits: an infinite loss
         assert expected[3] == np.inf
     np.testing.assert_allclose(res.loss, expected, rtol=RTOL[dtype])
@@ -89,7 +92,7 @@ def test_soft_target_losses_over_blocks(dtype, cpu_backend, rng):
     rows = 4
     z = _wide_logits(rng, rows, WIDTH, dtype)
     q = _probabilities(rng, rows, WIDTH)
-    q[3, : softmax.BLOCK] = 0.0  # no target mass on row 3's masked block
+    q[3, : BLOCK] = 0.0  # no target mass on row 3's masked block
     q = (q / q.sum(axis=1, keepdims=True)).astype(dtype)
     z64, q64 = z.astype(np.float64), q.astype(np.float64)
     p = ref_softmax(z64, axis=1)
@@ -106,7 +109,7 @@ def test_soft_target_losses_over_blocks(dtype, cpu_backend, rng):
 
     res = fl.softmax_kl_divergence(z, q, reduction="none")
     expected = ref_softmax_kl(z64, q64)
-    expected[3] = ref_softmax_kl(z64[3:4, softmax.BLOCK:], q64[3:4, softmax.BLOCK:])[0]  # (0 * -inf there)
+    expected[3] = ref_softmax_kl(z64[3:4, BLOCK:], q64[3:4, BLOCK:])[0]  # (0 * -inf there)
     np.testing.assert_allclose(res.loss, expected, rtol=RTOL[dtype])
     np.testing.assert_allclose(res.grad, q64.sum(axis=1, keepdims=True) * p - q64, rtol=RTOL[dtype], atol=atol)
 
@@ -120,25 +123,25 @@ def test_other_softmax_losses_over_blocks(name, cpu_backend, rng):
     z[1, -5] = 60.0  # finite differences need no 1e4 logit
     if name == "js_divergence":
         zq = rng.normal(scale=2.0, size=z.shape)
-        zq[3, : softmax.BLOCK] = -np.inf  # the same block masked in both
+        zq[3, : BLOCK] = -np.inf  # the same block masked in both
         expected = ref_jsd(z, zq)
-        expected[3] = ref_jsd(z[3:4, softmax.BLOCK:], zq[3:4, softmax.BLOCK:])[0]  # (0 log 0/0 there)
+        expected[3] = ref_jsd(z[3:4, BLOCK:], zq[3:4, BLOCK:])[0]  # (0 log 0/0 there)
 
         def call(x, **kw):
             return fl.js_divergence(x, zq, **kw)
     elif name == "softmax_focal_loss":
         y = _probabilities(rng, rows, WIDTH)
-        y[3, : softmax.BLOCK] = 0.0
+        y[3, : BLOCK] = 0.0
         expected = ref_softmax_focal(z, y)
-        expected[3] = ref_softmax_focal(z[3:4, softmax.BLOCK:], y[3:4, softmax.BLOCK:])[0]  # (0 * -inf there)
+        expected[3] = ref_softmax_focal(z[3:4, BLOCK:], y[3:4, BLOCK:])[0]  # (0 * -inf there)
 
         def call(x, **kw):
             return fl.softmax_focal_loss(x, y, **kw)
     else:
         # never a masked logit, nor a row's maximum (where the reference's 1 - p cancels)
-        labels = np.array([softmax.BLOCK + 5, WIDTH - 3, softmax.BLOCK + 200, softmax.BLOCK + 9])
+        labels = np.array([BLOCK + 5, WIDTH - 3, BLOCK + 200, BLOCK + 9])
         expected = ref_softmax_focal(z, labels)
-        expected[3] = ref_softmax_focal(z[3:4, softmax.BLOCK:], labels[3:4] - softmax.BLOCK)[0]  # (0 * -inf there)
+        expected[3] = ref_softmax_focal(z[3:4, BLOCK:], labels[3:4] - BLOCK)[0]  # (0 * -inf there)
 
         def call(x, **kw):
             return fl.softmax_focal_loss(x, labels, **kw)
@@ -160,27 +163,27 @@ def test_masked_and_nan_blocks_stay_in_their_rows(cpu_backend, rng):
     and no other row is touched."""
     width = WIDTH
     z = rng.normal(size=(5, width))
-    z[0, softmax.BLOCK: 2 * softmax.BLOCK] = -np.inf  # a masked middle block
-    z[1, : softmax.BLOCK] = np.nan  # a block of NaN, the rest finite
+    z[0, BLOCK: 2 * BLOCK] = -np.inf  # a masked middle block
+    z[1, : BLOCK] = np.nan  # a block of NaN, the rest finite
     z[2] = -np.inf
-    z[3, softmax.BLOCK:] = -np.inf  # everything but the first block masked
+    z[3, BLOCK:] = -np.inf  # everything but the first block masked
     labels = np.array([0, 5, 0, 3, 9])
     res = fl.sparse_softmax_cross_entropy(z, labels, reduction="none")
-    unmasked = np.concatenate([z[0, : softmax.BLOCK], z[0, 2 * softmax.BLOCK:]])
+    unmasked = np.concatenate([z[0, : BLOCK], z[0, 2 * BLOCK:]])
     np.testing.assert_allclose(res.loss[0], ref_sparse_ce(unmasked[None], labels[:1])[0], rtol=1e-12)
-    assert np.all(res.grad[0, softmax.BLOCK: 2 * softmax.BLOCK] == 0.0)
+    assert np.all(res.grad[0, BLOCK: 2 * BLOCK] == 0.0)
     assert np.isnan(res.loss[1]) and np.all(np.isnan(res.grad[1]))
     assert np.isnan(res.loss[2]) and np.all(np.isnan(res.grad[2]))
-    np.testing.assert_allclose(res.loss[3], ref_sparse_ce(z[3:4, : softmax.BLOCK], labels[3:4])[0], rtol=1e-12)
-    assert np.all(res.grad[3, softmax.BLOCK:] == 0.0)
+    np.testing.assert_allclose(res.loss[3], ref_sparse_ce(z[3:4, : BLOCK], labels[3:4])[0], rtol=1e-12)
+    assert np.all(res.grad[3, BLOCK:] == 0.0)
     np.testing.assert_allclose(res.loss[4], ref_sparse_ce(z[4:5], labels[4:5])[0], rtol=1e-12)
 
     q = _probabilities(rng, 5, width)
-    q[0, softmax.BLOCK: 2 * softmax.BLOCK] = 0.0  # no target mass on the masked block
-    q[3, softmax.BLOCK:] = 0.0
+    q[0, BLOCK: 2 * BLOCK] = 0.0  # no target mass on the masked block
+    q[3, BLOCK:] = 0.0
     q /= q.sum(axis=1, keepdims=True)
     res = fl.softmax_cross_entropy(z, q, reduction="none")
-    keep = np.r_[0: softmax.BLOCK, 2 * softmax.BLOCK: width]
+    keep = np.r_[0: BLOCK, 2 * BLOCK: width]
     np.testing.assert_allclose(res.loss[0], ref_softmax_ce(z[0:1, keep], q[0:1, keep])[0], rtol=1e-12)
     assert np.isnan(res.loss[1]) and np.isnan(res.loss[2])
     np.testing.assert_allclose(res.loss[4], ref_softmax_ce(z[4:5], q[4:5])[0], rtol=1e-12)
@@ -203,7 +206,7 @@ def test_in_place_over_blocks(name, cpu_backend, rng):
 
 def test_more_blocks_than_lanes(cpu_backend, rng):
     """A row of more than LANES blocks of BLOCK: blocks grow (one maximum per lane)."""
-    width = softmax.LANES * softmax.BLOCK + 1000
+    width = LANES * BLOCK + 1000
     z = rng.normal(scale=2.0, size=(1, width))
     z[0, -1] = 30.0
     labels = np.array([width - 2])
@@ -215,26 +218,26 @@ def test_more_blocks_than_lanes(cpu_backend, rng):
 
 
 def test_block_size_bounds_the_blocks():
-    for n in (0, 1, softmax.BLOCK, softmax.BLOCK * softmax.LANES, softmax.BLOCK * softmax.LANES + 1, 10**6, 10**7):
-        size = softmax.block_size(np.empty(n))
-        assert size >= softmax.BLOCK and size % softmax.LANES == 0
-        assert -(-n // size) <= softmax.LANES
+    for n in (0, 1, BLOCK, BLOCK * LANES, BLOCK * LANES + 1, 10**6, 10**7):
+        size = online_softmax.block_size(np.empty(n))
+        assert size >= BLOCK and size % LANES == 0
+        assert -(-n // size) <= LANES
 
 
 def test_python_source_with_tiny_blocks(monkeypatch, rng):
     """The portable source itself with blocks of LANES logits (many blocks per row):
     the loss and gradient of sparse cross-entropy with every option, against NumPy."""
-    monkeypatch.setattr(softmax, "BLOCK", softmax.LANES)
-    width = 3 * softmax.LANES + 5
+    monkeypatch.setattr(online_softmax, "BLOCK", LANES)
+    width = 3 * LANES + 5
     z = rng.normal(scale=3.0, size=width)
-    z[2 * softmax.LANES + 1] = 20.0  # the maximum in the third block
-    z[: softmax.LANES] = -np.inf  # the first block masked
+    z[2 * LANES + 1] = 20.0  # the maximum in the third block
+    z[: LANES] = -np.inf  # the first block masked
     cw = rng.uniform(0.5, 2.0, width)
-    label = 2 * softmax.LANES + 9
+    label = 2 * LANES + 9
     ls = 0.2
     g = np.empty(width)
     h = np.empty(width)
-    loss = softmax.sparse_softmax_cross_entropy.py_func(
+    loss = cross_entropy.sparse_softmax_cross_entropy.py_func(
         z, label, z, cw, g, np.empty(0), np.empty(0), h, 1.0, (ls, 0.0, 0.0))
     np.testing.assert_allclose(loss, ref_sparse_ce(z[None], np.array([label]), class_weight=cw,
                                                    label_smoothing=ls)[0], rtol=1e-13)

@@ -14,14 +14,14 @@ import warnings
 
 import numpy as np
 
-from . import generate
+from .. import _sources
 
 try:
     from . import _fast, _kernels
 except ImportError:  # not built
     _fast = _kernels = None
 
-if _kernels is not None and _kernels.SOURCE_HASH != generate.source_hash():
+if _kernels is not None and _kernels.SOURCE_HASH != _sources.source_hash():
     warnings.warn(
         "fastloss's Cython extension was built from other sources than the loss math beside it; "
         "it is not used until rebuilt (pip install -e . or python setup.py build_ext --inplace)",

@@ -37,22 +37,19 @@ Usage: ``python fastloss/cpu_cython/generate.py`` (setup.py calls :func:`write`)
 """
 
 import ast
-import hashlib
+import importlib.util
 import math
 import pathlib
 import struct
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent
-MODULES = (
-    "math/elementary.py",
-    "math/reductions.py",
-    "math/primitives.py",
-    "losses/regression.py",
-    "losses/binary.py",
-    "losses/generative.py",
-    "losses/softmax.py",
-    "losses/embedding.py",
-)
+# fastloss/_sources.py, loaded by its path (the build imports no fastloss): the math
+# modules, in order, and their hash.
+_SOURCES = importlib.util.spec_from_file_location("_fastloss_sources", PACKAGE / "_sources.py")
+_sources = importlib.util.module_from_spec(_SOURCES)
+_SOURCES.loader.exec_module(_sources)
+MODULES = _sources.MODULES
+source_hash = _sources.source_hash
 ROW_PARAMS = 10  # x, y, v, c, gx, gy, gv, h, gs, p
 ROWS_SUFFIX = "_rows"  # f_rows: the row function f over a tile of narrow rows side by side
 #: (x, y, c, gx, h, gs, p, loss); y is integer labels where it is named ``labels``.
@@ -78,15 +75,6 @@ NATIVES = {  # name -> (C return type, C definition); ``lanes`` is a local array
                            "for (long l = 0; l < w; l++) acc[l] = acc[l + w] > acc[l] ? acc[l + w] : acc[l]; "
                            "return acc[0]; }}"),
 }
-
-
-def source_hash():
-    """sha256 of the portable sources the extension is generated from."""
-    h = hashlib.sha256()
-    for rel in MODULES + ("_config.py",):
-        h.update(rel.encode())
-        h.update((PACKAGE / rel).read_bytes())
-    return h.hexdigest()
 
 
 class Function:
@@ -500,7 +488,8 @@ def parse():
         tree = ast.parse((PACKAGE / rel).read_text())
         table = tables.setdefault(module, {})
         for stmt in tree.body:
-            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.module.endswith(SCALAR_MODULES):
+            if isinstance(stmt, ast.ImportFrom) and stmt.module and \
+                    stmt.module.rsplit(".", 1)[-1] in {pathlib.Path(m).stem for m in MODULES}:
                 source = stmt.module.rsplit(".", 1)[-1]
                 for alias in stmt.names:
                     table[alias.asname or alias.name] = (source, alias.name)

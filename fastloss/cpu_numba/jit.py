@@ -9,12 +9,12 @@ Where no cache location is writable, or Numba's cache machinery changes, compila
 silently goes on without a cache.
 """
 
-import hashlib
 import pathlib
 
 import numba
 from numba.core.caching import FunctionCache
 
+from .. import _sources
 from ..math.portable import compile_for
 from . import natives  # noqa: F401  (registers the bit casts the math needs)
 
@@ -28,8 +28,10 @@ from . import natives  # noqa: F401  (registers the bit casts the math needs)
 FASTMATH = frozenset({"nsz"})
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent
-_KERNEL_SOURCES = ("math", "losses", "cpu_numba")
-_KERNEL_FILES = ("_config.py",)  # the tile and lane sizes are compiled into the drivers
+#: What the kernels are built with besides the math and settings of :mod:`fastloss._sources`:
+#: the portable machinery that compiles the math, and this backend's modules (drivers, natives).
+_COMPILER_FILES = ("math/portable.py",)
+_BACKEND = "cpu_numba"
 _source_hash = None
 
 
@@ -37,12 +39,8 @@ def package_source_hash():
     """sha256 over the ``.py`` files that kernels are built from."""
     global _source_hash
     if _source_hash is None:
-        h = hashlib.sha256()
-        paths = [p for d in _KERNEL_SOURCES for p in (_PACKAGE / d).glob("*.py")]
-        for path in sorted(paths + [_PACKAGE / f for f in _KERNEL_FILES]):
-            h.update(path.relative_to(_PACKAGE).as_posix().encode())
-            h.update(path.read_bytes())
-        _source_hash = h.hexdigest()
+        backend = sorted(p.relative_to(_PACKAGE).as_posix() for p in (_PACKAGE / _BACKEND).glob("*.py"))
+        _source_hash = _sources.source_hash(_COMPILER_FILES + tuple(backend), package=_PACKAGE)
     return _source_hash
 
 

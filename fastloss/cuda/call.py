@@ -20,7 +20,8 @@ from numba.cuda import config as cuda_config
 from .. import _plan
 from .._arrays import is_device_array
 from .._result import LossResult
-from ..losses import embedding, float32_form, generative, softmax
+from ..losses import cross_entropy, divergences, embedding, float32_form, focal, generative, hinge
+from ..math import online_softmax
 from . import drivers, jit, rowmath
 from .arrays import adopt
 from .jit import compile_math
@@ -104,32 +105,33 @@ def _row_layout(width):
 #: factory, the portable formulas it is built from (after ``merge_max_sum_exp``), and
 #: the factory's other arguments.
 _ROW_KERNELS = {
-    softmax.sparse_softmax_cross_entropy: (
-        drivers.sparse_cross_entropy_rows_kernel, (softmax.sparse_ce_row_loss, softmax.sparse_ce_grad), ()),
-    softmax.softmax_cross_entropy: (
-        drivers.soft_target_rows_kernel, (softmax.ce_target, softmax.no_entropy, softmax.softmax_ce_grad),
+    cross_entropy.sparse_softmax_cross_entropy: (
+        drivers.sparse_cross_entropy_rows_kernel, (cross_entropy.sparse_ce_row_loss, cross_entropy.sparse_ce_grad), ()),
+    cross_entropy.softmax_cross_entropy: (
+        drivers.soft_target_rows_kernel,
+        (cross_entropy.ce_target, cross_entropy.no_entropy, cross_entropy.softmax_ce_grad),
         ("softmax_cross_entropy",)),
-    softmax.softmax_kl_divergence: (
-        drivers.soft_target_rows_kernel, (softmax.kl_target, softmax.kl_entropy, softmax.softmax_ce_grad),
+    divergences.softmax_kl_divergence: (
+        drivers.soft_target_rows_kernel, (divergences.kl_target, divergences.kl_entropy, cross_entropy.softmax_ce_grad),
         ("softmax_kl_divergence",)),
-    softmax.categorical_hinge: (
+    hinge.categorical_hinge: (
         drivers.categorical_hinge_rows_kernel,
-        (softmax.hinge_slot, softmax.max_count_step, softmax.merge_max_count, softmax.hinge_row,
-         softmax.categorical_hinge_grad), ()),
-    softmax.kl_divergence: (
+        (hinge.hinge_slot, hinge.max_count_step, hinge.merge_max_count, hinge.hinge_row,
+         hinge.categorical_hinge_grad), ()),
+    divergences.kl_divergence: (
         drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.kl_div_term, rowmath.kl_div_grad, rowmath.first_sum),
         ("none", False, "kl_divergence")),
-    softmax.categorical_cross_entropy: (
+    cross_entropy.categorical_cross_entropy: (
         drivers.stats_rows_kernel, (rowmath.cce_stat, rowmath.cce_row_term, rowmath.cce_row_grad, rowmath.first_sum),
         ("sum", False, "categorical_cross_entropy")),
     generative.vae_kl_divergence: (
         drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.vae_row_term, rowmath.vae_row_grad, rowmath.first_sum),
         ("none", False, "vae_kl_divergence")),
-    softmax.softmax_focal_loss: (
+    focal.softmax_focal_loss: (
         drivers.stats_rows_kernel,
         (rowmath.no_stat, rowmath.focal_row_term, rowmath.focal_row_grad, rowmath.focal_row_loss),
         ("softmax", False, "softmax_focal_loss")),
-    softmax.sparse_softmax_focal_loss: (
+    focal.sparse_softmax_focal_loss: (
         drivers.stats_rows_kernel,
         (rowmath.no_stat, rowmath.sparse_focal_row_term, rowmath.sparse_focal_row_grad, rowmath.sparse_focal_row_loss),
         ("softmax", True, "sparse_softmax_focal_loss")),
@@ -137,7 +139,7 @@ _ROW_KERNELS = {
     # compute, not loads, bounds its pass, and four elements' loads in flight cost it 26
     # to 40 registers a thread (sm_90: 96 -> 122 for warp rows, 88 -> 128 and 24 bytes
     # spilled in bfloat16 blocks of 512): one at a time.
-    softmax.js_divergence: (
+    divergences.js_divergence: (
         drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.js_row_term, rowmath.js_row_grad, rowmath.js_row_loss),
         ("two_softmax", False, "js_divergence", 1)),
     embedding.triplet_margin_loss: (
@@ -156,7 +158,7 @@ def _rows_kernel(math_fn, layout, dtype):
     if k is None:
         factory, formulas, named = _ROW_KERNELS[math_fn]
         k = _kernels[key] = factory(
-            compile_math(softmax.merge_max_sum_exp), *(compile_math(f) for f in formulas), *layout,
+            compile_math(online_softmax.merge_max_sum_exp), *(compile_math(f) for f in formulas), *layout,
             np.float32 if dtype.itemsize <= 4 else np.float64, dtype == np.int16, *named,
         )
     return k

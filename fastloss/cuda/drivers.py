@@ -203,7 +203,7 @@ def row_max_sum_exp(threads, group, merge, narrow, load):
     maximum, d = sum_j exp(z_j - m)) by a group of ``group`` threads, thread ``t``
     taking every ``group``-th element with :data:`LOADS_IN_FLIGHT` loads in flight, the
     threads' states merged in a fixed tree (``merge``,
-    :func:`fastloss.losses.softmax.merge_max_sum_exp`).
+    :func:`fastloss.math.online_softmax.merge_max_sum_exp`).
 
     ``load`` gives each element in ``narrow`` precision (float32 for inputs of at most 32
     bits, exactly), and the running maximum, the differences ``z_j - m`` and their
@@ -341,7 +341,7 @@ def soft_target_rows_kernel(merge, target, entropy, grad, threads, group, narrow
 
     Pass 1 sums T and the online log-sum-exp; pass 2 writes the gradient (in place with
     ``gx`` the logits) and sums the loss terms. The per-element formulas are the CPU row
-    functions' (:func:`fastloss.losses.softmax.ce_target`, ``kl_target``, ``kl_entropy``,
+    functions' (:func:`fastloss.losses.cross_entropy.ce_target`, ``kl_target``, ``kl_entropy``,
     ``softmax_ce_grad``); precision and ``bf16`` as in
     :func:`sparse_cross_entropy_rows_kernel`.
     """
@@ -400,7 +400,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
        d``, and sums the smoothing term.
 
     The row's loss and gradient formulas are those of the CPU row function
-    (:func:`fastloss.losses.softmax.sparse_ce_row_loss`, ``sparse_ce_grad``). No N x C
+    (:func:`fastloss.losses.cross_entropy.sparse_ce_row_loss`, ``sparse_ce_grad``). No N x C
     temporary: with ``gx`` the logits themselves the gradient overwrites them in place.
 
     Per-element exponentials are taken in ``narrow`` precision (float32 for inputs of at
@@ -596,7 +596,7 @@ def categorical_hinge_rows_kernel(merge, slot, step, merge_count, hinge_row, hin
                                   bf16):
     """A group of threads per row (:func:`rows_kernel`) for Keras's categorical hinge.
     Pass 1: each thread sums y_j x_j over its share and keeps (max_j (1 - y_j) x_j, the
-    number of slots at that max) (:func:`fastloss.losses.softmax.hinge_slot`,
+    number of slots at that max) (:func:`fastloss.losses.hinge.hinge_slot`,
     ``max_count_step``); the group merges the sums and the (max, count) states in fixed
     trees (``merge_max_count``), so ties are counted exactly. Pass 2 writes the gradient
     (``categorical_hinge_grad``), in place with ``gx`` the predictions (the merges'

@@ -14,18 +14,10 @@ These adapters only route arguments: each formula is a ``@portable`` helper of
 :mod:`fastloss.losses` that the CPU row function calls too.
 """
 
+from ..losses.cross_entropy import cce_grad, cce_term
+from ..losses.divergences import js_grads, js_terms, kl_term
+from ..losses.focal import focal_grad, focal_sums, focal_term, sparse_focal_grad
 from ..losses.generative import vae_kl_grads, vae_kl_term
-from ..losses.softmax import (
-    cce_grad,
-    cce_term,
-    focal_grad,
-    focal_sums,
-    focal_term,
-    js_grads,
-    js_terms,
-    kl_term,
-    sparse_focal_grad,
-)
 from ..math.elementary import exp_nonpositive, log, log1p
 from ..math.portable import portable
 

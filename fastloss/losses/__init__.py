@@ -1,7 +1,12 @@
 """The math of every loss, one module per family, written once for every backend.
 
-Element-wise losses (:mod:`.regression`, :mod:`.binary`, :mod:`.generative`) are
-``@portable`` functions of one element::
+:mod:`.regression`, :mod:`.binary` (binary cross-entropy), :mod:`.hinge`, :mod:`.focal`,
+:mod:`.cross_entropy` (softmax and categorical cross-entropy), :mod:`.divergences` (KL and
+Jensen-Shannon), :mod:`.embedding` (triplet) and :mod:`.generative` (GAN, VAE); the
+online log-sum-exp that the softmax losses share is :mod:`fastloss.math.online_softmax`.
+
+Element-wise losses (:mod:`.regression`, :mod:`.binary`, the hinge and sigmoid focal
+losses, the GAN losses) are ``@portable`` functions of one element::
 
     f(x, y, c, p) -> (loss, dloss/dx, dloss/dy, d2loss/dx2)
 
@@ -18,8 +23,9 @@ its transcendental functions in float32 arithmetic (``*_single`` primitives, twi
 SIMD lanes of float64), as PyTorch and XLA do for float32, and must stay within the
 float32 accuracy of contract section 4. :func:`float32_form` finds it.
 
-Row-wise losses (:mod:`.softmax`, :mod:`.embedding`, the VAE term) are ``@portable``
-functions of one row (the class or feature axis)::
+Row-wise losses (:mod:`.cross_entropy`, :mod:`.divergences`, the categorical hinge,
+the softmax focal loss, :mod:`.embedding`, the VAE term) are ``@portable`` functions of
+one row (the class or feature axis)::
 
     f(x, y, v, c, gx, gy, gv, h, gs, p) -> loss of the row
 
