@@ -38,7 +38,7 @@ from numba import cuda  # noqa: E402
 from numba.types import UniTuple, boolean, float16, float32, float64, int16, int64, uint32  # noqa: E402
 
 from fastloss._registry import SPECS  # noqa: E402
-from fastloss.cuda import call, drivers, jit  # noqa: E402
+from fastloss.cuda import call, checks, elementwise, jit, rows, rows_cross_entropy  # noqa: E402
 from fastloss.losses import float32_form  # noqa: E402
 
 CC = (9, 0)
@@ -120,32 +120,32 @@ def cases():
     # Another number of loads in flight (benchmarks/scripts/gpu_variants.py compares them):
     # the unrolled loads must still compile, and stay in registers.
     ce = next(spec for spec in SPECS if spec.name == "sparse_softmax_cross_entropy")
-    shipped, drivers.LOADS_IN_FLIGHT = drivers.LOADS_IN_FLIGHT, 8
+    shipped, rows.LOADS_IN_FLIGHT = rows.LOADS_IN_FLIGHT, 8
     try:
         kernels = [(dt, call._rows_kernel(ce.math, (512, 512), dt.name)) for dt in (float32, int16)]
     finally:
-        drivers.LOADS_IN_FLIGHT = shipped
+        rows.LOADS_IN_FLIGHT = shipped
     for dt, k in kernels:
         sig = list(loss_signature(ce, dt, True, False))
         sig[7] = sig[-1] = float32[::1]
         yield f"{ce.name} {'bfloat16' if dt is int16 else dt} rows (512, 512), 8 loads in flight", k, tuple(sig), 512
-    # The float32 gradient of float32 logits' cross-entropy (drivers.FLOAT32_CE_GRADIENT).
-    shipped, drivers.FLOAT32_CE_GRADIENT = drivers.FLOAT32_CE_GRADIENT, True
+    # The float32 gradient of float32 logits' cross-entropy (rows_cross_entropy.FLOAT32_CE_GRADIENT).
+    shipped, rows_cross_entropy.FLOAT32_CE_GRADIENT = rows_cross_entropy.FLOAT32_CE_GRADIENT, True
     try:
         kernels = [(layout, call._rows_kernel(ce.math, layout, "float32")) for layout in ((256, 32), (512, 512))]
     finally:
-        drivers.FLOAT32_CE_GRADIENT = shipped
+        rows_cross_entropy.FLOAT32_CE_GRADIENT = shipped
     for layout, k in kernels:
         yield (f"{ce.name} float32 rows {layout}, float32 gradient", k, loss_signature(ce, float32, True, False),
                layout[0])
     rmse = next(spec for spec in SPECS if spec.finish is not None)
     for dt in (float32, float64):
-        yield (f"finish {dt}", drivers.finish_kernel(rmse.finish, call.THREADS),
+        yield (f"finish {dt}", elementwise.finish_kernel(rmse.finish, call.THREADS),
                (float64[::1], float64, dt[::1], dt[::1]), call.THREADS)
-    yield "label_check", drivers.label_check_kernel(call.THREADS), (
+    yield "label_check", checks.label_check_kernel(call.THREADS), (
         int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], uint32[::1], float64[::1]
     ), call.THREADS
-    yield "zero_one_rule", drivers.zero_one_rule_kernel(call.THREADS), (
+    yield "zero_one_rule", checks.zero_one_rule_kernel(call.THREADS), (
         float32[::1], float64[::1], uint32[::1], float64[::1], float64[::1]), call.THREADS
 
 

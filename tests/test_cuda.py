@@ -690,9 +690,9 @@ def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeyp
     only the tail; per-row losses, gradients (in place) and hessians against the CPU, for
     every kind of row pass (log-sum-exp; gradients with a target row, integer labels,
     class weights)."""
-    from fastloss.cuda import drivers
+    from fastloss.cuda import rows
 
-    monkeypatch.setattr(drivers, "LOADS_IN_FLIGHT", loads)
+    monkeypatch.setattr(rows, "LOADS_IN_FLIGHT", loads)
     arrays, options = prepared(name, options, rng, np.float64, shape=(3, width))
     hessian = fl.losses()[name].hessian
     cpu = fl.compute(name, *arrays, **options, reduction="none", hessian=hessian)
@@ -709,10 +709,10 @@ def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeyp
 @pytest.mark.parametrize("width", [13, 61], ids=["warp-rows", "block-rows"])
 @pytest.mark.parametrize("case", range(len(OPTION_CASES["sparse_softmax_cross_entropy"])))
 def test_the_float32_cross_entropy_gradient_variant(case, width, rng, monkeypatch):
-    """drivers.FLOAT32_CE_GRADIENT (gpu_variants.py times it): float32 logits' sparse
+    """rows_cross_entropy.FLOAT32_CE_GRADIENT (gpu_variants.py times it): float32 logits' sparse
     cross-entropy gradient and hessian computed in float32, against the CPU's to
     float32's accuracy; and it is another kernel (the shipped one computes in float64)."""
-    from fastloss.cuda import drivers
+    from fastloss.cuda import rows_cross_entropy
 
     name = "sparse_softmax_cross_entropy"
     arrays, options = prepared(name, OPTION_CASES[name][case], rng, np.float32, shape=(5, width))
@@ -721,7 +721,7 @@ def test_the_float32_cross_entropy_gradient_variant(case, width, rng, monkeypatc
     arrays[0][0] *= 30.0  # a row of widely spread logits
     cpu = fl.compute(name, *arrays, **options, reduction="none", hessian=True)
     shipped = fl.compute(name, *(dev(a) for a in arrays), **options, reduction="none", hessian=True)
-    monkeypatch.setattr(drivers, "FLOAT32_CE_GRADIENT", True)
+    monkeypatch.setattr(rows_cross_entropy, "FLOAT32_CE_GRADIENT", True)
     gpu = fl.compute(name, *(dev(a) for a in arrays), **options, reduction="none", hessian=True)
     _close(host(gpu.loss), cpu.loss, np.float32)
     _close(host(gpu.grad), cpu.grad, np.float32)

@@ -19,7 +19,18 @@ from numba.cuda import config as cuda_config
 
 from .. import _api
 from ..losses import embedding, float32_form, generative, softmax
-from . import drivers, is_device_array, jit, rowmath
+from . import (
+    checks,
+    elementwise,
+    is_device_array,
+    jit,
+    rowmath,
+    rows,
+    rows_cross_entropy,
+    rows_hinge,
+    rows_stats,
+    rows_triplet,
+)
 from .arrays import adopt
 from .jit import compile_math
 from .launch import launch
@@ -45,7 +56,7 @@ def _compiled_with():
     ``benchmarks/scripts/gpu_variants.py`` changes between variants): the element-wise
     block size, the row passes' loads in flight, the float32 cross-entropy gradient and
     the register target."""
-    return THREADS, drivers.LOADS_IN_FLIGHT, drivers.FLOAT32_CE_GRADIENT, jit.RESIDENT_THREADS
+    return THREADS, rows.LOADS_IN_FLIGHT, rows_cross_entropy.FLOAT32_CE_GRADIENT, jit.RESIDENT_THREADS
 
 
 def kernel(key, build):
@@ -62,7 +73,7 @@ def _loss_kernel(math_fn, bf16=False, rule_on_device=False):
     ``rule_on_device``: its parameter decided by a kernel, hinge's 0/1 rule)."""
 
     def build(threads):
-        return drivers.elementwise_kernel(compile_math(math_fn), math_fn.__name__, threads, bf16, rule_on_device)
+        return elementwise.elementwise_kernel(compile_math(math_fn), math_fn.__name__, threads, bf16, rule_on_device)
 
     return kernel((math_fn, "elementwise", bf16, rule_on_device), build)
 
@@ -103,32 +114,32 @@ def _row_layout(width):
 #: the factory's other arguments.
 _ROW_KERNELS = {
     softmax.sparse_softmax_cross_entropy: (
-        drivers.sparse_cross_entropy_rows_kernel, (softmax.sparse_ce_row_loss, softmax.sparse_ce_grad), ()),
+        rows_cross_entropy.sparse_cross_entropy_rows_kernel, (softmax.sparse_ce_row_loss, softmax.sparse_ce_grad), ()),
     softmax.softmax_cross_entropy: (
-        drivers.soft_target_rows_kernel, (softmax.ce_target, softmax.no_entropy, softmax.softmax_ce_grad),
+        rows_cross_entropy.soft_target_rows_kernel, (softmax.ce_target, softmax.no_entropy, softmax.softmax_ce_grad),
         ("softmax_cross_entropy",)),
     softmax.softmax_kl_divergence: (
-        drivers.soft_target_rows_kernel, (softmax.kl_target, softmax.kl_entropy, softmax.softmax_ce_grad),
+        rows_cross_entropy.soft_target_rows_kernel, (softmax.kl_target, softmax.kl_entropy, softmax.softmax_ce_grad),
         ("softmax_kl_divergence",)),
     softmax.categorical_hinge: (
-        drivers.categorical_hinge_rows_kernel,
+        rows_hinge.categorical_hinge_rows_kernel,
         (softmax.hinge_slot, softmax.max_count_step, softmax.merge_max_count, softmax.hinge_row,
          softmax.categorical_hinge_grad), ()),
     softmax.kl_divergence: (
-        drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.kl_div_term, rowmath.kl_div_grad, rowmath.first_sum),
+        rows_stats.stats_rows_kernel, (rowmath.no_stat, rowmath.kl_div_term, rowmath.kl_div_grad, rowmath.first_sum),
         ("none", False, "kl_divergence")),
     softmax.categorical_cross_entropy: (
-        drivers.stats_rows_kernel, (rowmath.cce_stat, rowmath.cce_row_term, rowmath.cce_row_grad, rowmath.first_sum),
+        rows_stats.stats_rows_kernel, (rowmath.cce_stat, rowmath.cce_row_term, rowmath.cce_row_grad, rowmath.first_sum),
         ("sum", False, "categorical_cross_entropy")),
     generative.vae_kl_divergence: (
-        drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.vae_row_term, rowmath.vae_row_grad, rowmath.first_sum),
+        rows_stats.stats_rows_kernel, (rowmath.no_stat, rowmath.vae_row_term, rowmath.vae_row_grad, rowmath.first_sum),
         ("none", False, "vae_kl_divergence")),
     softmax.softmax_focal_loss: (
-        drivers.stats_rows_kernel,
+        rows_stats.stats_rows_kernel,
         (rowmath.no_stat, rowmath.focal_row_term, rowmath.focal_row_grad, rowmath.focal_row_loss),
         ("softmax", False, "softmax_focal_loss")),
     softmax.sparse_softmax_focal_loss: (
-        drivers.stats_rows_kernel,
+        rows_stats.stats_rows_kernel,
         (rowmath.no_stat, rowmath.sparse_focal_row_term, rowmath.sparse_focal_row_grad, rowmath.sparse_focal_row_loss),
         ("softmax", True, "sparse_softmax_focal_loss")),
     # Jensen-Shannon's gradient takes two float64 logarithms and exponentials an element:
@@ -136,10 +147,10 @@ _ROW_KERNELS = {
     # to 40 registers a thread (sm_90: 96 -> 122 for warp rows, 88 -> 128 and 24 bytes
     # spilled in bfloat16 blocks of 512): one at a time.
     softmax.js_divergence: (
-        drivers.stats_rows_kernel, (rowmath.no_stat, rowmath.js_row_term, rowmath.js_row_grad, rowmath.js_row_loss),
+        rows_stats.stats_rows_kernel, (rowmath.no_stat, rowmath.js_row_term, rowmath.js_row_grad, rowmath.js_row_loss),
         ("two_softmax", False, "js_divergence", 1)),
     embedding.triplet_margin_loss: (
-        drivers.triplet_rows_kernel,
+        rows_triplet.triplet_rows_kernel,
         (embedding.max_nan_step, embedding.merge_max_nan, embedding.norm_power, embedding.norm_finish,
          embedding.triplet_row, embedding.triplet_shift, embedding.triplet_element_grads), ()),
 }
@@ -232,10 +243,10 @@ def _evaluate(spec, caller, natives, common, options):
     denominator = float(count)
     mean = None
     if sparse and count:
-        mean = drivers.MEAN_AS_GIVEN
+        mean = checks.MEAN_AS_GIVEN
         if spec.denominator is not None and reduction == "mean":
             weighted = options.get("class_weight") is not None
-            mean = drivers.MEAN_OVER_CLASS_WEIGHTS if weighted else drivers.MEAN_OVER_COUNTED
+            mean = checks.MEAN_OVER_CLASS_WEIGHTS if weighted else checks.MEAN_OVER_COUNTED
             denominator = 1.0
     # Hinge's 0/1 rule is decided by a kernel, and the loss kernel reads it from there:
     # the parameter computed here for it (as if the rule held) is not used.
@@ -368,12 +379,12 @@ def _launch(caller, spec, math_fn, work, aux, weights, params, scale, loss_out, 
 
 
 def _finish(caller, spec, total, n, value, grad):
-    """Queue :func:`drivers.finish_kernel`: the loss from the sum ``total`` and divisor
+    """Queue :func:`elementwise.finish_kernel`: the loss from the sum ``total`` and divisor
     ``n`` into ``value``, and the gradient (1-D) scaled by its factor (None: not wanted)."""
     g = grad if grad is not None else _empty(np.float64, False, 0)
     val = value if value is not None else _empty(np.float64, False, 0)
     blocks = max(1, min(-(-g.shape[0] // THREADS), MAX_BLOCKS))
-    finish = kernel((spec.finish, "finish"), lambda threads: drivers.finish_kernel(spec.finish, threads))
+    finish = kernel((spec.finish, "finish"), lambda threads: elementwise.finish_kernel(spec.finish, threads))
     launch(finish, blocks, THREADS, caller, total, n, val, g)
 
 
@@ -384,9 +395,9 @@ class _LabelCheck(SimpleNamespace):
 
 
 def _check_labels(caller, labels, width, ignore, class_weight, mean):
-    """Queue :func:`drivers.label_check_kernel` on ``labels`` (contract section 3: no kernel
+    """Queue :func:`checks.label_check_kernel` on ``labels`` (contract section 3: no kernel
     ever reads with a bad one), with ``class_weight`` (float64 on the device, or None:
-    the loss kernel's, :func:`_aux_array`) and ``mean`` (``drivers.MEAN_*``) saying what
+    the loss kernel's, :func:`_aux_array`) and ``mean`` (``checks.MEAN_*``) saying what
     the gate divides by, and the copy of its verdict to the host. Its ``wait()``, called
     once the loss kernel is queued behind it, raises the CPU's error for a label out of
     range (the loss kernel, gated, wrote nothing). Nothing is copied to the device, and
@@ -398,7 +409,7 @@ def _check_labels(caller, labels, width, ignore, class_weight, mean):
     weights = space.array("label weights", (blocks,), np.float64) if class_weight is not None else None
     gate = space.array("label gate", (3,), np.float64)
     nothing = _empty(np.float64, False, 0)
-    launch(kernel("label_check", drivers.label_check_kernel), blocks, THREADS, caller,
+    launch(kernel("label_check", checks.label_check_kernel), blocks, THREADS, caller,
            labels, 0 if ignore is None else ignore, ignore is not None, width,
            nothing if class_weight is None else class_weight, mean,
            stats, nothing if weights is None else weights, space.counter, gate)
@@ -413,13 +424,13 @@ def _check_labels(caller, labels, width, ignore, class_weight, mean):
 
 
 def _zero_one_rule(caller, t):
-    """Queue :func:`drivers.zero_one_rule_kernel` on hinge's targets ``t`` (1-D) and
+    """Queue :func:`checks.zero_one_rule_kernel` on hinge's targets ``t`` (1-D) and
     return the device array that decides its rule, which the loss kernel queued behind
     it reads."""
     blocks = max(1, min(-(-t.shape[0] // THREADS), MAX_BLOCKS))
     space = workspace(caller)
     others = space.array("rule", (1,), np.float64)
-    launch(kernel("zero_one_rule", drivers.zero_one_rule_kernel), blocks, THREADS, caller,
+    launch(kernel("zero_one_rule", checks.zero_one_rule_kernel), blocks, THREADS, caller,
            t, space.array("rule partials", (blocks,), np.float64), space.counter, others, _empty(np.float64, False, 0))
     return others
 
