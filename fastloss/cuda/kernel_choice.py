@@ -135,9 +135,9 @@ ROW_KERNELS = {
         (rowmath.no_stat, rowmath.sparse_focal_row_term, rowmath.sparse_focal_row_grad, rowmath.sparse_focal_row_loss),
         ("softmax", True, "sparse_softmax_focal_loss")),
     # Jensen-Shannon's gradient takes two float64 logarithms and exponentials an element:
-    # compute, not loads, bounds its pass, and four elements' loads in flight cost it 26
-    # to 40 registers a thread (sm_90: 96 -> 122 for warp rows, 88 -> 128 and 24 bytes
-    # spilled in bfloat16 blocks of 512): one at a time.
+    # compute, not loads, bounds its pass, and four elements' loads in flight would cost
+    # it 26 to 40 registers a thread (sm_90: 122 against 96 for warp rows, 128 and 24
+    # bytes spilled against 88 in bfloat16 blocks of 512): one at a time.
     softmax.js_divergence: (
         rows_stats.stats_rows_kernel,
         (rowmath.no_stat, rowmath.js_row_term, rowmath.js_row_grad, rowmath.js_row_loss),

@@ -22,10 +22,10 @@ from .rows import log_and_reciprocal, row_max_sum_exp, row_pass, rows_kernel
 #: Whether the sparse cross-entropy of float32 logits computes its gradient (p_j, the
 #: gradient and hessian) in float32, as bfloat16 logits always do: False (shipped)
 #: keeps float64, within about an ulp of the CPU's; True, what PyTorch does, spares the
-#: float64 unit (sm_90, the pass's loop over four elements: float32/float64 conversions
-#: 20 -> 12, float64 operations 44 -> 12) for a few ulp (measured against the CPU in the
-#: simulator: 5 ulp with class weights, where float64 gave 1). Read when a kernel is
-#: built, like LOADS_IN_FLIGHT; ``gpu_variants.py`` times both.
+#: float64 unit (sm_90, the pass's loop over four elements: 12 float32/float64
+#: conversions against 20, 12 float64 operations against 44) for a few ulp (against the
+#: CPU, in the simulator: 5 ulp with class weights, against 1 in float64). Read when a
+#: kernel is built, like LOADS_IN_FLIGHT; ``gpu_variants.py`` times both.
 FLOAT32_CE_GRADIENT = False
 
 
@@ -105,15 +105,16 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
 
     Per-element exponentials are taken in ``narrow`` precision (float32 for inputs of at
     most 32 bits, as PyTorch and Liger-Kernel do; float64 for float64), of logits read in
-    it and differences ``z_j - m`` taken in it (:func:`.rows.row_max_sum_exp`), their sums and
-    the row's loss in float64. With ``bf16`` the logits and gradients are bfloat16 bit patterns
-    in int16 arrays, converted in registers (round to nearest even on the way out), and
-    the second pass works in float32: p_j, the gradient and hessian (``work``), which
-    are rounded to bfloat16's 8 bits, and each thread's sum of its smoothing terms
-    (``acc``: its share of the row, summed across the group in float64). In float64 it
-    took five float32/float64 conversions an element (sm_90 runs 16 an SM a cycle,
-    against 128 float32 operations), about as long as the pass's memory traffic at
-    (8192, 32000). For float32 logits :data:`FLOAT32_CE_GRADIENT` decides ``work``.
+    it and differences ``z_j - m`` taken in it (:func:`.rows.row_max_sum_exp`), their
+    sums and the row's loss in float64. With ``bf16`` the logits and gradients are
+    bfloat16 bit patterns in int16 arrays, converted in registers (round to nearest even
+    on the way out), and the second pass works in float32: p_j, the gradient and hessian
+    (``work``), which are rounded to bfloat16's 8 bits, and each thread's sum of its
+    smoothing terms (``acc``: its share of the row, summed across the group in
+    float64). In float64 the
+    pass would take five float32/float64 conversions an element (sm_90 runs 16 an SM a
+    cycle, against 128 float32 operations), about as long as the pass's memory traffic
+    at (8192, 32000). For float32 logits :data:`FLOAT32_CE_GRADIENT` decides ``work``.
     """
     load, wide, store = element_access(narrow, bf16)
     lse = row_max_sum_exp(threads, group, merge, narrow, load)
