@@ -141,7 +141,7 @@ def _evaluate(spec, caller, natives, common, options):
     if spec.finish is not None:
         finished = caller.empty((1,), loss_storage) if want != "only" else None
         enqueue.finish(caller, spec, total, denominator if reduction == "mean" else 1.0, finished,
-                buffers[0] if n_grads else None)
+                       buffers[0] if n_grads else None)
         if finished is not None:
             value = caller.scalar(finished, natives[0].dtype)
     elif reduced:
