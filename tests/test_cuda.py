@@ -407,6 +407,24 @@ def test_extreme_logits_stay_finite():
     _close(host(gpu.grad), cpu.grad, np.float64)
 
 
+@pytest.mark.parametrize("width", [4, 40], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_a_masked_class_of_weight_0_adds_nothing_to_the_smoothing_sum(dtype, width, rng):
+    """Label smoothing sums cw_j (m - z_j) over the classes: a class of weight 0 adds 0
+    even where its logit is -inf (masked), as on the CPU, not 0 * inf = NaN."""
+    z = rng.normal(size=(3, width)).astype(dtype)
+    z[:, 2] = -np.inf
+    labels = np.array([0, 1, width - 1])
+    class_weight = rng.uniform(0.5, 2.0, width)
+    class_weight[2] = 0.0
+    options = {"class_weight": class_weight, "label_smoothing": 0.1}
+    cpu = fl.sparse_softmax_cross_entropy(z, labels, **options, reduction="none")
+    gpu = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), **options, reduction="none")
+    assert np.isfinite(cpu.loss).all()
+    _close(host(gpu.loss), cpu.loss, dtype)
+    _close(host(gpu.grad), cpu.grad, dtype)
+
+
 def test_empty_inputs():
     e = np.empty(0)
     assert host(fl.mse(dev(e), dev(e), reduction="sum").loss) == 0.0

@@ -124,7 +124,9 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
     def element(row, j, zj, cj, c, gx, gy, h):
         """Write the gradient (and hessian) of logit ``j`` (``zj`` in ``narrow``
         precision; ``mn`` the row's maximum in it, ``m`` in ``acc``; ``cj`` its class
-        weight, in ``acc``); return its smoothing term."""
+        weight, in ``acc``); return its smoothing term, cw_j (m - z_j), which is 0 for a
+        class of weight 0 whatever its logit (a masked class's -inf too), as in the CPU
+        row function's sum (:func:`fastloss.losses.softmax.block_gaps`' terms)."""
         m, mn, inv_d, a, k, label_weight, ls, gs, label = c
         r = uint64(row)
         if gx.shape[1] != 0 or h.shape[1] != 0:
@@ -133,7 +135,7 @@ def sparse_cross_entropy_rows_kernel(merge, row_loss, grad, threads, group, narr
                 gx[r, uint64(j)] = store(grad(pj, j == label, a, k * work(cj), label_weight, gs))
             if h.shape[1] != 0:
                 h[r, uint64(j)] = store(gs * a * pj * (work(1.0) - pj))
-        return cj * (m - acc(zj)) if ls != 0.0 else acc(0.0)
+        return cj * (m - acc(zj)) if ls != 0.0 and cj != 0.0 else acc(0.0)
 
     def class_weight(cw, j):
         """The class weight of class j (1 without class weights)."""
