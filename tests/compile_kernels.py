@@ -38,7 +38,7 @@ from numba import cuda  # noqa: E402
 from numba.types import UniTuple, boolean, float16, float32, float64, int16, int64, uint32  # noqa: E402
 
 from fastloss._registry import SPECS  # noqa: E402
-from fastloss.cuda import call, drivers, jit  # noqa: E402
+from fastloss.cuda import checks, elementwise, jit, kernel_choice, rows, rows_cross_entropy  # noqa: E402
 from fastloss.losses import float32_form  # noqa: E402
 
 CC = (9, 0)
@@ -77,38 +77,40 @@ def cases():
         for dt in (float32, float64, float16):
             label = f"{spec.name} {dt}"
             if spec.family == "elementwise":
-                yield label, call._loss_kernel(spec.math), loss_signature(spec, dt, False, False), call.THREADS
+                yield (label, kernel_choice.loss_kernel(spec.math), loss_signature(spec, dt, False, False),
+                       kernel_choice.THREADS)
                 if dt is float32 and spec.finish is None and not spec.data_params:
                     # bfloat16 as int16 bits, losses in float32 (the float32 form, where there is one)
                     sig = list(loss_signature(spec, int16, False, False))
                     sig[6] = float32[::1]
                     sig[-1] = float32[::1]
-                    yield (f"{spec.name} bfloat16", call._loss_kernel(float32_form(spec.math) or spec.math, True),
-                           tuple(sig), call.THREADS)
+                    yield (f"{spec.name} bfloat16",
+                           kernel_choice.loss_kernel(float32_form(spec.math) or spec.math, True), tuple(sig),
+                           kernel_choice.THREADS)
                 single = float32_form(spec.math)
                 if single is not None and dt is not float64:
-                    yield (f"{label} float32 form", call._loss_kernel(single), loss_signature(spec, dt, False, False),
-                           call.THREADS)
+                    yield (f"{label} float32 form", kernel_choice.loss_kernel(single),
+                           loss_signature(spec, dt, False, False), kernel_choice.THREADS)
                 if spec.option_math:
-                    yield (f"{label} {spec.option_math[0]}", call._loss_kernel(spec.option_math[1]),
-                           loss_signature(spec, dt, False, False), call.THREADS)
+                    yield (f"{label} {spec.option_math[0]}", kernel_choice.loss_kernel(spec.option_math[1]),
+                           loss_signature(spec, dt, False, False), kernel_choice.THREADS)
                 if spec.aux is not None:
                     sig = loss_signature(spec, dt, False, True)
-                    yield label + " aux", call._loss_kernel(spec.math), sig, call.THREADS
+                    yield label + " aux", kernel_choice.loss_kernel(spec.math), sig, kernel_choice.THREADS
                 if spec.data_params:
-                    yield (label + " rule on the device", call._loss_kernel(spec.math, False, True),
-                           loss_signature(spec, dt, False, False), call.THREADS)
+                    yield (label + " rule on the device", kernel_choice.loss_kernel(spec.math, False, True),
+                           loss_signature(spec, dt, False, False), kernel_choice.THREADS)
                 continue
             row_fns = [(spec.math, spec.target == "labels", "")]
             if spec.target == "float_or_labels" and spec.sparse_math is not None:
                 row_fns.append((spec.sparse_math, True, " labels"))
             for math_fn, sparse, suffix in row_fns:
-                if math_fn not in call._ROW_KERNELS:
+                if math_fn not in kernel_choice.ROW_KERNELS:
                     continue
                 # warp rows, segments of 8 lanes (rows of up to 8 elements) and block rows
                 layouts = ((256, 32), (256, 8), (512, 512)) if dt is float32 else ((256, 32),)
                 for layout in layouts:
-                    yield (f"{label}{suffix} rows {layout}", call._rows_kernel(math_fn, layout, dt.name),
+                    yield (f"{label}{suffix} rows {layout}", kernel_choice.row_kernel(math_fn, layout, dt.name),
                            loss_signature(spec, dt, sparse, False), layout[0])
                 if dt is float32:  # bfloat16 inputs as int16 bits; losses in float32
                     sig = list(loss_signature(spec, int16, sparse, False))
@@ -116,37 +118,37 @@ def cases():
                     sig[-1] = float32[::1]
                     for layout in layouts:
                         yield (f"{spec.name}{suffix} bfloat16 rows {layout}",
-                               call._rows_kernel(math_fn, layout, "int16"), tuple(sig), layout[0])
+                               kernel_choice.row_kernel(math_fn, layout, "int16"), tuple(sig), layout[0])
     # Another number of loads in flight (benchmarks/scripts/gpu_variants.py compares them):
     # the unrolled loads must still compile, and stay in registers.
     ce = next(spec for spec in SPECS if spec.name == "sparse_softmax_cross_entropy")
-    shipped, drivers.LOADS_IN_FLIGHT = drivers.LOADS_IN_FLIGHT, 8
+    shipped, rows.LOADS_IN_FLIGHT = rows.LOADS_IN_FLIGHT, 8
     try:
-        kernels = [(dt, call._rows_kernel(ce.math, (512, 512), dt.name)) for dt in (float32, int16)]
+        kernels = [(dt, kernel_choice.row_kernel(ce.math, (512, 512), dt.name)) for dt in (float32, int16)]
     finally:
-        drivers.LOADS_IN_FLIGHT = shipped
+        rows.LOADS_IN_FLIGHT = shipped
     for dt, k in kernels:
         sig = list(loss_signature(ce, dt, True, False))
         sig[7] = sig[-1] = float32[::1]
         yield f"{ce.name} {'bfloat16' if dt is int16 else dt} rows (512, 512), 8 loads in flight", k, tuple(sig), 512
-    # The float32 gradient of float32 logits' cross-entropy (drivers.FLOAT32_CE_GRADIENT).
-    shipped, drivers.FLOAT32_CE_GRADIENT = drivers.FLOAT32_CE_GRADIENT, True
+    # The float32 gradient of float32 logits' cross-entropy (rows_cross_entropy.FLOAT32_CE_GRADIENT).
+    shipped, rows_cross_entropy.FLOAT32_CE_GRADIENT = rows_cross_entropy.FLOAT32_CE_GRADIENT, True
     try:
-        kernels = [(layout, call._rows_kernel(ce.math, layout, "float32")) for layout in ((256, 32), (512, 512))]
+        kernels = [(layout, kernel_choice.row_kernel(ce.math, layout, "float32")) for layout in ((256, 32), (512, 512))]
     finally:
-        drivers.FLOAT32_CE_GRADIENT = shipped
+        rows_cross_entropy.FLOAT32_CE_GRADIENT = shipped
     for layout, k in kernels:
         yield (f"{ce.name} float32 rows {layout}, float32 gradient", k, loss_signature(ce, float32, True, False),
                layout[0])
     rmse = next(spec for spec in SPECS if spec.finish is not None)
     for dt in (float32, float64):
-        yield (f"finish {dt}", drivers.finish_kernel(rmse.finish, call.THREADS),
-               (float64[::1], float64, dt[::1], dt[::1]), call.THREADS)
-    yield "label_check", drivers.label_check_kernel(call.THREADS), (
+        yield (f"finish {dt}", elementwise.finish_kernel(rmse.finish, kernel_choice.THREADS),
+               (float64[::1], float64, dt[::1], dt[::1]), kernel_choice.THREADS)
+    yield "label_check", checks.label_check_kernel(kernel_choice.THREADS), (
         int64[::1], int64, boolean, int64, float64[::1], int64, int64[:, ::1], float64[::1], uint32[::1], float64[::1]
-    ), call.THREADS
-    yield "zero_one_rule", drivers.zero_one_rule_kernel(call.THREADS), (
-        float32[::1], float64[::1], uint32[::1], float64[::1], float64[::1]), call.THREADS
+    ), kernel_choice.THREADS
+    yield "zero_one_rule", checks.zero_one_rule_kernel(kernel_choice.THREADS), (
+        float32[::1], float64[::1], uint32[::1], float64[::1], float64[::1]), kernel_choice.THREADS
 
 
 def resources(kernel, sig):

@@ -407,6 +407,24 @@ def test_extreme_logits_stay_finite():
     _close(host(gpu.grad), cpu.grad, np.float64)
 
 
+@pytest.mark.parametrize("width", [4, 40], ids=["warp-rows", "block-rows"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_a_masked_class_of_weight_0_adds_nothing_to_the_smoothing_sum(dtype, width, rng):
+    """Label smoothing sums cw_j (m - z_j) over the classes: a class of weight 0 adds 0
+    even where its logit is -inf (masked), as on the CPU, not 0 * inf = NaN."""
+    z = rng.normal(size=(3, width)).astype(dtype)
+    z[:, 2] = -np.inf
+    labels = np.array([0, 1, width - 1])
+    class_weight = rng.uniform(0.5, 2.0, width)
+    class_weight[2] = 0.0
+    options = {"class_weight": class_weight, "label_smoothing": 0.1}
+    cpu = fl.sparse_softmax_cross_entropy(z, labels, **options, reduction="none")
+    gpu = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), **options, reduction="none")
+    assert np.isfinite(cpu.loss).all()
+    _close(host(gpu.loss), cpu.loss, dtype)
+    _close(host(gpu.grad), cpu.grad, dtype)
+
+
 def test_empty_inputs():
     e = np.empty(0)
     assert host(fl.mse(dev(e), dev(e), reduction="sum").loss) == 0.0
@@ -418,9 +436,9 @@ def test_empty_inputs():
 def test_hinge_decides_its_0_1_rule_on_the_device(name, rng):
     """Targets all 0 or 1 (NaN aside) are mapped to -1/1: the rule is decided over every
     block of a grid that turns more than once, one target anywhere deciding it."""
-    from fastloss.cuda import call
+    from fastloss.cuda import kernel_choice
 
-    n = 3 * call.THREADS * call.MAX_BLOCKS + 5
+    n = 3 * kernel_choice.THREADS * kernel_choice.MAX_BLOCKS + 5
     x = rng.normal(size=n)
     zero_one = rng.integers(0, 2, n).astype(np.float64)
     zero_one[7] = np.nan
@@ -481,15 +499,15 @@ def test_the_label_check_reads_back_once_after_the_loss_kernel_is_queued(weighte
     of the mean, class weights' too, stays on the device), waits for it only once the
     loss kernel is queued, and copies nothing to the device (a PyTorch copy up waits
     for the stream too)."""
-    from fastloss.cuda import arrays, call
+    from fastloss.cuda import arrays, enqueue
 
     z, labels = rng.normal(size=(45, 3)), rng.integers(0, 3, 45)
     class_weight = dev(np.array([0.5, 1.0, 2.0])) if weighted else None
     now, later = _count_reads(monkeypatch)
     copies, order = [], []
-    from_host, launch, check = arrays.Caller.from_host, call._launch, call._check_labels
+    from_host, launch, check = arrays.Caller.from_host, enqueue.loss_kernel_launch, enqueue.label_check
     monkeypatch.setattr(arrays.Caller, "from_host", lambda self, a: copies.append(a) or from_host(self, a))
-    monkeypatch.setattr(call, "_launch", lambda *args: order.append("loss kernel") or launch(*args))
+    monkeypatch.setattr(enqueue, "loss_kernel_launch", lambda *args: order.append("loss kernel") or launch(*args))
 
     def checked(*args):
         labels_check = check(*args)
@@ -497,7 +515,7 @@ def test_the_label_check_reads_back_once_after_the_loss_kernel_is_queued(weighte
         labels_check.wait = lambda: order.append("wait") or wait()
         return labels_check
 
-    monkeypatch.setattr(call, "_check_labels", checked)
+    monkeypatch.setattr(enqueue, "label_check", checked)
     res = fl.sparse_softmax_cross_entropy(dev(z), dev(labels), class_weight=class_weight, ignore_index=1)
     assert (len(now), len(later), len(copies)) == (0, 1, 0)
     assert order == ["loss kernel", "wait"]
@@ -530,9 +548,9 @@ def test_a_failed_launch_still_waits_for_the_label_checks_copy(rng, monkeypatch)
     """The verdict's copy goes to memory that the thread's next call reuses (perhaps on
     another stream): a call whose loss kernel fails to launch waits for the copy, without
     raising for the labels, and raises the launch's error."""
-    from fastloss.cuda import call
+    from fastloss.cuda import enqueue
 
-    check, events = call._check_labels, []
+    check, events = enqueue.label_check, []
 
     def checked(*args):
         labels_check = check(*args)
@@ -544,8 +562,8 @@ def test_a_failed_launch_still_waits_for_the_label_checks_copy(rng, monkeypatch)
     def failed(*args):
         raise RuntimeError("no launch")
 
-    monkeypatch.setattr(call, "_check_labels", checked)
-    monkeypatch.setattr(call, "_launch", failed)
+    monkeypatch.setattr(enqueue, "label_check", checked)
+    monkeypatch.setattr(enqueue, "loss_kernel_launch", failed)
     with pytest.raises(RuntimeError, match="no launch"):
         fl.sparse_softmax_cross_entropy(dev(rng.normal(size=(4, 3))), dev(np.array([0, 5, 1, 2])))
     assert events == ["settle"]
@@ -555,9 +573,9 @@ def test_a_failed_launch_still_waits_for_the_label_checks_copy(rng, monkeypatch)
 def test_rmse_finish_scales_every_gradient_element(dtype, rng):
     """RMSE's finish kernel scales the gradient in a grid-stride loop, four elements at a
     time and then a tail: more elements than eight turns of the grid, and five more."""
-    from fastloss.cuda import call
+    from fastloss.cuda import kernel_choice
 
-    n = 8 * call.THREADS * call.MAX_BLOCKS + 5
+    n = 8 * kernel_choice.THREADS * kernel_choice.MAX_BLOCKS + 5
     x, y = rng.normal(size=n).astype(dtype), rng.normal(size=n).astype(dtype)
     w = rng.uniform(0.5, 2.0, size=n)
     for reduction in ("mean", "sum"):
@@ -643,12 +661,12 @@ def _against_cpu(name, arrays, options, **kw):
 def test_every_class_axis_loss_has_a_row_kernel():
     """Every row-wise math of the registry (integer-label forms included) has a kernel in
     the table: there is no thread-per-row fallback."""
-    from fastloss.cuda import call
+    from fastloss.cuda import kernel_choice
 
     for spec in fl._registry.SPECS:
         if spec.family == "rowwise":
             for math_fn in (spec.math, spec.sparse_math):
-                assert math_fn is None or math_fn in call._ROW_KERNELS, (spec.name, math_fn)
+                assert math_fn is None or math_fn in kernel_choice.ROW_KERNELS, (spec.name, math_fn)
 
 
 @pytest.mark.parametrize("width", [5, 53], ids=["warp-rows", "block-rows"])
@@ -701,9 +719,9 @@ def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeyp
     only the tail; per-row losses, gradients (in place) and hessians against the CPU, for
     every kind of row pass (log-sum-exp; gradients with a target row, integer labels,
     class weights)."""
-    from fastloss.cuda import drivers
+    from fastloss.cuda import rows
 
-    monkeypatch.setattr(drivers, "LOADS_IN_FLIGHT", loads)
+    monkeypatch.setattr(rows, "LOADS_IN_FLIGHT", loads)
     arrays, options = prepared(name, options, rng, np.float64, shape=(3, width))
     hessian = fl.losses()[name].hessian
     cpu = fl.compute(name, *arrays, **options, reduction="none", hessian=hessian)
@@ -720,10 +738,10 @@ def test_any_number_of_loads_in_flight(name, options, width, loads, rng, monkeyp
 @pytest.mark.parametrize("width", [13, 61], ids=["warp-rows", "block-rows"])
 @pytest.mark.parametrize("case", range(len(OPTION_CASES["sparse_softmax_cross_entropy"])))
 def test_the_float32_cross_entropy_gradient_variant(case, width, rng, monkeypatch):
-    """drivers.FLOAT32_CE_GRADIENT (gpu_variants.py times it): float32 logits' sparse
+    """rows_cross_entropy.FLOAT32_CE_GRADIENT (gpu_variants.py times it): float32 logits' sparse
     cross-entropy gradient and hessian computed in float32, against the CPU's to
     float32's accuracy; and it is another kernel (the shipped one computes in float64)."""
-    from fastloss.cuda import drivers
+    from fastloss.cuda import rows_cross_entropy
 
     name = "sparse_softmax_cross_entropy"
     arrays, options = prepared(name, OPTION_CASES[name][case], rng, np.float32, shape=(5, width))
@@ -732,7 +750,7 @@ def test_the_float32_cross_entropy_gradient_variant(case, width, rng, monkeypatc
     arrays[0][0] *= 30.0  # a row of widely spread logits
     cpu = fl.compute(name, *arrays, **options, reduction="none", hessian=True)
     shipped = fl.compute(name, *(dev(a) for a in arrays), **options, reduction="none", hessian=True)
-    monkeypatch.setattr(drivers, "FLOAT32_CE_GRADIENT", True)
+    monkeypatch.setattr(rows_cross_entropy, "FLOAT32_CE_GRADIENT", True)
     gpu = fl.compute(name, *(dev(a) for a in arrays), **options, reduction="none", hessian=True)
     _close(host(gpu.loss), cpu.loss, np.float32)
     _close(host(gpu.grad), cpu.grad, np.float32)
@@ -750,19 +768,19 @@ def test_row_kernels_loop_over_more_rows_than_the_grid(name, options, width, rng
     """More rows than the grid's groups (the simulator's grid holds at most 4 blocks):
     each warp or block takes several rows in turn, the last turn with groups left
     without a row."""
-    from fastloss.cuda import call
+    from fastloss.cuda import kernel_choice
 
-    assert (call._row_layout(width)[1] == call.WARP) == (width <= call.WARP_ROW_WIDTH)
-    _rows_past_the_grid_against_cpu(name, options, width, call.WARP, rng)
+    assert (kernel_choice.row_layout(width)[1] == kernel_choice.WARP) == (width <= kernel_choice.WARP_ROW_WIDTH)
+    _rows_past_the_grid_against_cpu(name, options, width, kernel_choice.WARP, rng)
 
 
 def _rows_past_the_grid_against_cpu(name, options, width, group, rng):
     """Twice as many rows as the grid's groups of ``group`` threads, and three more:
     per-row losses and the in-place gradients against the CPU, the sum against the
     per-row losses' (which the blocks add in their own order)."""
-    from fastloss.cuda import call
+    from fastloss.cuda import kernel_choice
 
-    rows = 2 * call.MAX_ROW_BLOCKS * (call.THREADS // group) + 3
+    rows = 2 * kernel_choice.MAX_ROW_BLOCKS * (kernel_choice.THREADS // group) + 3
     arrays, options = prepared(name, options, rng, np.float64, shape=(rows, width))
     cpu = fl.compute(name, *arrays, **options, reduction="none")
     gpu = _against_cpu(name, arrays, options, reduction="none")
@@ -782,16 +800,16 @@ SEGMENT_CASES = [("sparse_softmax_cross_entropy", {"label_smoothing": 0.1}), ("s
 @pytest.mark.parametrize("name,options", SEGMENT_CASES,
                          ids=[f"{n}-{'-'.join(map(str, o.values())) or 'default'}" for n, o in SEGMENT_CASES])
 def test_rows_narrower_than_a_warp_take_a_segment_of_it(name, options, lane_elements, width, rng, monkeypatch):
-    """Rows narrower than a warp take a segment of one (``call.ROW_LANE_ELEMENTS``):
+    """Rows narrower than a warp take a segment of one (``kernel_choice.ROW_LANE_ELEMENTS``):
     under the simulator's 4-lane warps, segments of 1 and 2 lanes with up to 5 elements
     each, and more rows than the grid's segments, so that in the last turn some segments
     of a warp have a row and others have stopped (each shuffles among its own lanes).
     Per-row losses and the in-place gradients against the CPU, the sum against theirs."""
-    from fastloss.cuda import call
+    from fastloss.cuda import kernel_choice
 
-    monkeypatch.setattr(call, "ROW_LANE_ELEMENTS", lane_elements)
-    group = call._row_layout(width)[1]
-    assert group < call.WARP
+    monkeypatch.setattr(kernel_choice, "ROW_LANE_ELEMENTS", lane_elements)
+    group = kernel_choice.row_layout(width)[1]
+    assert group < kernel_choice.WARP
     _rows_past_the_grid_against_cpu(name, options, width, group, rng)
 
 
@@ -878,7 +896,7 @@ def _bf16_launch(name, inputs, sparse, options, in_place):
     integer labels (``sparse``) as they are; (per-row losses in float32, the gradients'
     bits)."""
     from fastloss._registry import SPECS
-    from fastloss.cuda import arrays, call
+    from fastloss.cuda import arrays, enqueue
     from fastloss.losses import float32_form
 
     spec = next(s for s in SPECS if s.name == name)
@@ -889,15 +907,15 @@ def _bf16_launch(name, inputs, sparse, options, in_place):
         math_fn = float32_form(math_fn) or math_fn
     shape = inputs[0].shape
     n = shape[0] if rows else inputs[0].size
-    metas = [call._Meta(shape=a.shape, dtype=np.dtype(np.float32), ndim=a.ndim, size=a.size) for a in inputs]
+    metas = [arrays.Meta(shape=a.shape, dtype=np.dtype(np.float32), ndim=a.ndim, size=a.size) for a in inputs]
     params = tuple(float(v) for v in spec.params(options, metas)) or (0.0,)
     work = [dev(a) for a in inputs]
     grads = [work[k] if in_place else cuda.device_array(shape, np.int16) for k in range(spec.grads)]
     loss = cuda.device_array(n, np.float32)
     class_weight = options.get("class_weight")
     aux = None if class_weight is None else dev(np.asarray(class_weight, np.float64))
-    call._launch(arrays.Caller(), spec, math_fn, work, aux, None, params, 1.0, loss, grads, None, shape, rows,
-                 1.0, np.float32, False, None)
+    enqueue.loss_kernel_launch(arrays.Caller(), spec, math_fn, work, aux, None, params, 1.0, loss, grads, None, shape,
+                               rows, 1.0, np.float32, False, None)
     return host(loss), [host(g) for g in grads]
 
 

@@ -204,9 +204,9 @@ def test_more_rows_than_the_grid(name, shape, rng):
     lanes for rows of 10 and 3), so that every group loops and, in the last turn, some
     segments of a warp have a row while others have stopped; float64 per-row losses, the
     sum and the gradient against the CPU."""
-    from fastloss.cuda import call
+    from fastloss.cuda import kernel_choice
 
-    assert shape[0] > call.MAX_ROW_BLOCKS * (call.THREADS // call._row_layout(shape[1])[1])
+    assert shape[0] > kernel_choice.MAX_ROW_BLOCKS * (kernel_choice.THREADS // kernel_choice.row_layout(shape[1])[1])
     arrays, options = prepared(name, OPTION_CASES[name][0], rng, np.float64, shape=shape)
     cpu = fl.compute(name, *arrays, **options, reduction="none")
     gpu = fl.compute(name, *[t(a) for a in arrays], **options, reduction="none")

@@ -1,17 +1,17 @@
 """The CUDA backend's launch layouts compared on one GPU, in one run: what to set
-``fastloss.cuda.call``'s block sizes and grid caps to.
+``fastloss.cuda.kernel_choice``'s block sizes and grid caps to.
 
     python benchmarks/scripts/gpu_variants.py [--quick] [--only element|narrow|wide]
 
 A device machine is lent rarely and briefly, so the layouts that were chosen without
 one are measured side by side here rather than one per visit. Each case (a loss on a
-shape) runs under each variant of the module settings of :mod:`fastloss.cuda.call`
-(``THREADS`` and ``MAX_BLOCKS`` for element-wise kernels; ``WARP_ROW_WIDTH``,
-``ROW_THREADS`` and ``MAX_ROW_BLOCKS`` for row kernels) and of
-``fastloss.cuda.drivers.LOADS_IN_FLIGHT`` (the row passes' loads per thread before the
-first is used), ``fastloss.cuda.drivers.FLOAT32_CE_GRADIENT`` (float32 logits' sparse
-cross-entropy gradient in float32) and ``fastloss.cuda.jit.RESIDENT_THREADS`` (the threads per SM that the
-kernels' registers are capped for: ``python tests/compile_kernels.py --resident N`` says
+shape) runs under each variant of the module settings of
+:mod:`fastloss.cuda.kernel_choice` (``THREADS`` and ``MAX_BLOCKS`` for element-wise
+kernels; ``WARP_ROW_WIDTH``, ``ROW_THREADS`` and ``MAX_ROW_BLOCKS`` for row kernels) and
+of ``fastloss.cuda.rows.LOADS_IN_FLIGHT`` (the row passes' loads per thread before the
+first is used), ``fastloss.cuda.rows_cross_entropy.FLOAT32_CE_GRADIENT`` (float32
+logits' sparse cross-entropy gradient in float32) and ``fastloss.cuda.jit.RESIDENT_THREADS``
+(the threads per SM that the kernels' registers are capped for: ``python tests/compile_kernels.py --resident N`` says
 what each kernel spills for it), and reports:
 
 - **kernels µs**: the GPU time of the call's kernels (and copies) per call, from the
@@ -32,11 +32,13 @@ import torch
 from gpu_compare import DEV, copy_bandwidth, inputs, kernel_ms, report, timed, versions
 
 import fastloss as fl
-from fastloss.cuda import call, drivers, jit
+from fastloss.cuda import jit, kernel_choice, rows_cross_entropy
+from fastloss.cuda import rows as row_kernels
 
 #: The settings a variant may change, and the module each lives in.
-SETTINGS = {"THREADS": call, "MAX_BLOCKS": call, "WARP_ROW_WIDTH": call, "ROW_LANE_ELEMENTS": call,
-            "ROW_THREADS": call, "MAX_ROW_BLOCKS": call, "LOADS_IN_FLIGHT": drivers, "FLOAT32_CE_GRADIENT": drivers,
+SETTINGS = {"THREADS": kernel_choice, "MAX_BLOCKS": kernel_choice, "WARP_ROW_WIDTH": kernel_choice,
+            "ROW_LANE_ELEMENTS": kernel_choice, "ROW_THREADS": kernel_choice, "MAX_ROW_BLOCKS": kernel_choice,
+            "LOADS_IN_FLIGHT": row_kernels, "FLOAT32_CE_GRADIENT": rows_cross_entropy,
             "RESIDENT_THREADS": jit}
 
 #: The variants of each family, the shipped settings first (an empty dict).

@@ -24,8 +24,9 @@ import numpy as np  # noqa: E402
 
 
 def row_kernel_arguments(torch):
-    """A sparse cross-entropy launch's arguments, as ``fastloss.cuda.call._launch`` passes
-    them: logits, labels, gradient and workspaces, zero-length placeholders, numbers."""
+    """A sparse cross-entropy launch's arguments, as
+    ``fastloss.cuda.enqueue.loss_kernel_launch`` passes them: logits, labels, gradient and
+    workspaces, zero-length placeholders, numbers."""
     logits, grad = torch.empty((256, 256)), torch.empty((256, 256))
     labels = torch.zeros(256, dtype=torch.int64)
     nothing = torch.empty(0, dtype=torch.float64)

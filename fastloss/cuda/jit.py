@@ -56,7 +56,7 @@ def _device_function(py_func):
 #: (:func:`max_registers`): at most what a thread of one such block may have, so that the
 #: block fits an SM's 65536 registers. Without it the compiler may take up to 255 a
 #: thread, and the kernel then fails to launch (uncapped, the sparse cross-entropy kernel
-#: for wide rows was measured at 163 registers a thread, more than a block of 512 allows).
+#: for wide rows can take 163 registers a thread, more than a block of 512 allows).
 #: Blocks of 256 or fewer always fit, and get no cap: a cap of 255 makes the compiler take
 #: more registers than it otherwise would (62 for MSE, against 44). RESIDENT_THREADS caps
 #: every kernel lower, for that many threads an SM (1024: 64 registers a thread), at the

@@ -270,7 +270,7 @@ class _Plan:
         flatteners = tuple(flatten_array if _is_array_kind(k) else scalar_flattener(t) for k, t in zip(kinds, argtypes))
         if None in flatteners:
             return None
-        return cls(argtypes, flatteners, overload._codelibrary.get_cufunc().kernel)
+        return cls(argtypes, flatteners, overload.library.get_cufunc().kernel)
 
     def run(self, blocks, threads, stream, described, args):
         from cuda.core import launch as core_launch
@@ -282,10 +282,12 @@ class _Plan:
         """cuda.core's launch configuration, as numba-cuda builds it."""
         c = self._configs.get((blocks, threads))
         if c is None:
-            from cuda.core import LaunchConfig
-            from numba.cuda._compat import CUDA_CORE_GE_1_0
+            from cuda.core import LaunchConfig, __version__
+            from packaging.version import Version
 
-            cooperative = {"is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch": False}
+            # The option is is_cooperative from cuda.core 1.0 on, cooperative_launch before.
+            new = Version(__version__) >= Version("1.0.0")
+            cooperative = {"is_cooperative" if new else "cooperative_launch": False}
             c = self._configs[(blocks, threads)] = LaunchConfig(
                 grid=(blocks, 1, 1), block=(threads, 1, 1), shmem_size=0, **cooperative
             )
@@ -300,12 +302,15 @@ _core_streams = {}
 
 
 def _core_stream(stream):
-    """cuda.core's stream for a Numba stream (or 0, the default stream), as numba-cuda
-    converts it."""
+    """cuda.core's stream for a Numba stream (or 0, the default stream): the same CUDA
+    stream, by its handle, which a Numba stream gives through the ``__cuda_stream__``
+    protocol (public API of both: ``cuda.core.Stream.from_handle`` is what numba-cuda's
+    own conversion calls too). Like numba-cuda's launches, it does not own the stream:
+    the caller's framework keeps it alive."""
     s = _core_streams.get(stream)
     if s is None:
-        from numba.cuda.cudadrv.driver import _to_core_stream
+        from cuda.core import Stream
 
-        s = _core_streams[stream] = _to_core_stream(stream)
+        s = _core_streams[stream] = Stream.from_handle(int(stream.__cuda_stream__()[1]) if stream else 0)
     return s
 

@@ -15,11 +15,12 @@ warp's tree adds in the same order as a block's of the same size.
 
 A block's tree is a loop over ``step = cuda.blockDim.x // 2, ..., 1``: ``blockDim.x`` is
 the ``threads`` the kernel is built for at every launch, but the compiler cannot know it.
-With the constant ``threads`` as the bound it unrolled the loop and worked out every
-level's shared-memory address and ``t < step`` test once, before the kernel's loop over
-rows, keeping them in registers through the whole row for each reduction of the kernel:
-about 30 registers a thread in the kernels for wide rows (blocks of 512; sparse
-cross-entropy 127 -> 96, ``tests/compile_kernels.py`` prints every kernel's). What the
+With the constant ``threads`` as the bound the compiler would unroll the loop and work
+out every level's shared-memory address and ``t < step`` test once, before the kernel's
+loop over rows, keeping them in registers through the whole row for each reduction of
+the kernel: about 30 registers a thread more in the kernels for wide rows (blocks of 512;
+sparse cross-entropy 127 against 96, ``tests/compile_kernels.py`` prints every
+kernel's). What the
 loop costs, a compare and a shift a level, is nothing beside the level's barrier.
 
 Numba's CUDA simulator has no warp shuffles: there, :data:`WARP` is 4 and a shuffle is an

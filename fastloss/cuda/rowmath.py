@@ -1,4 +1,4 @@
-"""The uniform interface of :func:`fastloss.cuda.drivers.stats_rows_kernel`, per loss.
+"""The uniform interface of :func:`fastloss.cuda.rows_stats.stats_rows_kernel`, per loss.
 
 The kernel sees every loss as four formulas over the elements j of a row (``x_j``, the
 target ``y_j``: for integer labels 1 at the label, else 0), given the row's statistics
