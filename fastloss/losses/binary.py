@@ -5,12 +5,13 @@
 ``dy`` is unused (0).
 """
 
+from ..math.declare import Params
 from ..math.elementary import pow_nonneg, single
 from ..math.portable import portable
 from ..math.primitives import clamp_min_grad, clip, clip_grad, logistic, logistic_single, xdivy, xlog1py, xlogy
 
 
-@portable
+@portable.element
 def binary_cross_entropy(x, y, c, p):
     """-(y log q + (1 - y) log1p(-q)), q = clip(x, eps, 1 - eps), ``p = (eps,)``.
 
@@ -26,7 +27,7 @@ def binary_cross_entropy(x, y, c, p):
 
 
 @portable
-def sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg):
+def sigmoid_cross_entropy_terms(y, c, p: Params, sp_pos, sp_neg, s_pos, s_neg):
     """Loss, gradient and hessian of :func:`sigmoid_binary_cross_entropy` from the logit's
     softplus(+-x) and sigmoid(+-x)."""
     ls = p[0]
@@ -38,7 +39,7 @@ def sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg):
     return loss, b * s_pos - a * s_neg, 0.0, (a + b) * s_pos * s_neg
 
 
-@portable
+@portable.element
 def sigmoid_binary_cross_entropy(x, y, c, p):
     """w+ y softplus(-x) + (1 - y) softplus(x) for logits ``x``.
 
@@ -53,7 +54,7 @@ def sigmoid_binary_cross_entropy(x, y, c, p):
     return sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg)
 
 
-@portable
+@portable.element
 def sigmoid_binary_cross_entropy_float32(x, y, c, p):
     """:func:`sigmoid_binary_cross_entropy` for float32 logits: softplus and sigmoid in
     float32 (:func:`~fastloss.math.primitives.logistic_single`), the weighted sum in
@@ -62,7 +63,7 @@ def sigmoid_binary_cross_entropy_float32(x, y, c, p):
     return sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg)
 
 
-@portable
+@portable.element
 def hinge(x, y, c, p):
     """max(0, 1 - y x), ``p = (map01,)``: with map01 = 1 the targets 0/1 become -1/1
     (Keras). Gradient -y where 1 - y x >= 0 (the clamp passes at 0, as in PyTorch)."""
@@ -72,7 +73,7 @@ def hinge(x, y, c, p):
     return active * m, -active * t, 0.0, 0.0
 
 
-@portable
+@portable.element
 def squared_hinge(x, y, c, p):
     """max(0, 1 - y x)^2, ``p = (map01,)`` as for :func:`hinge`. Gradient -2 y max(0, m)."""
     t = 2.0 * y - 1.0 if p[0] != 0.0 else y
@@ -81,7 +82,7 @@ def squared_hinge(x, y, c, p):
     return active * m * m, -2.0 * active * m * t, 0.0, 0.0
 
 
-@portable
+@portable.element
 def sigmoid_focal_loss(x, y, c, p):
     """alpha_t (1 - p_t)^gamma BCE(x, y), ``p = (alpha, gamma, use_alpha)``.
 

@@ -16,6 +16,7 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 
 import math
 
+from ..math.declare import Array, Index, Indices, Lanes, Scratch
 from ..math.elementary import (
     exp,
     exp_difference_single,
@@ -38,7 +39,7 @@ BLOCK = 2048
 
 
 @portable
-def block_size(z):
+def block_size(z: Array):
     """Elements per block of row ``z``: BLOCK, or a larger multiple of LANES where the row
     has more than LANES blocks of BLOCK (a lane array keeps each block's maximum)."""
     n = z.shape[0]
@@ -47,7 +48,7 @@ def block_size(z):
 
 
 @portable(inline=False)
-def block_max(z, lo, hi):
+def block_max(z: Array, lo: Index, hi: Index):
     """max_j z_j over lo <= j < hi, ``-inf`` for no entries or all ``-inf`` (NaN entries are
     skipped here; they reach the sum of exponentials and make the row NaN there). In SIMD
     lanes (:mod:`fastloss.math.reductions`)."""
@@ -68,7 +69,7 @@ def block_max(z, lo, hi):
 
 
 @portable(inline=False)
-def block_sum_exp(z, lo, hi, m, e, store):
+def block_sum_exp(z: Array, lo: Index, hi: Index, m, e: Array, store):
     """sum_j exp(z_j - m) over lo <= j < hi, storing each exp(z_j - m) in ``e[j]`` where
     ``store`` is nonzero and ``e`` is not empty (reading z_j first: ``e`` may be ``z``).
     Summed in SIMD lanes (:mod:`fastloss.math.reductions`) in float64; float32 logits take
@@ -99,7 +100,7 @@ def block_sum_exp(z, lo, hi, m, e, store):
 
 
 @portable
-def softmax_exp(z, zj, m, ms):
+def softmax_exp(z: Array, zj, m, ms):
     """exp(z_j - m) for a logit z_j of row ``z`` and m >= z_j (``ms``: m as a float32):
     in float32 (:func:`exp_difference_single`, twice the SIMD lanes) where z holds
     float32, as PyTorch and XLA do for float32 logits; else in float64."""
@@ -107,7 +108,7 @@ def softmax_exp(z, zj, m, ms):
 
 
 @portable(inline=False)
-def block_gaps(z, w, a, b, lo, hi, m):
+def block_gaps(z: Array, w: Array, a, b, lo: Index, hi: Index, m):
     """(sum_j t_j (m - z_j), sum_j t_j) over lo <= j < hi, t_j = w_j a + b (w_j = 1 for an
     empty ``w``), with m the block's maximum: the cross-entropy of targets t against the
     block's own log-softmax is s + T log d. Terms with t_j = 0 are 0, and so is the gap
@@ -141,7 +142,7 @@ def merge_gaps(m, s, total, mb, sb, tb):
 
 
 @portable(inline=False)
-def softmax_blocks(z, e, store, w, a, b, gaps, maxima_lanes):
+def softmax_blocks(z: Array, e: Array, store, w: Array, a, b, gaps, maxima_lanes: Lanes):
     """The online log-sum-exp of row ``z``: (m, d, s, T) with m = max_j z_j and
     d = sum_j exp(z_j - m), in one pass over the row from memory.
 
@@ -183,7 +184,7 @@ def block_scale(mb, m, inv_d):
 
 
 @portable
-def max_sum_exp(z, row):
+def max_sum_exp(z: Array, row: Array):
     """(m, d): the maximum of row ``z`` and sum_j exp(z_j - m), online
     (:func:`softmax_blocks`). Nothing is stored: ``row`` is any writable row of z's dtype
     (a gradient row, even of length 0), only to type the unused output."""
@@ -192,8 +193,8 @@ def max_sum_exp(z, row):
     return m, d
 
 
-@portable
-def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
+@portable.row
+def sparse_softmax_cross_entropy(z, label: Index, v, cw, gz, gy, gv, h, gs, p):
     """PyTorch ``cross_entropy`` with class indices; in place.
 
     ``p = (label_smoothing, ignore_index, has_ignore_index)``, ``cw`` the class weights
@@ -261,7 +262,7 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
 
 
 @portable
-def tile_transposed_max(z, rows, n, t_scratch, m_scratch):
+def tile_transposed_max(z: Array, rows: Index, n: Index, t_scratch: Scratch, m_scratch: Scratch):
     """Transpose a narrow tile ``z`` of ``rows`` rows of ``n`` logits into ``t_scratch``
     (``t[j * rows + r]`` is row r's class j, in float64) and take each row's maximum into
     ``m_scratch``, in class order, as :func:`block_max` takes it for a row of fewer than
@@ -277,8 +278,8 @@ def tile_transposed_max(z, rows, n, t_scratch, m_scratch):
             m_scratch[r] = v if v > m_scratch[r] else m_scratch[r]
 
 
-@portable(inline=False)
-def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
+@portable.rows(inline=False)
+def sparse_softmax_cross_entropy_rows(z, labels: Indices, cw, gz, h, gs, p, loss):
     """:func:`sparse_softmax_cross_entropy` of a tile of narrow rows (fewer classes than
     LANES), row by row the same arithmetic in the same order; in place.
 
@@ -387,7 +388,7 @@ def merge_max_sum_exp(m1, d1, m2, d2):
     return m1, d1 + d2 * exp_nonpositive(m2 - m1)
 
 
-@portable
+@portable.row
 def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     """-sum_j t_j log_softmax(z)_j for soft or one-hot targets; in place.
 
@@ -438,7 +439,7 @@ def softmax_ce_grad(pj, tj, total_t, gs):
     return gs * (total_t * pj - tj)
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def softmax_cross_entropy_rows(z, y, c, gz, h, gs, p, loss):
     """:func:`softmax_cross_entropy` of a tile of narrow rows (fewer classes than LANES),
     row by row the same arithmetic in the same order; in place.
@@ -509,7 +510,7 @@ def softmax_cross_entropy_rows(z, y, c, gz, h, gs, p, loss):
                 gz[r * n + j] = t[j * rows + r]
 
 
-@portable
+@portable.row
 def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     """Keras ``categorical_crossentropy(from_logits=False)``: normalise, clip, log.
 
@@ -550,7 +551,7 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     return loss
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def categorical_cross_entropy_rows(x, y, c, gx, h, gs, p, loss):
     """:func:`categorical_cross_entropy` of a tile of narrow rows (fewer classes than
     LANES), row by row the same arithmetic in the same order; in place.
@@ -613,7 +614,7 @@ def cce_grad(g, dot, s, gs):
     return gs * (g - dot) / s
 
 
-@portable
+@portable.row
 def categorical_hinge(x, y, v, c, gx, gy, gv, h, gs, p):
     """Keras ``categorical_hinge``: max(0, 1 + max_j (1 - y_j) x_j - sum_j y_j x_j).
 
@@ -681,7 +682,7 @@ def categorical_hinge_grad(xj, yj, neg, ties, a):
     return a * g
 
 
-@portable
+@portable.row
 def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     """Keras ``kl_divergence(y_true=y, y_pred=x)``: sum_j q_j log(q_j / r_j) with
     q = clip(y, eps, 1), r = clip(x, eps, 1), ``p = (eps,)``; gradient -q_j / r_j where
@@ -703,7 +704,7 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     return lane_finish(acc, terms, n)
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def kl_divergence_rows(x, y, c, gx, h, gs, p, loss):
     """:func:`kl_divergence` of a tile of narrow rows (fewer classes than LANES), row by
     row the same arithmetic in the same order.
@@ -743,7 +744,7 @@ def kl_term(xj, yj, eps):
     return lj, -xdivy(q, r) * clip_grad(xj, eps, 1.0)
 
 
-@portable
+@portable.row
 def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     """sum_j q_j (log q_j - log_softmax(z)_j) with 0 log 0 = 0; in place.
 
@@ -780,7 +781,7 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     return loss
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def softmax_kl_divergence_rows(z, y, c, gz, h, gs, p, loss):
     """:func:`softmax_kl_divergence` of a tile of narrow rows (fewer classes than LANES),
     row by row the same arithmetic in the same order; in place.
@@ -860,7 +861,7 @@ def no_entropy(yj, t, ls):
     return 0.0
 
 
-@portable
+@portable.row
 def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
     """Generalised Jensen-Shannon divergence of P = softmax(zp) and Q = softmax(zq).
 
@@ -952,7 +953,7 @@ def focal_term(log_p, gamma):
     return mod * log_p, g
 
 
-@portable
+@portable.row
 def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     """Keras ``CategoricalFocalCrossentropy(from_logits=True)`` with soft or one-hot
     targets: -alpha sum_j y_j (1 - p_j)^gamma log p_j, p = softmax(z),
@@ -1005,8 +1006,8 @@ def focal_grad(yj, lp, gamma, s, alpha, gs):
     return -alpha * gs * (yg - exp_nonpositive(lp) * s)
 
 
-@portable
-def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
+@portable.row
+def sparse_softmax_focal_loss(z, label: Index, v, c, gz, gy, gv, h, gs, p):
     """:func:`softmax_focal_loss` for an integer label: -alpha f_y and
     grad_k = -alpha gs g_y ([k = y] - p_k); in place."""
     alpha = p[0]
