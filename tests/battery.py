@@ -18,9 +18,9 @@ import sys
 import zlib
 
 import numpy as np
+from reference import OPTION_CASES, ROWWISE, prepared
 
 import fastloss as fl
-from reference import OPTION_CASES, ROWWISE, prepared
 
 ELEMENT_SHAPES = ((3, 4), (25_001, 4))
 ROW_SHAPES = ((4, 5), (1_031, 5), (3, 5_000))
