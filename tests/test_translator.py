@@ -407,6 +407,14 @@ REJECTED_TYPES = {
         def f(i: Index):
             return i ** 2  # <-
         """, "`**` of integers"),
+    "integer made a float in place": ("""
+        @portable
+        def f(z: Array):
+            k = 0
+            for j in range(z.shape[0]):
+                k += z[j]  # <-
+            return k
+        """, "`k += z[j]` makes the integer k a float in Python"),
     "assigning an array": ("""
         @portable
         def f(z: Array, x):

@@ -365,6 +365,10 @@ class _TypeCheck:
                 if isinstance(t, ast.Name) and (fn.types.get(t.id) in POINTERS or fn.types.get(t.id) == "params"):
                     raise fn.error(n, f"assigning the parameter {t.id} ({DESCRIPTIONS[fn.types[t.id]]}) is not "
                                    "supported by the Cython translator")
+            if isinstance(n, ast.AugAssign) and fn._is_integer(n.target, self.types) and (
+                    isinstance(n.op, ast.Div) or not fn._is_integer(n.value, self.types)):
+                raise fn.error(n, f"`{syntax.snippet(n)}` makes the integer {syntax.snippet(n.target)} a float in "
+                               "Python, which is not supported by the Cython translator (C keeps it an integer)")
         elif isinstance(n, ast.Subscript):
             self.subscript(n)
         elif isinstance(n, ast.Call):

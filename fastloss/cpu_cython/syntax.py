@@ -17,8 +17,8 @@ translator``) at the first construct that is not listed here. What it accepts is
 * calls, positional arguments only, of a portable function (not the function itself), a
   native, ``abs`` or ``math.sqrt``; ``lanes(v)`` and ``scratch()`` only as ``x = ...``.
 
-Types are checked afterwards, in :mod:`translate` (an array index must be integer
-arithmetic, ``%`` and ``//`` take integers, ...).
+Types are checked afterwards, in :mod:`functions` (an array index must be integer
+arithmetic, ``%`` and ``//`` take integers, ``x op= e`` keeps an integer an integer, ...).
 """
 
 import ast
