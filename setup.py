@@ -1,9 +1,9 @@
 """Build script: the metadata is in pyproject.toml; this file builds the Cython backend.
 
 The extension's source, ``fastloss/cpu_cython/_kernels.pyx``, is generated from the
-portable loss math by ``fastloss/cpu_cython/generate.py`` (loaded by path: the build
-imports neither fastloss nor Numba). OpenMP is used where the compiler has it; without it
-the extension still builds, serially, and says so.
+portable loss math by ``fastloss/cpu_cython/generate.py`` (its folder loaded as a package
+of its own: the build imports neither fastloss nor Numba). OpenMP is used where the
+compiler has it; without it the extension still builds, serially, and says so.
 
 Settings, as environment variables: ``FASTLOSS_ARCH`` (the target, ``native`` by default),
 ``FASTLOSS_NO_OPENMP`` (build serially) and ``FASTLOSS_OPT`` (the optimisation flag, ``-O3``
@@ -11,13 +11,14 @@ by default; ``-O0`` builds in seconds, for debugging and for the tests that only
 that a build works).
 """
 
-import importlib.util
+import importlib
 import os
 import pathlib
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import types
 
 import numpy as np
 from Cython.Build import cythonize
@@ -27,10 +28,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 def _generate_kernels():
-    spec = importlib.util.spec_from_file_location("_fastloss_generate", HERE / "fastloss/cpu_cython/generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write()
+    package = types.ModuleType("_fastloss_cython")  # fastloss/cpu_cython, without fastloss
+    package.__path__ = [str(HERE / "fastloss/cpu_cython")]
+    sys.modules.setdefault("_fastloss_cython", package)
+    return importlib.import_module("_fastloss_cython.generate").write()
 
 
 def _has_openmp():

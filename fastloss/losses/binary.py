@@ -7,12 +7,13 @@ dy, hess)``.
 loss in :mod:`.focal`.
 """
 
+from ..math.declare import Params
 from ..math.elementary import single
 from ..math.portable import portable
 from ..math.primitives import clip, clip_grad, logistic, logistic_single, xdivy, xlog1py, xlogy
 
 
-@portable
+@portable.element
 def binary_cross_entropy(x, y, c, p):
     """-(y log q + (1 - y) log1p(-q)), q = clip(x, eps, 1 - eps), ``p = (eps,)``.
 
@@ -28,7 +29,7 @@ def binary_cross_entropy(x, y, c, p):
 
 
 @portable
-def sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg):
+def sigmoid_cross_entropy_terms(y, c, p: Params, sp_pos, sp_neg, s_pos, s_neg):
     """Loss, gradient and hessian of :func:`sigmoid_binary_cross_entropy` from the logit's
     softplus(+-x) and sigmoid(+-x)."""
     ls = p[0]
@@ -40,7 +41,7 @@ def sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg):
     return loss, b * s_pos - a * s_neg, 0.0, (a + b) * s_pos * s_neg
 
 
-@portable
+@portable.element
 def sigmoid_binary_cross_entropy(x, y, c, p):
     """w+ y softplus(-x) + (1 - y) softplus(x) for logits ``x``.
 
@@ -55,7 +56,7 @@ def sigmoid_binary_cross_entropy(x, y, c, p):
     return sigmoid_cross_entropy_terms(y, c, p, sp_pos, sp_neg, s_pos, s_neg)
 
 
-@portable
+@portable.element
 def sigmoid_binary_cross_entropy_float32(x, y, c, p):
     """:func:`sigmoid_binary_cross_entropy` for float32 logits: softplus and sigmoid in
     float32 (:func:`~fastloss.math.primitives.logistic_single`), the weighted sum in

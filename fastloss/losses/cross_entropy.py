@@ -18,6 +18,7 @@ the gradient row, so ``gx`` may be ``x`` itself (``out=logits``).
 
 import math
 
+from ..math.declare import Index, Indices
 from ..math.elementary import is_single, log, single
 from ..math.online_softmax import (
     block_max,
@@ -35,8 +36,8 @@ from ..math.primitives import clip, clip_grad, wide, xdivy, xlogy
 from ..math.reductions import LANES, lane_add, lane_finish, lanes, scratch
 
 
-@portable
-def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
+@portable.row
+def sparse_softmax_cross_entropy(z, label: Index, v, cw, gz, gy, gv, h, gs, p):
     """PyTorch ``cross_entropy`` with class indices; in place.
 
     ``p = (label_smoothing, ignore_index, has_ignore_index)``, ``cw`` the class weights
@@ -103,8 +104,8 @@ def sparse_softmax_cross_entropy(z, label, v, cw, gz, gy, gv, h, gs, p):
     return loss
 
 
-@portable(inline=False)
-def sparse_softmax_cross_entropy_rows(z, labels, cw, gz, h, gs, p, loss):
+@portable.rows(inline=False)
+def sparse_softmax_cross_entropy_rows(z, labels: Indices, cw, gz, h, gs, p, loss):
     """:func:`sparse_softmax_cross_entropy` of a tile of narrow rows (fewer classes than
     LANES), row by row the same arithmetic in the same order; in place.
 
@@ -199,7 +200,7 @@ def sparse_ce_grad(pj, is_label, a, smooth_j, label_weight, gs):
     return gs * (a * pj - target)
 
 
-@portable
+@portable.row
 def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     """-sum_j t_j log_softmax(z)_j for soft or one-hot targets; in place.
 
@@ -269,7 +270,7 @@ def no_entropy(yj, t, ls):
     return 0.0
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def softmax_cross_entropy_rows(z, y, c, gz, h, gs, p, loss):
     """:func:`softmax_cross_entropy` of a tile of narrow rows (fewer classes than LANES),
     row by row the same arithmetic in the same order; in place.
@@ -336,7 +337,7 @@ def softmax_cross_entropy_rows(z, y, c, gz, h, gs, p, loss):
         tile_untranspose(t, rows, n, gz)
 
 
-@portable
+@portable.row
 def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     """Keras ``categorical_crossentropy(from_logits=False)``: normalise, clip, log.
 
@@ -377,7 +378,7 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     return loss
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def categorical_cross_entropy_rows(x, y, c, gx, h, gs, p, loss):
     """:func:`categorical_cross_entropy` of a tile of narrow rows (fewer classes than
     LANES), row by row the same arithmetic in the same order; in place.

@@ -23,7 +23,7 @@ from ..math.reductions import LANES, lane_add, lane_finish, lanes, scratch
 from .cross_entropy import softmax_ce_grad
 
 
-@portable
+@portable.row
 def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     """Keras ``kl_divergence(y_true=y, y_pred=x)``: sum_j q_j log(q_j / r_j) with
     q = clip(y, eps, 1), r = clip(x, eps, 1), ``p = (eps,)``; gradient -q_j / r_j where
@@ -45,7 +45,7 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     return lane_finish(acc, terms, n)
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def kl_divergence_rows(x, y, c, gx, h, gs, p, loss):
     """:func:`kl_divergence` of a tile of narrow rows (fewer classes than LANES), row by
     row the same arithmetic in the same order.
@@ -85,7 +85,7 @@ def kl_term(xj, yj, eps):
     return lj, -xdivy(q, r) * clip_grad(xj, eps, 1.0)
 
 
-@portable
+@portable.row
 def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     """sum_j q_j (log q_j - log_softmax(z)_j) with 0 log 0 = 0; in place.
 
@@ -122,7 +122,7 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     return loss
 
 
-@portable(inline=False)
+@portable.rows(inline=False)
 def softmax_kl_divergence_rows(z, y, c, gz, h, gs, p, loss):
     """:func:`softmax_kl_divergence` of a tile of narrow rows (fewer classes than LANES),
     row by row the same arithmetic in the same order; in place.
@@ -188,7 +188,7 @@ def kl_entropy(yj, q, log_target):
     return q * (yj if log_target != 0.0 else log(yj))
 
 
-@portable
+@portable.row
 def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
     """Generalised Jensen-Shannon divergence of P = softmax(zp) and Q = softmax(zq).
 

@@ -2,6 +2,7 @@
 
 import math
 
+from ..math.declare import Array
 from ..math.elementary import pow_nonneg
 from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, sign, wide
@@ -48,7 +49,7 @@ def norm_finish(big, bad, s, norm_p):
 
 
 @portable(inline=False)
-def distance(a, b, eps, norm_p, squared):
+def distance(a: Array, b: Array, eps, norm_p, squared):
     """||a - b + eps||_p as in PyTorch ``pairwise_distance``; ``squared``: sum (a - b)^2.
 
     The p-norm is taken of the coordinates divided by the largest, then scaled back, so no
@@ -149,7 +150,8 @@ def triplet_element_grads(aj, pj, nj, active, shift, d_pos, d_neg, norm_p, squar
 
 
 @portable(inline=False)
-def triplet_grads(a, pos, neg, ga, gp, gn, active, shift, d_pos, d_neg, norm_p, squared):
+def triplet_grads(a: Array, pos: Array, neg: Array, ga: Array, gp: Array, gn: Array, active, shift, d_pos, d_neg,
+                  norm_p, squared):
     """The three gradient rows of the triplet loss: with g+ = active d d_pos / d a_j and
     g- = active d d_neg / d a_j (:func:`distance_grad`), ga = g+ - g-, gp = -g+, gn = g-.
 
@@ -199,7 +201,7 @@ def triplet_grads(a, pos, neg, ga, gp, gn, active, shift, d_pos, d_neg, norm_p, 
             gn[lo + i] = g_minus
 
 
-@portable
+@portable.row
 def triplet_margin_loss(a, pos, neg, c, ga, gp, gn, h, gs, p):
     """max(0, d(a, pos) - d(a, neg) + margin), ``p = (margin, norm_p, eps, squared)``.
 

@@ -13,6 +13,7 @@ See :mod:`fastloss.losses` for both calling conventions. Neither gradient forms
 (1 - p)^(gamma - 1), so gamma in [0, 1) and saturated logits stay finite.
 """
 
+from ..math.declare import Index
 from ..math.elementary import exp_nonpositive, expm1, log, pow_nonneg
 from ..math.online_softmax import block_scale, block_size, max_sum_exp, softmax_blocks
 from ..math.portable import portable
@@ -20,7 +21,7 @@ from ..math.primitives import logistic, wide
 from ..math.reductions import LANES, lane_add, lane_finish, lanes
 
 
-@portable
+@portable.element
 def sigmoid_focal_loss(x, y, c, p):
     """alpha_t (1 - p_t)^gamma BCE(x, y), ``p = (alpha, gamma, use_alpha)``.
 
@@ -62,7 +63,7 @@ def focal_term(log_p, gamma):
     return mod * log_p, g
 
 
-@portable
+@portable.row
 def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     """Keras ``CategoricalFocalCrossentropy(from_logits=True)`` with soft or one-hot
     targets: -alpha sum_j y_j (1 - p_j)^gamma log p_j, p = softmax(z),
@@ -115,8 +116,8 @@ def focal_grad(yj, lp, gamma, s, alpha, gs):
     return -alpha * gs * (yg - exp_nonpositive(lp) * s)
 
 
-@portable
-def sparse_softmax_focal_loss(z, label, v, c, gz, gy, gv, h, gs, p):
+@portable.row
+def sparse_softmax_focal_loss(z, label: Index, v, c, gz, gy, gv, h, gs, p):
     """:func:`softmax_focal_loss` for an integer label: -alpha f_y and
     grad_k = -alpha gs g_y ([k = y] - p_k); in place."""
     alpha = p[0]

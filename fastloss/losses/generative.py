@@ -1,12 +1,13 @@
 """Losses of generative models: the GAN pair (element-wise) and the VAE's KL term (row-wise)."""
 
+from ..math.declare import Array, Params
 from ..math.elementary import expm1, single
 from ..math.portable import portable
 from ..math.primitives import logistic, logistic_single, wide
 from ..math.reductions import LANES, lane_total, lanes
 
 
-@portable
+@portable.element
 def gan_discriminator(x, y, c, p):
     """softplus(-x) + softplus(y) for real logits ``x`` and fake logits ``y``:
     -[log D(real) + log(1 - D(fake))]. Gradients -sigmoid(-x) and sigmoid(y). Each logit's
@@ -16,7 +17,7 @@ def gan_discriminator(x, y, c, p):
     return sp_neg_x + sp_pos_y, -s_neg_x, s_pos_y, 0.0
 
 
-@portable
+@portable.element
 def gan_discriminator_float32(x, y, c, p):
     """:func:`gan_discriminator` for float32 logits: softplus and sigmoid in float32
     (:func:`~fastloss.math.primitives.logistic_single`), their sum in float64."""
@@ -26,14 +27,14 @@ def gan_discriminator_float32(x, y, c, p):
 
 
 @portable
-def gan_generator_terms(p, sp_pos, sp_neg, s_pos, s_neg):
+def gan_generator_terms(p: Params, sp_pos, sp_neg, s_pos, s_neg):
     """Loss and gradient of :func:`gan_generator` from softplus(+-x) and sigmoid(+-x)."""
     if p[0] != 0.0:
         return -sp_pos, -s_pos, 0.0, 0.0
     return sp_neg, -s_neg, 0.0, 0.0
 
 
-@portable
+@portable.element
 def gan_generator(x, y, c, p):
     """Generator loss on fake logits ``x``, ``p = (saturating,)``.
 
@@ -44,7 +45,7 @@ def gan_generator(x, y, c, p):
     return gan_generator_terms(p, sp_pos, sp_neg, s_pos, s_neg)
 
 
-@portable
+@portable.element
 def gan_generator_float32(x, y, c, p):
     """:func:`gan_generator` for float32 logits, softplus and sigmoid in float32
     (:func:`~fastloss.math.primitives.logistic_single`)."""
@@ -68,7 +69,7 @@ def vae_kl_grads(m, e, gs):
 
 
 @portable(inline=False)
-def vae_kl_row(mu, logvar, gmu, glogvar, gs):
+def vae_kl_row(mu: Array, logvar: Array, gmu: Array, glogvar: Array, gs):
     """sum_j 0.5 (mu_j^2 + expm1(logvar_j) - logvar_j), summed in SIMD lanes
     (:mod:`fastloss.math.reductions`), with the gradients gs mu_j and gs 0.5 expm1(logvar_j)
     stored as it goes (when ``gmu`` is not empty). Each element is read before its
@@ -107,7 +108,7 @@ def vae_kl_row(mu, logvar, gmu, glogvar, gs):
     return total
 
 
-@portable
+@portable.row
 def vae_kl_divergence(mu, logvar, v, c, gmu, glogvar, gv, h, gs, p):
     """-0.5 sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)) over the row (Kingma and Welling).
 

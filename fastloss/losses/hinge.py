@@ -16,7 +16,7 @@ from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, wide
 
 
-@portable
+@portable.element
 def hinge(x, y, c, p):
     """max(0, 1 - y x), ``p = (map01,)``: with map01 = 1 the targets 0/1 become -1/1
     (Keras). Gradient -y where 1 - y x >= 0 (the clamp passes at 0, as in PyTorch)."""
@@ -26,7 +26,7 @@ def hinge(x, y, c, p):
     return active * m, -active * t, 0.0, 0.0
 
 
-@portable
+@portable.element
 def squared_hinge(x, y, c, p):
     """max(0, 1 - y x)^2, ``p = (map01,)`` as for :func:`hinge`. Gradient -2 y max(0, m)."""
     t = 2.0 * y - 1.0 if p[0] != 0.0 else y
@@ -35,7 +35,7 @@ def squared_hinge(x, y, c, p):
     return active * m * m, -2.0 * active * m * t, 0.0, 0.0
 
 
-@portable
+@portable.row
 def categorical_hinge(x, y, v, c, gx, gy, gv, h, gs, p):
     """Keras ``categorical_hinge``: max(0, 1 + max_j (1 - y_j) x_j - sum_j y_j x_j).
 

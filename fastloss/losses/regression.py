@@ -9,21 +9,21 @@ from ..math.portable import portable
 from ..math.primitives import clamp_min, clamp_min_grad, cosh_terms, hypot1, sign, xdivy, xlogy
 
 
-@portable
+@portable.element
 def squared_error(x, y, c, p):
     """r^2; gradient 2 r; hessian 2. Keras/PyTorch ``mse``."""
     r = x - y
     return r * r, 2.0 * r, 0.0, 2.0
 
 
-@portable
+@portable.element
 def absolute_error(x, y, c, p):
     """|r|; gradient sign(r) with sign(0) = 0 (PyTorch). Keras/PyTorch ``mae``/``l1``."""
     r = x - y
     return abs(r), sign(r), 0.0, 0.0
 
 
-@portable
+@portable.element
 def squared_log_error(x, y, c, p):
     """(log1p(max(x, eps)) - log1p(max(y, eps)))^2, ``p = (eps,)``. Keras ``msle``.
 
@@ -35,7 +35,7 @@ def squared_log_error(x, y, c, p):
     return d * d, clamp_min_grad(x, eps) * 2.0 * d / (1.0 + xc), 0.0, 0.0
 
 
-@portable
+@portable.element
 def absolute_percentage_error(x, y, c, p):
     """100 |r| / max(|y|, eps), ``p = (eps,)``. Keras ``mape``."""
     scale = 100.0 / clamp_min(abs(y), p[0])
@@ -43,7 +43,7 @@ def absolute_percentage_error(x, y, c, p):
     return scale * abs(r), scale * sign(r), 0.0, 0.0
 
 
-@portable
+@portable.element
 def huber(x, y, c, p):
     """0.5 r^2 where |r| <= delta, else delta (|r| - delta / 2), ``p = (delta,)``.
 
@@ -58,7 +58,7 @@ def huber(x, y, c, p):
     return delta * (a - 0.5 * delta), delta * sign(r), 0.0, 0.0
 
 
-@portable
+@portable.element
 def pseudo_huber(x, y, c, p):
     """delta^2 (sqrt(1 + (r/delta)^2) - 1), ``p = (delta,)``; ``scipy.special.pseudo_huber``.
 
@@ -76,7 +76,7 @@ def pseudo_huber(x, y, c, p):
     return a * (a / (s + 1.0)), r / s, 0.0, 1.0 / (s * s * s)
 
 
-@portable
+@portable.element
 def log_cosh(x, y, c, p):
     """log(cosh(r)); gradient tanh(r); hessian sech(r)^2. Keras ``log_cosh``. All three
     from one expm1(|r|) (:func:`~fastloss.math.primitives.cosh_terms`)."""
@@ -84,7 +84,7 @@ def log_cosh(x, y, c, p):
     return loss, grad, 0.0, hess
 
 
-@portable
+@portable.element
 def poisson(x, y, c, p):
     """Poisson negative log-likelihood of the rate ``x``, ``p = (log_input, eps)`` with
     log_input 0. Keras ``poisson``, PyTorch ``poisson_nll_loss(log_input=False,
@@ -98,7 +98,7 @@ def poisson(x, y, c, p):
     return x - xlogy(y, s), 1.0 - q, 0.0, xdivy(q, s)
 
 
-@portable
+@portable.element
 def poisson_log_rate(x, y, c, p):
     """:func:`poisson` of the log-rate ``x`` (option ``log_input``; PyTorch's default):
     exp(x) - y x, gradient exp(x) - y, hessian exp(x)."""

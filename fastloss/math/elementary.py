@@ -165,7 +165,7 @@ EF6 = single(1.0 / 720.0)
 EF7 = single(1.0 / 5040.0)
 
 
-@portable(cuda=math.exp)
+@portable.single(cuda=math.exp)
 def exp_nonpositive_single(x):
     """e^x in float32 for a float32 x <= 0 (or NaN): :func:`exp_nonpositive`'s method in
     float32 arithmetic, a SIMD vector holding twice the lanes of float64. x = k ln2 + r,
@@ -208,7 +208,7 @@ LT3 = single(2.0 / 7.0)
 LT4 = single(2.0 / 9.0)
 
 
-@portable(cuda=math.log)
+@portable.single(cuda=math.log)
 def log_single(x):
     """Natural log of a float32 in float32 arithmetic (:func:`log`'s method, 16 SIMD
     lanes): x = 2^k m from the bits (subnormal x scaled by 2^25 first), f = m - 1 (exact),
@@ -234,7 +234,7 @@ def log_single(x):
     return NEG_INF_F if x == ZERO_F else NAN_F
 
 
-@portable
+@portable.single
 def exp_difference_single(a, b):
     """e^(a - b) in float32 for float32 a <= b: the difference rounded once to float32, then
     :func:`exp_nonpositive_single`."""

@@ -18,6 +18,7 @@ A tile of narrow rows (the ``_rows`` forms) is transposed, and its maxima taken,
 
 import math
 
+from .declare import Array, Index, Lanes, Scratch
 from .elementary import exp_difference_single, exp_nonpositive, is_single, single
 from .portable import portable
 from .primitives import wide
@@ -30,7 +31,7 @@ BLOCK = 2048
 
 
 @portable
-def block_size(z):
+def block_size(z: Array):
     """Elements per block of row ``z``: BLOCK, or a larger multiple of LANES where the row
     has more than LANES blocks of BLOCK (a lane array keeps each block's maximum)."""
     n = z.shape[0]
@@ -39,7 +40,7 @@ def block_size(z):
 
 
 @portable(inline=False)
-def block_max(z, lo, hi):
+def block_max(z: Array, lo: Index, hi: Index):
     """max_j z_j over lo <= j < hi, ``-inf`` for no entries or all ``-inf`` (NaN entries are
     skipped here; they reach the sum of exponentials and make the row NaN there). In SIMD
     lanes (:mod:`fastloss.math.reductions`)."""
@@ -60,7 +61,7 @@ def block_max(z, lo, hi):
 
 
 @portable(inline=False)
-def block_sum_exp(z, lo, hi, m, e, store):
+def block_sum_exp(z: Array, lo: Index, hi: Index, m, e: Array, store):
     """sum_j exp(z_j - m) over lo <= j < hi, storing each exp(z_j - m) in ``e[j]`` where
     ``store`` is nonzero and ``e`` is not empty (reading z_j first: ``e`` may be ``z``).
     Summed in SIMD lanes (:mod:`fastloss.math.reductions`) in float64; float32 logits take
@@ -91,7 +92,7 @@ def block_sum_exp(z, lo, hi, m, e, store):
 
 
 @portable
-def softmax_exp(z, zj, m, ms):
+def softmax_exp(z: Array, zj, m, ms):
     """exp(z_j - m) for a logit z_j of row ``z`` and m >= z_j (``ms``: m as a float32):
     in float32 (:func:`exp_difference_single`, twice the SIMD lanes) where z holds
     float32, as PyTorch and XLA do for float32 logits; else in float64."""
@@ -99,7 +100,7 @@ def softmax_exp(z, zj, m, ms):
 
 
 @portable(inline=False)
-def block_gaps(z, w, a, b, lo, hi, m):
+def block_gaps(z: Array, w: Array, a, b, lo: Index, hi: Index, m):
     """(sum_j t_j (m - z_j), sum_j t_j) over lo <= j < hi, t_j = w_j a + b (w_j = 1 for an
     empty ``w``), with m the block's maximum: the cross-entropy of targets t against the
     block's own log-softmax is s + T log d. Terms with t_j = 0 are 0, and so is the gap
@@ -133,7 +134,7 @@ def merge_gaps(m, s, total, mb, sb, tb):
 
 
 @portable(inline=False)
-def softmax_blocks(z, e, store, w, a, b, gaps, maxima_lanes):
+def softmax_blocks(z: Array, e: Array, store, w: Array, a, b, gaps, maxima_lanes: Lanes):
     """The online log-sum-exp of row ``z``: (m, d, s, T) with m = max_j z_j and
     d = sum_j exp(z_j - m), in one pass over the row from memory.
 
@@ -175,7 +176,7 @@ def block_scale(mb, m, inv_d):
 
 
 @portable
-def max_sum_exp(z, row):
+def max_sum_exp(z: Array, row: Array):
     """(m, d): the maximum of row ``z`` and sum_j exp(z_j - m), online
     (:func:`softmax_blocks`). Nothing is stored: ``row`` is any writable row of z's dtype
     (a gradient row, even of length 0), only to type the unused output."""
@@ -199,7 +200,7 @@ def merge_max_sum_exp(m1, d1, m2, d2):
 
 
 @portable
-def tile_transposed_max(z, rows, n, t_scratch, m_scratch):
+def tile_transposed_max(z: Array, rows: Index, n: Index, t_scratch: Scratch, m_scratch: Scratch):
     """Transpose a narrow tile ``z`` of ``rows`` rows of ``n`` logits into ``t_scratch``
     (``t[j * rows + r]`` is row r's class j, in float64) and take each row's maximum into
     ``m_scratch``, in class order, as :func:`block_max` takes it for a row of fewer than
@@ -216,7 +217,7 @@ def tile_transposed_max(z, rows, n, t_scratch, m_scratch):
 
 
 @portable
-def tile_untranspose(t_scratch, rows, n, out):
+def tile_untranspose(t_scratch: Scratch, rows: Index, n: Index, out: Array):
     """Write a tile transposed as :func:`tile_transposed_max` lays it out (``t[j * rows +
     r]`` is row r's class j) back into ``out`` in row order (``out[r * n + j]``), rounded
     to out's dtype: a ``_rows`` form's gradient or hessian rows."""

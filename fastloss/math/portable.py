@@ -15,6 +15,14 @@ Two escape hatches keep that single source honest where targets really differ:
   need it (``wide``);
 * a :class:`Native` is a primitive that cannot be written in Python's arithmetic (a bit
   cast), given as a plain Python reference plus one implementation per target.
+
+A function declares its kind by the decorator's form, for the translators that need types
+(C's): ``@portable`` is a helper that computes in float64, ``@portable.single`` one that
+computes in float32 (its float parameters, locals and results are float32), and
+``@portable.element``, ``@portable.row`` and ``@portable.rows`` are a loss's math, whose
+parameters are fixed by the conventions of :mod:`fastloss.losses`. A helper's parameters
+that are not floats are annotated (:mod:`.declare`). Each form takes the same arguments
+as ``@portable``.
 """
 
 import types
@@ -25,10 +33,11 @@ __all__ = ["portable", "native", "compile_for"]
 class Portable:
     """A plain Python function whose portable callees are resolved per target."""
 
-    def __init__(self, fn, overrides=None, inline=True):
+    def __init__(self, fn, overrides=None, inline=True, kind="helper"):
         self.py_func = fn
         self.overrides = dict(overrides or {})
         self.inline = inline
+        self.kind = kind
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
         self.__module__ = fn.__module__
@@ -54,6 +63,32 @@ def portable(fn=None, *, inline=True, **overrides):
     if fn is None:
         return lambda f: Portable(f, overrides, inline)
     return Portable(fn)
+
+
+#: kind -> the number of parameters its convention fixes (None: any).
+KINDS = {"helper": None, "single": None, "element": 4, "row": 10, "rows": 8}
+
+
+def _kind(kind):
+    def declare(fn=None, *, inline=True, **overrides):
+        def make(f):
+            arity = KINDS[kind]
+            if arity is not None and f.__code__.co_argcount != arity:
+                raise TypeError(f"{f.__qualname__}: a {kind} function takes {arity} parameters "
+                                "(fastloss.losses documents them)")
+            return Portable(f, overrides, inline, kind)
+
+        return make if fn is None else make(fn)
+
+    declare.__name__ = declare.__qualname__ = f"portable.{kind}"
+    declare.__doc__ = f"``@portable`` for a function of kind {kind!r} (see the module's docstring)."
+    return declare
+
+
+portable.single = _kind("single")
+portable.element = _kind("element")
+portable.row = _kind("row")
+portable.rows = _kind("rows")
 
 
 class Native:

@@ -114,7 +114,7 @@ def logistic(x):
     return clamp_min(x, 0.0) + t, clamp_min(-x, 0.0) + t, (r if x >= 0.0 else er), (er if x >= 0.0 else r)
 
 
-@portable
+@portable.single
 def logistic_single(x):
     """:func:`logistic` of a float32 in float32 arithmetic (twice the SIMD lanes), from
     :func:`~fastloss.math.elementary.exp_nonpositive_single` and

@@ -18,6 +18,7 @@ kernels (:mod:`fastloss.cuda.drivers`) reduce across the threads of a block inst
 import numpy as np
 
 from .._config import NARROW_TILE
+from .declare import Index, Lanes
 from .portable import native, portable
 
 #: Lanes of a sum: 8 AVX-512 vectors of float64. Fewer would suit narrow rows better, but
@@ -65,7 +66,7 @@ def scratch():
 
 
 @portable
-def lane_add(acc_lanes, terms_lanes, count, start):
+def lane_add(acc_lanes: Lanes, terms_lanes: Lanes, count, start):
     """Add the group of ``count`` terms of a row that starts at element ``start`` (element
     j in ``terms[j mod LANES]``) into the lanes ``acc`` (uninitialised before the first
     group) when the group is whole; a partial group, a row's last, stays in ``terms`` for
@@ -82,7 +83,7 @@ def lane_add(acc_lanes, terms_lanes, count, start):
 
 
 @portable
-def lane_finish(acc_lanes, terms_lanes, n):
+def lane_finish(acc_lanes: Lanes, terms_lanes: Lanes, n: Index):
     """The sum of a row of ``n`` terms passed group by group to :func:`lane_add`: the
     lanes' tree (for a row of at least one whole group), then the last partial group's
     terms in order."""
