@@ -509,11 +509,12 @@ def test_the_portable_math_translates():
 def test_the_decorators_declare_the_kind_and_check_the_arity():
     import numpy as np
 
-    from fastloss.losses import regression, softmax
+    from fastloss.losses import cross_entropy, regression
+    from fastloss.math import online_softmax
     from fastloss.math.portable import portable
 
-    assert regression.huber.kind == "element" and softmax.softmax_cross_entropy.kind == "row"
-    assert softmax.block_max.kind == "helper" and softmax.softmax_cross_entropy_rows.inline is False
-    assert softmax.block_max(np.array([1.0, 3.0, 2.0]), 0, 3) == 3.0  # still plain Python
+    assert regression.huber.kind == "element" and cross_entropy.softmax_cross_entropy.kind == "row"
+    assert online_softmax.block_max.kind == "helper" and cross_entropy.softmax_cross_entropy_rows.inline is False
+    assert online_softmax.block_max(np.array([1.0, 3.0, 2.0]), 0, 3) == 3.0  # still plain Python
     with pytest.raises(TypeError, match="a row function takes 10 parameters"):
         portable.row(lambda x, y: 0.0)

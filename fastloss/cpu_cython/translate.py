@@ -51,7 +51,7 @@ Types are declared, never guessed from names or arity:
   libc's ``f``, ``math.inf`` ``INFINITY``, ``abs`` ``fabs`` and ``x ** y`` ``pow``;
 * a module constant is a C macro of its exact value (``single(v)``: v rounded to float32).
 
-Functions of ``fastloss/math`` go to the primitives' ``.pxd``, the others to the ``.pyx``.
+Functions of a ``fastloss/math`` module that takes no ``Array`` go to the primitives' ``.pxd``, the others to the ``.pyx``.
 """
 
 import ast
@@ -101,11 +101,15 @@ _C_NONFINITE = {"inf": "INFINITY", "-inf": "(-INFINITY)", "nan": "NAN"}  # repr 
 class Source:
     """One module of portable math: ``rel`` is its path in the package (``math/x.py``)."""
 
-    def __init__(self, rel):
+    def __init__(self, rel, tree):
         self.rel = rel
         self.path = f"fastloss/{rel}"
         self.module = pathlib.PurePosixPath(rel).stem
-        self.scalar = rel.startswith("math/")  # helpers only, written to the .pxd
+        # Scalar helpers, written to the .pxd: a math module whose functions take no
+        # array of the input dtype (the fused type ``floating`` belongs to the .pyx).
+        self.scalar = rel.startswith("math/") and not any(
+            isinstance(node, ast.arg) and isinstance(node.annotation, ast.Name) and node.annotation.id == "Array"
+            for node in ast.walk(tree))
 
 
 class Constant:
@@ -303,11 +307,12 @@ def parse(sources, lanes, scratch):
     lengths = {"lanes": lanes, "scratch": scratch}
     found, natives, constants, tables, elsewhere = [], [], [], {}, set()
     for rel, text in sources:
-        source = Source(rel)
+        tree = ast.parse(text, filename=f"fastloss/{rel}")
+        source = Source(rel, tree)
         if source.module in tables:
             raise TranslationError(source.path, None, f"a second module named {source.module}")
         table = tables[source.module] = {}
-        for stmt in ast.parse(text, filename=source.path).body:
+        for stmt in tree.body:
             if isinstance(stmt, ast.ImportFrom) and stmt.module:
                 for alias in stmt.names:  # resolved below, where the module is one of ``sources``
                     table[alias.asname or alias.name] = (stmt.module.rsplit(".", 1)[-1], alias.name)

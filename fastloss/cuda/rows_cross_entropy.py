@@ -5,7 +5,7 @@ cross-entropy with soft targets and softmax KL divergence.
 Both keep an online log-sum-exp of the row (:func:`.rows.row_max_sum_exp`) and write the
 gradient in the same launch, in place with ``out=logits``. Their per-element and per-row
 formulas are the CPU row functions' ``@portable`` helpers of
-:mod:`fastloss.losses.softmax`, compiled as device functions (:mod:`.kernel_choice` says
+:mod:`fastloss.losses.cross_entropy`, compiled as device functions (:mod:`.kernel_choice` says
 which).
 """
 

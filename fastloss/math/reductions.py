@@ -12,7 +12,7 @@ The lane array is a local array, which Python's arithmetic cannot spell: ``lanes
 ``lane_total`` and ``lane_max`` are natives, a Python reference here and Numba and C
 implementations in the backends; so is ``scratch``, a tile-sized local buffer for kernels
 that work on several narrow rows at once. The CPU backends alone use them: the GPU's row
-kernels (:mod:`fastloss.cuda.drivers`) reduce across the threads of a block instead.
+kernels (:mod:`fastloss.cuda.rows`) reduce across the threads of a block instead.
 """
 
 import numpy as np
