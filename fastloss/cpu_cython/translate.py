@@ -51,7 +51,8 @@ Types are declared, never guessed from names or arity:
   libc's ``f``, ``math.inf`` ``INFINITY``, ``abs`` ``fabs`` and ``x ** y`` ``pow``;
 * a module constant is a C macro of its exact value (``single(v)``: v rounded to float32).
 
-Functions of a ``fastloss/math`` module that takes no ``Array`` go to the primitives' ``.pxd``, the others to the ``.pyx``.
+Functions of a ``fastloss/math`` module that takes no ``Array`` go to the primitives' ``.pxd``,
+the others to the ``.pyx``.
 """
 
 import ast
