@@ -156,17 +156,13 @@ def fast_views(arrays):
     would need a copy (a dtype NumPy lacks, such as bfloat16)."""
     first = arrays[0]
     if _is_torch(first):
-        try:
-            views = tuple(a.detach().numpy() if a.device.type == "cpu" and not a.is_conj() and not a.is_neg()
-                          else None for a in arrays)
-        except (AttributeError, TypeError, RuntimeError):  # not a tensor, or a dtype NumPy lacks
-            return arrays, None
-    elif _is_jax(first):
-        try:
-            views = tuple(np.from_dlpack(a) if _is_jax(a) else None for a in arrays)
-        except (TypeError, RuntimeError, BufferError, ValueError):  # a device array, or a dtype NumPy lacks
-            return arrays, None
-    else:
+        views = _torch_views(arrays)
+        return (arrays, None) if views is None else (views, _torch_result)
+    if not _is_jax(first):
+        return arrays, None
+    try:
+        views = tuple(np.from_dlpack(a) if _is_jax(a) else None for a in arrays)
+    except (TypeError, RuntimeError, BufferError, ValueError):  # a device array, or a dtype NumPy lacks
         return arrays, None
     if any(v is None for v in views):
         return arrays, None
@@ -177,6 +173,39 @@ def fast_views(arrays):
         return LossResult(convert(result.loss), grad, convert(result.hess))
 
     return views, back
+
+
+def _torch_views(tensors):
+    """NumPy views of PyTorch CPU tensors, or None where one is not a tensor NumPy can view
+    as it is (on a GPU, bfloat16, a conjugate or negative bit). ``numpy()`` makes every
+    one of those checks itself; a tensor that requires grad is read through ``detach()``."""
+    try:
+        return tuple([t.detach().numpy() if t.requires_grad else t.numpy() for t in tensors])
+    except (AttributeError, TypeError, RuntimeError):
+        return None
+
+
+def _torch_from_numpy():
+    global _from_numpy
+    if _from_numpy is None:
+        from torch import from_numpy as _from_numpy
+    return _from_numpy
+
+
+_from_numpy = None
+
+
+def _torch_result(result):
+    """A fast-path :class:`LossResult` (fresh float32/float64 NumPy arrays) as tensors
+    that share its memory."""
+    from_numpy = _torch_from_numpy()
+    grad = result.grad
+    if isinstance(grad, tuple):
+        grad = tuple(g if g is None else from_numpy(g) for g in grad)
+    elif grad is not None:
+        grad = from_numpy(grad)
+    return LossResult(None if result.loss is None else from_numpy(result.loss), grad,
+                      None if result.hess is None else from_numpy(result.hess))
 
 
 def adopt_out(back, out, grads):
