@@ -22,6 +22,7 @@ from ..math.declare import Index, Indices
 from ..math.elementary import is_single, log, single
 from ..math.online_softmax import (
     block_max,
+    block_range,
     block_scale,
     block_size,
     merge_gaps,
@@ -33,7 +34,7 @@ from ..math.online_softmax import (
 )
 from ..math.portable import portable
 from ..math.primitives import clip, clip_grad, wide, xdivy, xlogy
-from ..math.reductions import LANES, lane_add, lane_finish, lanes, scratch
+from ..math.reductions import LANES, lane_add, lane_finish, lane_group, lanes, scratch
 
 
 @portable.row
@@ -88,8 +89,7 @@ def sparse_softmax_cross_entropy(z, label: Index, v, cw, gz, gy, gv, h, gs, p):
     inv_d = 1.0 / d
     size = block_size(z)
     for blk in range((n + size - 1) // size):
-        lo = blk * size
-        hi = lo + size if lo + size < n else n
+        lo, hi = block_range(blk, size, n)
         scale = block_scale(maxima[blk], m, inv_d)
         if not want_g:
             for j in range(lo, hi):
@@ -227,8 +227,7 @@ def softmax_cross_entropy(z, y, v, c, gz, gy, gv, h, gs, p):
     inv_d = 1.0 / d
     size = block_size(z)
     for blk in range((n + size - 1) // size):
-        lo = blk * size
-        hi = lo + size if lo + size < n else n
+        lo, hi = block_range(blk, size, n)
         scale = block_scale(maxima[blk], m, inv_d)
         for j in range(lo, hi):
             pj = wide(gz[j] if want_g else h[j]) * scale
@@ -360,8 +359,7 @@ def categorical_cross_entropy(x, y, v, c, gx, gy, gv, h, gs, p):
     terms_loss = lanes(None)
     terms_dot = lanes(None)
     for group in range((n + LANES - 1) // LANES):
-        g = group * LANES
-        count = n - g if n - g < LANES else LANES
+        g, count = lane_group(group, n)
         for lane in range(count):
             lj, grad, r = cce_term(wide(x[g + lane]), wide(y[g + lane]), s, eps, ls, k)
             terms_loss[lane] = lj

@@ -19,7 +19,7 @@ from ..math.elementary import exp, exp_nonpositive, is_single, log, log1p, singl
 from ..math.online_softmax import max_sum_exp, merge_max_sum_exp, softmax_exp, tile_transposed_max, tile_untranspose
 from ..math.portable import portable
 from ..math.primitives import clip, clip_grad, log_add_exp, wide, xdivy
-from ..math.reductions import LANES, lane_add, lane_finish, lanes, scratch
+from ..math.reductions import LANES, lane_add, lane_finish, lane_group, lanes, scratch
 from .cross_entropy import softmax_ce_grad
 
 
@@ -34,8 +34,7 @@ def kl_divergence(x, y, v, c, gx, gy, gv, h, gs, p):
     acc = lanes(None)  # (lane_add fills it)
     terms = lanes(None)
     for group in range((n + LANES - 1) // LANES):
-        g = group * LANES
-        count = n - g if n - g < LANES else LANES
+        g, count = lane_group(group, n)
         for lane in range(count):
             lj, grad = kl_term(wide(x[g + lane]), wide(y[g + lane]), eps)
             terms[lane] = lj
@@ -102,8 +101,7 @@ def softmax_kl_divergence(z, y, v, c, gz, gy, gv, h, gs, p):
     terms_loss = lanes(None)
     terms_q = lanes(None)
     for group in range((n + LANES - 1) // LANES):
-        g = group * LANES
-        count = n - g if n - g < LANES else LANES
+        g, count = lane_group(group, n)
         for lane in range(count):
             j = g + lane
             yj = wide(y[j])
@@ -216,8 +214,7 @@ def js_divergence(zp, zq, v, c, gp, gq, gv, h, gs, p):
     terms_p = lanes(None)
     terms_q = lanes(None)
     for group in range((n + LANES - 1) // LANES):
-        g = group * LANES
-        count = n - g if n - g < LANES else LANES
+        g, count = lane_group(group, n)
         for lane in range(count):
             j = g + lane
             tp, tq = js_terms((wide(zp[j]) - mp) - log_dp, (wide(zq[j]) - mq) - log_dq, beta, log_b, log_1b)

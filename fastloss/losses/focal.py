@@ -15,10 +15,10 @@ See :mod:`fastloss.losses` for both calling conventions. Neither gradient forms
 
 from ..math.declare import Index
 from ..math.elementary import exp_nonpositive, expm1, log, pow_nonneg
-from ..math.online_softmax import block_scale, block_size, max_sum_exp, softmax_blocks
+from ..math.online_softmax import block_range, block_scale, block_size, max_sum_exp, softmax_blocks
 from ..math.portable import portable
 from ..math.primitives import logistic, wide
-from ..math.reductions import LANES, lane_add, lane_finish, lanes
+from ..math.reductions import LANES, lane_add, lane_finish, lane_group, lanes
 
 
 @portable.element
@@ -80,8 +80,7 @@ def softmax_focal_loss(z, y, v, c, gz, gy, gv, h, gs, p):
     terms_loss = lanes(None)
     terms_s = lanes(None)
     for group in range((n + LANES - 1) // LANES):
-        g = group * LANES
-        count = n - g if n - g < LANES else LANES
+        g, count = lane_group(group, n)
         for lane in range(count):
             lj, sj = focal_sums(wide(y[g + lane]), (wide(z[g + lane]) - m) - log_d, gamma)
             terms_loss[lane] = lj
@@ -132,8 +131,7 @@ def sparse_softmax_focal_loss(z, label: Index, v, c, gz, gy, gv, h, gs, p):
         inv_d = 1.0 / d
         size = block_size(z)
         for blk in range((n + size - 1) // size):
-            lo = blk * size
-            hi = lo + size if lo + size < n else n
+            lo, hi = block_range(blk, size, n)
             scale = block_scale(maxima[blk], m, inv_d)
             for j in range(lo, hi):
                 gz[j] = sparse_focal_grad(1.0 if j == label else 0.0, wide(gz[j]) * scale, g, alpha, gs)

@@ -39,6 +39,13 @@ def block_size(z: Array):
     return size if size > BLOCK else BLOCK
 
 
+@portable
+def block_range(blk: Index, size: Index, n: Index):
+    """(first, last + 1) elements of block ``blk`` of ``size`` elements of a row of ``n``."""
+    lo = blk * size
+    return lo, (lo + size if lo + size < n else n)
+
+
 @portable(inline=False)
 def block_max(z: Array, lo: Index, hi: Index):
     """max_j z_j over lo <= j < hi, ``-inf`` for no entries or all ``-inf`` (NaN entries are
@@ -155,8 +162,7 @@ def softmax_blocks(z: Array, e: Array, store, w: Array, a, b, gaps, maxima_lanes
     s = 0.0
     total = 0.0
     for blk in range((n + size - 1) // size):
-        lo = blk * size
-        hi = lo + size if lo + size < n else n
+        lo, hi = block_range(blk, size, n)
         mb = block_max(z, lo, hi)
         if gaps != 0.0:
             sb, tb = block_gaps(z, w, a, b, lo, hi, mb)

@@ -66,6 +66,14 @@ def scratch():
 
 
 @portable
+def lane_group(group: Index, n: Index):
+    """(first element, number of elements) of the ``group``-th group of LANES elements of
+    a row of ``n``: LANES, or fewer in the row's last group."""
+    g = group * LANES
+    return g, (n - g if n - g < LANES else LANES)
+
+
+@portable
 def lane_add(acc_lanes: Lanes, terms_lanes: Lanes, count, start):
     """Add the group of ``count`` terms of a row that starts at element ``start`` (element
     j in ``terms[j mod LANES]``) into the lanes ``acc`` (uninitialised before the first
